@@ -1,0 +1,3 @@
+from cnnfilter.cli import main
+
+main()

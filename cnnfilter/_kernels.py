@@ -1,0 +1,377 @@
+"""Every compiled loop of cnnfilter, and nothing else.
+
+No validation, no ``raise``, no I/O: the public functions in ``filters``, ``pooling`` and ``conv`` check and
+normalise every argument (contiguous float32 or float64 arrays, positive ints, in-range offsets) before they
+call in here. Each function compiles lazily on its first call, once per dtype, and is cached on disk
+(``cache=True``). Helpers that call each other stay in this one file: numba's cache does not notice changes
+made in other files.
+
+Layout: an image of ``C`` channels (channels-last) is seen as a 2-D array ``x`` of shape ``(H, W * C)``;
+pixel ``(r, s)``, channel ``c`` is ``x[r, s * C + c]``. Output arrays use the same layout.
+
+Border modes, as integers: 0 constant, 1 edge, 2 reflect, 3 symmetric, 4 wrap (numpy.pad's meanings).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+# Let LLVM fuse multiply-adds and ignore the sign of zero; NaN and inf keep their IEEE meaning.
+_FM = {"contract", "nsz"}
+
+
+@njit(cache=True)
+def _src(p, n, mode):
+    """Index into ``range(n)`` that numpy.pad copies to padded position ``p`` (``-1``: the constant)."""
+    if p >= 0 and p < n:
+        return p
+    if mode == 0:
+        return -1
+    if mode == 1:
+        return 0 if p < 0 else n - 1
+    if mode == 4:
+        return p % n
+    if mode == 3:
+        m = p % (2 * n)
+        return m if m < n else 2 * n - 1 - m
+    if n == 1:  # reflect of a single sample repeats it
+        return 0
+    m = p % (2 * n - 2)
+    return m if m < n else 2 * n - 2 - m
+
+
+@njit(cache=True)
+def _fill_row(x, r, buf, C, left, mode, cval):
+    """``buf[jp * C + c]`` = padded row ``r`` at padded column ``jp`` (source column ``jp - left``)."""
+    W = x.shape[1] // C
+    n = buf.shape[0] // C
+    if r < 0:
+        buf[:] = cval
+        return
+    row = x[r]
+    lo = min(left, n)
+    hi = min(left + W, n)
+    for jp in range(lo):
+        s = _src(jp - left, W, mode)
+        for c in range(C):
+            buf[jp * C + c] = cval if s < 0 else row[s * C + c]
+    buf[lo * C : hi * C] = row[(lo - left) * C : (hi - left) * C]
+    for jp in range(hi, n):
+        s = _src(jp - left, W, mode)
+        for c in range(C):
+            buf[jp * C + c] = cval if s < 0 else row[s * C + c]
+
+
+@njit(cache=True)
+def _pixel(x, k, C, c, r0, s0, dh, dw, mode, cval):
+    """One output value: the kernel's window whose top-left source pixel is ``(r0, s0)``, channel ``c``."""
+    H = x.shape[0]
+    W = x.shape[1] // C
+    acc = x.dtype.type(0)
+    for a in range(k.shape[0]):
+        r = _src(r0 + a * dh, H, mode)
+        for b in range(k.shape[1]):
+            s = _src(s0 + b * dw, W, mode)
+            v = cval if (r < 0 or s < 0) else x[r, s * C + c]
+            acc += k[a, b] * v
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1):
+    """Stride-1 output pixels outside the rectangle ``[r0, r1) x [c0, c1)``, one by one."""
+    Ho = out.shape[0]
+    Wo = out.shape[1] // C
+    for i in prange(Ho):
+        inside = i >= r0 and i < r1
+        for j in range(Wo):
+            if inside and j >= c0 and j < c1:
+                continue
+            for c in range(C):
+                out[i, j * C + c] = _pixel(x, k, C, c, i - top, j - left, 1, 1, mode, cval)
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _interior3x3(x, k, out, C, top, left, r0, r1, c0, c1):
+    k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
+    k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
+    k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+    base = -left * C
+    for i in prange(r0, r1):
+        s = i - top
+        x0, x1, x2 = x[s], x[s + 1], x[s + 2]
+        o = out[i]
+        for q in range(c0 * C, c1 * C):
+            p = q + base
+            o[q] = (
+                k00 * x0[p] + k01 * x0[p + C] + k02 * x0[p + 2 * C]
+                + k10 * x1[p] + k11 * x1[p + C] + k12 * x1[p + 2 * C]
+                + k20 * x2[p] + k21 * x2[p + C] + k22 * x2[p + 2 * C]
+            )
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _interior5x5(x, k, out, C, top, left, r0, r1, c0, c1):
+    k00, k01, k02, k03, k04 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4]
+    k10, k11, k12, k13, k14 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4]
+    k20, k21, k22, k23, k24 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4]
+    k30, k31, k32, k33, k34 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4]
+    k40, k41, k42, k43, k44 = k[4, 0], k[4, 1], k[4, 2], k[4, 3], k[4, 4]
+    base = -left * C
+    for i in prange(r0, r1):
+        s = i - top
+        x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
+        o = out[i]
+        for q in range(c0 * C, c1 * C):
+            p = q + base
+            o[q] = (
+                k00 * x0[p] + k01 * x0[p + C] + k02 * x0[p + 2 * C] + k03 * x0[p + 3 * C] + k04 * x0[p + 4 * C]
+                + k10 * x1[p] + k11 * x1[p + C] + k12 * x1[p + 2 * C] + k13 * x1[p + 3 * C] + k14 * x1[p + 4 * C]
+                + k20 * x2[p] + k21 * x2[p + C] + k22 * x2[p + 2 * C] + k23 * x2[p + 3 * C] + k24 * x2[p + 4 * C]
+                + k30 * x3[p] + k31 * x3[p + C] + k32 * x3[p + 2 * C] + k33 * x3[p + 3 * C] + k34 * x3[p + 4 * C]
+                + k40 * x4[p] + k41 * x4[p + C] + k42 * x4[p + 2 * C] + k43 * x4[p + 3 * C] + k44 * x4[p + 4 * C]
+            )
+
+
+@njit(cache=True)
+def _interior_rect(H, W, kh, kw, Ho, Wo, top, left):
+    """Output rows ``[r0, r1)`` and columns ``[c0, c1)`` whose stride-1 windows lie inside the image."""
+    r0 = min(top, Ho)
+    r1 = min(max(H - kh + 1 + top, r0), Ho)
+    c0 = min(left, Wo)
+    c1 = min(max(W - kw + 1 + left, c0), Wo)
+    if c1 == c0:
+        r1 = r0
+    return r0, r1, c0, c1
+
+
+@njit(cache=True)
+def correlate_3x3(x, k, out, C, top, left, mode, cval):
+    """Stride 1, dilation 1, 3x3: the unrolled interior, then the border pixels one by one."""
+    r0, r1, c0, c1 = _interior_rect(x.shape[0], x.shape[1] // C, 3, 3, out.shape[0], out.shape[1] // C, top, left)
+    if r1 > r0:
+        _interior3x3(x, k, out, C, top, left, r0, r1, c0, c1)
+    _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1)
+
+
+@njit(cache=True)
+def correlate_5x5(x, k, out, C, top, left, mode, cval):
+    """Stride 1, dilation 1, 5x5: the unrolled interior, then the border pixels one by one."""
+    r0, r1, c0, c1 = _interior_rect(x.shape[0], x.shape[1] // C, 5, 5, out.shape[0], out.shape[1] // C, top, left)
+    if r1 > r0:
+        _interior5x5(x, k, out, C, top, left, r0, r1, c0, c1)
+    _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1)
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def correlate_direct(x, k, out, C, sh, sw, dh, dw, top, left, mode, cval, nchunks):
+    """Any kernel, stride and dilation: per output row, pad the kh source rows into a buffer, then one
+    vectorised multiply-add over the row per tap."""
+    H = x.shape[0]
+    kh, kw = k.shape
+    Ho = out.shape[0]
+    Wo = out.shape[1] // C
+    span = (Wo - 1) * sw + (kw - 1) * dw + 1
+    n = Wo * C
+    for t in prange(nchunks):
+        i0 = t * Ho // nchunks
+        i1 = (t + 1) * Ho // nchunks
+        buf = np.empty(span * C, x.dtype)
+        for i in range(i0, i1):
+            o = out[i]
+            o[:] = 0
+            for a in range(kh):
+                _fill_row(x, _src(i * sh + a * dh - top, H, mode), buf, C, left, mode, cval)
+                for b in range(kw):
+                    kv = k[a, b]
+                    off = b * dw * C
+                    if sw == 1:
+                        for q in range(n):
+                            o[q] += kv * buf[q + off]
+                    else:
+                        for j in range(Wo):
+                            p = j * sw * C + off
+                            for c in range(C):
+                                o[j * C + c] += kv * buf[p + c]
+
+
+@njit(cache=True, fastmath=_FM)
+def _hpass(x, s, v, buf, hrow, C, sw, dw, left, mode, cval):
+    """Horizontal pass of the separable path: padded source row ``s`` correlated with ``v`` into ``hrow``."""
+    H = x.shape[0]
+    r = _src(s, H, mode)
+    n = hrow.shape[0]
+    Wo = n // C
+    if r < 0:
+        total = v.sum()
+        hrow[:] = cval * total
+        return
+    _fill_row(x, r, buf, C, left, mode, cval)
+    hrow[:] = 0
+    for b in range(v.shape[0]):
+        kv = v[b]
+        off = b * dw * C
+        if sw == 1:
+            for q in range(n):
+                hrow[q] += kv * buf[q + off]
+        else:
+            for j in range(Wo):
+                p = j * sw * C + off
+                for c in range(C):
+                    hrow[j * C + c] += kv * buf[p + c]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def correlate_separable(x, u, v, out, C, sh, sw, dh, dw, top, left, mode, cval, nchunks):
+    """Rank-1 kernel ``outer(u, v)``: each chunk of output rows keeps a ring of horizontally filtered rows,
+    so every source row is filtered once per chunk, then combined vertically."""
+    kh = u.shape[0]
+    kw = v.shape[0]
+    Ho = out.shape[0]
+    Wo = out.shape[1] // C
+    n = Wo * C
+    span = (Wo - 1) * sw + (kw - 1) * dw + 1
+    rspan = (kh - 1) * dh + 1
+    for t in prange(nchunks):
+        i0 = t * Ho // nchunks
+        i1 = (t + 1) * Ho // nchunks
+        buf = np.empty(span * C, x.dtype)
+        ring = np.empty((rspan, n), x.dtype)
+        last = -(1 << 62)
+        for i in range(i0, i1):
+            s0 = i * sh - top
+            for s in range(max(last + 1, s0), s0 + rspan):
+                _hpass(x, s, v, buf, ring[s % rspan], C, sw, dw, left, mode, cval)
+            last = s0 + rspan - 1
+            o = out[i]
+            o[:] = 0
+            for a in range(kh):
+                kv = u[a]
+                h = ring[(s0 + a * dh) % rspan]
+                for q in range(n):
+                    o[q] += kv * h[q]
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+# modes: 0 max, 1 avg, 2 min. NaN propagates through max and min, as in numpy and PyTorch.
+
+
+@njit(parallel=True, cache=True)
+def pool_generic(x, out, C, kh, kw, sh, sw, top, left, hend, wend, mode, include_pad):
+    """PyTorch's rule: a window is clipped to the padded extent ``[-top, hend)``; avg divides by that clipped
+    size when ``include_pad``, else by the number of real pixels; padding never takes part in max/min."""
+    H = x.shape[0]
+    W = x.shape[1] // C
+    Ho = out.shape[0]
+    Wo = out.shape[1] // C
+    for i in prange(Ho):
+        hs = i * sh - top
+        he = min(hs + kh, hend)
+        r0 = max(hs, 0)
+        r1 = min(he, H)
+        for j in range(Wo):
+            ws = j * sw - left
+            we = min(ws + kw, wend)
+            c0 = max(ws, 0)
+            c1 = min(we, W)
+            if include_pad:
+                div = (he - hs) * (we - ws)
+            else:
+                div = (r1 - r0) * (c1 - c0)
+            for c in range(C):
+                if mode == 1:
+                    acc = x.dtype.type(0)
+                    for r in range(r0, r1):
+                        for s in range(c0, c1):
+                            acc += x[r, s * C + c]
+                    out[i, j * C + c] = acc / div
+                else:
+                    m = x[r0, c0 * C + c]
+                    for r in range(r0, r1):
+                        for s in range(c0, c1):
+                            v = x[r, s * C + c]
+                            if v != v or (v > m if mode == 0 else v < m):
+                                m = v
+                            if m != m:
+                                break
+                    out[i, j * C + c] = m
+
+
+@njit(cache=True, inline="always")
+def _pick(a, b, mode):
+    if mode == 0:
+        return a if (a > b or a != a) else b
+    return a if (a < b or a != a) else b
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def pool_2x2(x, out, C, mode):
+    """2x2 windows at stride 2, no padding, every window whole."""
+    Ho = out.shape[0]
+    Wo = out.shape[1] // C
+    for i in prange(Ho):
+        a = x[2 * i]
+        b = x[2 * i + 1]
+        o = out[i]
+        if C == 1:
+            if mode == 1:
+                for j in range(Wo):
+                    o[j] = (a[2 * j] + a[2 * j + 1] + b[2 * j] + b[2 * j + 1]) * 0.25
+            else:
+                for j in range(Wo):
+                    o[j] = _pick(_pick(a[2 * j], a[2 * j + 1], mode), _pick(b[2 * j], b[2 * j + 1], mode), mode)
+        else:
+            for j in range(Wo):
+                for c in range(C):
+                    p = 2 * j * C + c
+                    if mode == 1:
+                        o[j * C + c] = (a[p] + a[p + C] + b[p] + b[p + C]) * 0.25
+                    else:
+                        o[j * C + c] = _pick(_pick(a[p], a[p + C], mode), _pick(b[p], b[p + C], mode), mode)
+
+
+# ---------------------------------------------------------------------------------------------- conv2d
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv2d_forward(xp, w, bias, out, sh, sw, dh, dw, groups):
+    """CNN layer on a zero-padded batch ``xp (N, Cin, Hp, Wp)``, ``w (O, Cin/groups, kh, kw)``.
+
+    Each (sample, filter) plane is one task. At stride 1 the plane is computed on the padded width, so every tap
+    is a single long multiply-add over the flattened plane; the extra columns are dropped when copied out.
+    """
+    N, Cin, Hp, Wp = xp.shape
+    O, Cg, kh, kw = w.shape
+    Ho = out.shape[2]
+    Wo = out.shape[3]
+    Og = O // groups
+    L = (Ho - 1) * Wp * sh + (Wo - 1) * sw + 1
+    for t in prange(N * O):
+        n = t // O
+        o = t - n * O
+        g = o // Og
+        if sh == 1 and sw == 1:
+            acc = np.empty(L, xp.dtype)
+            acc[:] = bias[o]
+            for c in range(Cg):
+                xf = xp[n, g * Cg + c].reshape(Hp * Wp)
+                for a in range(kh):
+                    for b in range(kw):
+                        kv = w[o, c, a, b]
+                        off = a * dh * Wp + b * dw
+                        for p in range(L):
+                            acc[p] += kv * xf[p + off]
+            for i in range(Ho):
+                out[n, o, i, :] = acc[i * Wp : i * Wp + Wo]
+        else:
+            plane = out[n, o]
+            plane[:, :] = bias[o]
+            for i in range(Ho):
+                orow = plane[i]
+                for c in range(Cg):
+                    for a in range(kh):
+                        xrow = xp[n, g * Cg + c, i * sh + a * dh]
+                        for b in range(kw):
+                            kv = w[o, c, a, b]
+                            off = b * dw
+                            for j in range(Wo):
+                                orow[j] += kv * xrow[j * sw + off]

@@ -1,0 +1,162 @@
+"""correlate2d / convolve2d: check and normalise the arguments, pick the direct, separable or FFT path.
+
+The compiled loops live in ``_kernels`` and are imported on first use, so ``import cnnfilter`` stays free of
+numba.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _args
+from .kernels import validate_kernel
+
+METHODS = ("auto", "direct", "separable", "fft")
+
+# The ``auto`` rule, measured with benchmarks/methods.py (README, "Choosing the method").
+FFT_MIN_TAPS = 169  # kernels with at least this many taps (13x13) go to the FFT at stride 1 ...
+FFT_MIN_PIXELS = 128 * 128  # ... on images at least this large
+SEPARABLE_MIN_TAPS = 26  # rank-1 kernels above 5x5 go to the separable path
+
+
+def correlate2d(image, kernel, *, stride=1, padding="same", dilation=1, border="constant", cval=0.0,
+                method="auto", out=None) -> np.ndarray:
+    """Cross-correlate each channel of ``image`` with the 2-D ``kernel`` (the kernel is not flipped).
+
+    ``out[i, j] = sum_{a,b} kernel[a, b] * padded[i*sh + a*dh, j*sw + b*dw]``, as OpenCV's ``filter2D`` and
+    CNN layers compute it.
+
+    Parameters
+    ----------
+    image : array (H, W) or channels-last (H, W, C), any integer or float dtype.
+    kernel : 2-D finite array, any size (1x1, 1xN, even, larger than the image).
+    stride, dilation : int or (rows, cols), at least 1.
+    padding : ``"same"`` (total pad ``d*(k-1)``, floor of half on the top/left, output ``ceil(H/stride)``),
+        ``"valid"``, ``"full"``, an int, ``(ph, pw)`` or ``((top, bottom), (left, right))``.
+    border : how padded pixels are made, as ``numpy.pad`` names it: ``constant`` (value ``cval``), ``edge``,
+        ``reflect``, ``symmetric``, ``wrap`` (numpy.pad's results even when the pad is wider than the image).
+    method : ``auto``, ``direct``, ``separable`` (rank-1 kernels only) or ``fft``.
+    out : optional C-contiguous array of the result's shape and dtype to write into.
+
+    Returns
+    -------
+    float32 array (float64 when ``image`` or ``kernel`` is float64) of shape ``(H', W')`` or ``(H', W', C)``
+    with ``H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1`` and the same rule for ``W'``.
+    """
+    return _filter(image, kernel, stride, padding, dilation, border, cval, method, out, flip=False)
+
+
+def convolve2d(image, kernel, *, stride=1, padding="same", dilation=1, border="constant", cval=0.0,
+               method="auto", out=None) -> np.ndarray:
+    """True 2-D convolution: :func:`correlate2d` with the kernel flipped in both axes.
+
+    ``out[i, j] = sum_{a,b} kernel[kh-1-a, kw-1-b] * padded[i*sh + a*dh, j*sw + b*dw]``; the same parameters,
+    padding rule and output size ``H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1`` as
+    :func:`correlate2d`. For odd kernels this is ``scipy.ndimage.convolve``.
+    """
+    return _filter(image, kernel, stride, padding, dilation, border, cval, method, out, flip=True)
+
+
+def _filter(image, kernel, stride, padding, dilation, border, cval, method, out, *, flip):
+    img = _args.as_image(image)
+    k = validate_kernel(kernel)
+    if flip:
+        k = k[::-1, ::-1]
+    sh, sw = _args.pair(stride, "stride")
+    dh, dw = _args.pair(dilation, "dilation")
+    mode = _args.border_code(border)
+    cval = _finite(cval, "cval")
+    if method not in METHODS:
+        msg = f"method {method!r} is not one of {', '.join(METHODS)}"
+        raise ValueError(msg)
+    kh, kw = k.shape
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    top, bottom, left, right = _args.resolve_padding(padding, span)
+    H, W = img.shape[:2]
+    C = img.shape[2] if img.ndim == 3 else 1
+    Ho = _args.output_size(H, span[0], sh, top, bottom)
+    Wo = _args.output_size(W, span[1], sw, left, right)
+    if Ho < 1 or Wo < 1:
+        if padding == "valid":
+            msg = (f"padding 'valid' needs the kernel ({span[0]}x{span[1]} with dilation) to fit in the image "
+                   f"({H}x{W}); use padding 'same' or 'full'")
+        else:
+            msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)} pixels: padding {padding!r} is too small"
+        raise ValueError(msg)
+    dtype = _args.work_dtype(img)
+    shape = (Ho, Wo, C) if img.ndim == 3 else (Ho, Wo)
+    res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
+    if C and img.shape[1] * C == 0:  # pragma: no cover - as_image refuses empty images
+        return res
+    kd = np.ascontiguousarray(k, dtype)
+    x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
+    o2 = res.reshape(Ho, Wo * C)
+    cv = dtype(cval)
+
+    chosen = _choose(method, kd, (sh, sw), (dh, dw), H * W)
+    if chosen == "fft":
+        from ._fft import correlate_fft
+
+        correlate_fft(x2.reshape(H, W, C), kd, o2.reshape(Ho, Wo, C), (sh, sw), (dh, dw), (top, bottom, left, right),
+                      border, cval)
+        return res
+    from . import _kernels
+
+    nchunks = _chunks(Ho)
+    if chosen == "separable":
+        u, v = _rank1(kd)
+        _kernels.correlate_separable(x2, u, v, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
+    elif (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5):
+        fn = _kernels.correlate_3x3 if kh == 3 else _kernels.correlate_5x5
+        fn(x2, kd, o2, C, top, left, mode, cv)
+    else:
+        _kernels.correlate_direct(x2, kd, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
+    return res
+
+
+def _choose(method: str, k: np.ndarray, stride, dilation, pixels: int) -> str:
+    taps = k.size
+    if method == "separable":
+        if _rank1(k) is None:
+            msg = "method 'separable' needs a rank-1 kernel (an outer product of a column and a row)"
+            raise ValueError(msg)
+        return method
+    if method != "auto":
+        return method
+    if taps >= SEPARABLE_MIN_TAPS and min(k.shape) > 1 and _rank1(k) is not None:
+        return "separable"
+    if taps >= FFT_MIN_TAPS and stride == (1, 1) and pixels >= FFT_MIN_PIXELS:
+        return "fft"
+    return "direct"
+
+
+def _rank1(k: np.ndarray):
+    """``(u, v)`` with ``outer(u, v) == k`` to float32 precision, or None when ``k`` is not rank 1."""
+    k64 = k.astype(np.float64)
+    U, s, Vt = np.linalg.svd(k64)
+    if s[0] == 0:
+        return None
+    u = U[:, 0] * np.sqrt(s[0])
+    v = Vt[0] * np.sqrt(s[0])
+    err = np.abs(np.outer(u, v) - k64).max()
+    if err > 1e-7 * np.abs(k64).max():
+        return None
+    return np.ascontiguousarray(u, k.dtype), np.ascontiguousarray(v, k.dtype)
+
+
+def _chunks(rows: int) -> int:
+    from numba import get_num_threads
+
+    return max(1, min(rows, 4 * get_num_threads()))
+
+
+def _finite(value, name: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        msg = f"{name} {value!r} is not a number"
+        raise TypeError(msg) from None
+    if not np.isfinite(f):
+        msg = f"{name} {value!r} must be finite"
+        raise ValueError(msg)
+    return f

@@ -1,0 +1,75 @@
+"""pool2d: max, average and min pooling over channels-last images, with PyTorch's padding and ceil_mode rules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _args
+
+MODES = ("max", "avg", "min")
+
+
+def pool2d(image, size, *, stride=None, padding=0, mode="max", ceil_mode=False, count_include_pad=True) -> np.ndarray:
+    """Pool each channel of ``image`` over ``size`` windows.
+
+    Parameters
+    ----------
+    image : array (H, W) or channels-last (H, W, C), any integer or float dtype.
+    size : int or (rows, cols), the window.
+    stride : int or (rows, cols); defaults to ``size``.
+    padding : int, ``(ph, pw)`` or ``((top, bottom), (left, right))``; each side at most half the window,
+        as in PyTorch. Padding is implicit: max/min ignore it; avg counts it as zeros when
+        ``count_include_pad``, else divides by the number of real pixels in the window.
+    mode : ``max``, ``avg`` or ``min``. NaN propagates through max and min.
+    ceil_mode : round the output size up, as PyTorch does; a last window that would start in the bottom/right
+        padding is dropped.
+
+    Returns
+    -------
+    float32 array (float64 for float64 input) of shape ``(H', W')`` or ``(H', W', C)`` with
+    ``H' = floor((H + top + bottom - kh) / sh) + 1`` (``ceil`` with ``ceil_mode``, less the dropped window).
+    """
+    img = _args.as_image(image)
+    kh, kw = _args.pair(size, "size")
+    sh, sw = (kh, kw) if stride is None else _args.pair(stride, "stride")
+    if mode not in MODES:
+        msg = f"mode {mode!r} is not one of {', '.join(MODES)}"
+        raise ValueError(msg)
+    if isinstance(padding, str):
+        msg = f"padding {padding!r} is not an int, (ph, pw) or ((top, bottom), (left, right))"
+        raise TypeError(msg)
+    top, bottom, left, right = _args.resolve_padding(padding, (kh, kw))
+    if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
+        msg = f"padding {padding!r} is more than half the window {kh}x{kw}"
+        raise ValueError(msg)
+    H, W = img.shape[:2]
+    C = img.shape[2] if img.ndim == 3 else 1
+    Ho = _out(H, kh, sh, top, bottom, ceil_mode)
+    Wo = _out(W, kw, sw, left, right, ceil_mode)
+    if Ho < 1 or Wo < 1:
+        msg = f"the window {kh}x{kw} does not fit in the image {H}x{W} with padding {padding!r}"
+        raise ValueError(msg)
+    dtype = _args.work_dtype(img)
+    x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
+    res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
+    o2 = res.reshape(Ho, Wo * C)
+    code = MODES.index(mode)
+    from . import _kernels
+
+    if (kh, kw, sh, sw, top, bottom, left, right) == (2, 2, 2, 2, 0, 0, 0, 0) and 2 * Ho <= H and 2 * Wo <= W:
+        _kernels.pool_2x2(x2, o2, C, code)
+    else:
+        _kernels.pool_generic(x2, o2, C, kh, kw, sh, sw, top, left, H + bottom, W + right, code,
+                              bool(count_include_pad))
+    return res
+
+
+def _out(n: int, k: int, s: int, before: int, after: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size."""
+    span = n + before + after - k
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + before:
+        out -= 1
+    return out
