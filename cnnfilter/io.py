@@ -1,0 +1,215 @@
+"""Pillow <-> numpy: image modes, EXIF orientation, alpha, bit depth, and atomic writes.
+
+Pixel values keep their scale (0..255 for 8-bit, 0..65535 for 16-bit): a filter's numbers are the numbers a person
+computes by hand. Writing rounds half-to-even and clips to the output depth.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageReadError(Exception):
+    """An input that is missing, unreadable or not an image Pillow can decode."""
+
+
+class ImageWriteError(Exception):
+    """An output that cannot be written (folder missing, unknown format, permission)."""
+
+
+@dataclass
+class Picture:
+    """An image split into colour channels and alpha, as read from a file."""
+
+    pixels: np.ndarray  # (H, W) or (H, W, 3), uint8 / uint16 / float32
+    alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
+    depth: int = 8  # 8 or 16 bits per sample; 32 for float images
+    info: dict = field(default_factory=dict)  # what is carried to the output: icc_profile, dpi
+
+    @property
+    def mode(self) -> str:
+        base = "L" if self.pixels.ndim == 2 else "RGB"
+        return base + ("A" if self.alpha is not None else "")
+
+
+def _open(source) -> Image.Image:
+    name = "<stdin>" if source == "-" else str(source)
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read()
+            if not data:
+                raise ImageReadError("cannot read '-': standard input is empty")
+            img = Image.open(_io.BytesIO(data))
+        else:
+            img = Image.open(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"cannot read {name!r}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"cannot read {name!r}: it is a directory") from None
+    except PermissionError:
+        raise ImageReadError(f"cannot read {name!r}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"cannot read {name!r}: not an image (or a format Pillow cannot decode)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(
+            f"cannot read {name!r}: more pixels than the decompression-bomb limit ({Image.MAX_IMAGE_PIXELS})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise ImageReadError(f"cannot read {name!r}: {exc}") from None
+    return img
+
+
+def read_picture(source) -> Picture:
+    """Read an image file (or ``"-"`` for standard input) into a :class:`Picture`.
+
+    Modes: 1 and L become greyscale; LA greyscale + alpha; P, CMYK, YCbCr and others become RGB (RGBA when the
+    palette has transparency); I;16 stays 16-bit greyscale; I and F become float32 greyscale. EXIF orientation is
+    applied.
+    """
+    img = _open(source)
+    info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("1", "L"):
+        return Picture(np.asarray(img.convert("L")), None, 8, info)
+    if mode in ("LA", "La"):
+        arr = np.asarray(img.convert("LA"))
+        return Picture(arr[:, :, 0].copy(), arr[:, :, 1].copy(), 8, info)
+    if mode.startswith("I;16"):
+        return Picture(np.asarray(img).astype(np.uint16), None, 16, info)
+    if mode in ("I", "F"):
+        return Picture(np.asarray(img).astype(np.float32), None, 32, info)
+    has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        arr = np.asarray(img.convert("RGBA"))
+        return Picture(arr[:, :, :3].copy(), arr[:, :, 3].copy(), 8, info)
+    return Picture(np.asarray(img.convert("RGB")), None, 8, info)
+
+
+def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
+    """Round half-to-even and clip to the range of ``depth`` bits (uint8 or uint16); float32 for 32."""
+    if depth == 32:
+        return np.asarray(values, np.float32)
+    top = 255 if depth == 8 else 65535
+    out = np.rint(np.nan_to_num(values, nan=0.0, posinf=top, neginf=0.0))
+    return np.clip(out, 0, top).astype(np.uint8 if depth == 8 else np.uint16)
+
+
+def _format_for(path: str, fmt: str | None) -> str:
+    if fmt:
+        name = fmt.upper()
+        name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+        if name not in Image.SAVE:
+            known = ", ".join(sorted(e.lstrip(".") for e in Image.registered_extensions() if Image.registered_extensions()[e] in Image.SAVE))
+            raise ImageWriteError(f"format {fmt!r} is not one Pillow can write ({known})")
+        return name
+    ext = Path(path).suffix.lower()
+    found = Image.registered_extensions().get(ext)
+    if not found or found not in Image.SAVE:
+        raise ImageWriteError(f"cannot write {path!r}: unknown image suffix {ext or '(none)'!r}; use .png, .jpg, .tif, ...")
+    return found
+
+
+def to_image(pic: Picture, fmt: str) -> Image.Image:
+    """A Pillow image for ``pic``, in a mode ``fmt`` can store (alpha dropped for JPEG, 16-bit kept for PNG/TIFF)."""
+    px, alpha = pic.pixels, pic.alpha
+    if pic.depth in (8, 16):
+        px = px if px.dtype.kind == "u" else to_depth(px, pic.depth)
+        alpha = alpha if alpha is None or alpha.dtype.kind == "u" else to_depth(alpha, pic.depth)
+    if pic.depth == 32:
+        if fmt == "TIFF" and px.ndim == 2:
+            return Image.fromarray(px.astype(np.float32), "F")
+        px = to_depth(px, 8)
+        alpha = None if alpha is None else to_depth(alpha, 8)
+    if px.dtype == np.uint16:
+        if px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
+            return Image.fromarray(px, "I;16")
+        px = (px // 257).astype(np.uint8)
+        alpha = None if alpha is None else (alpha // 257).astype(np.uint8)
+    if fmt in ("JPEG", "BMP", "PPM") or alpha is None:
+        return Image.fromarray(px, "L" if px.ndim == 2 else "RGB")
+    full = np.dstack([px, alpha])
+    return Image.fromarray(np.ascontiguousarray(full), "LA" if px.ndim == 2 else "RGBA")
+
+
+def write_picture(pic: Picture, target, *, fmt: str | None = None) -> None:
+    """Write ``pic`` to ``target`` (a path, or ``"-"`` for standard output) atomically: a temporary file in the
+    same folder, renamed over the target once complete, so a killed run never leaves half a file."""
+    if target == "-":
+        name = _format_for("out.png", fmt or "PNG")
+        buf = _io.BytesIO()
+        _save(to_image(pic, name), buf, name, pic.info)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    path = Path(target)
+    name = _format_for(str(path), fmt)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    img = to_image(pic, name)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _save(img, fh, name, pic.info)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ImageWriteError(f"cannot write {str(path)!r}: {exc}") from None
+        raise
+
+
+def _save(img: Image.Image, fh, fmt: str, info: dict) -> None:
+    params = {k: v for k, v in info.items() if k in ("icc_profile", "dpi")}
+    if fmt == "JPEG":
+        params["quality"] = 95
+    if fmt not in ("PNG", "JPEG", "TIFF", "WEBP"):
+        params.pop("icc_profile", None)
+    img.save(fh, format=fmt, **params)
+
+
+def load_image(path) -> np.ndarray:
+    """An image file as an array: (H, W) greyscale or (H, W, C) with C = 2 (grey + alpha), 3 or 4, in the file's
+    own depth (uint8, uint16 for 16-bit greyscale, float32 for mode I/F)."""
+    pic = read_picture(path)
+    if pic.alpha is None:
+        return pic.pixels
+    return np.dstack([pic.pixels, pic.alpha])
+
+
+def save_image(path, array, *, format: str | None = None) -> None:  # noqa: A002 - Pillow's name
+    """Write an (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) array, atomically.
+
+    uint8 and uint16 arrays are written as they are; float arrays are rounded half-to-even and clipped to 0..255.
+    """
+    arr = np.asarray(array)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+        msg = f"array has shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1..4"
+        raise ValueError(msg)
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = to_depth(arr, 8)
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):
+        px, alpha = arr[:, :, 0], (arr[:, :, 1] if arr.shape[2] == 2 else None)
+    elif arr.ndim == 3:
+        px, alpha = arr[:, :, :3], (arr[:, :, 3] if arr.shape[2] == 4 else None)
+    else:
+        px, alpha = arr, None
+    write_picture(Picture(px, alpha, 16 if arr.dtype == np.uint16 else 8), path, fmt=format)
