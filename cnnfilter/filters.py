@@ -133,9 +133,9 @@ def _choose(method: str, k: np.ndarray, stride, dilation, pixels: int) -> str:
 def _rank1(k: np.ndarray):
     """``(u, v)`` with ``outer(u, v) == k`` to float32 precision, or None when ``k`` is not rank 1."""
     k64 = k.astype(np.float64)
+    if not k64.any():
+        return np.zeros(k.shape[0], k.dtype), np.zeros(k.shape[1], k.dtype)
     U, s, Vt = np.linalg.svd(k64)
-    if s[0] == 0:
-        return None
     u = U[:, 0] * np.sqrt(s[0])
     v = Vt[0] * np.sqrt(s[0])
     err = np.abs(np.outer(u, v) - k64).max()

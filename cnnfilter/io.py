@@ -132,18 +132,17 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
         alpha = alpha if alpha is None or alpha.dtype.kind == "u" else to_depth(alpha, pic.depth)
     if pic.depth == 32:
         if fmt == "TIFF" and px.ndim == 2:
-            return Image.fromarray(px.astype(np.float32), "F")
+            return Image.fromarray(np.ascontiguousarray(px, np.float32))  # mode F
         px = to_depth(px, 8)
         alpha = None if alpha is None else to_depth(alpha, 8)
     if px.dtype == np.uint16:
         if px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
-            return Image.fromarray(px, "I;16")
+            return Image.fromarray(np.ascontiguousarray(px))  # mode I;16
         px = (px // 257).astype(np.uint8)
         alpha = None if alpha is None else (alpha // 257).astype(np.uint8)
     if fmt in ("JPEG", "BMP", "PPM") or alpha is None:
-        return Image.fromarray(px, "L" if px.ndim == 2 else "RGB")
-    full = np.dstack([px, alpha])
-    return Image.fromarray(np.ascontiguousarray(full), "LA" if px.ndim == 2 else "RGBA")
+        return Image.fromarray(np.ascontiguousarray(px))  # L or RGB from the shape
+    return Image.fromarray(np.ascontiguousarray(np.dstack([px, alpha])))  # LA or RGBA
 
 
 def write_picture(pic: Picture, target, *, fmt: str | None = None) -> None:

@@ -51,6 +51,15 @@ def validate_kernel(kernel, name: str = "kernel") -> np.ndarray:
     return arr
 
 
+# cv2.getGaussianKernel's tables for odd sizes up to 7 when no sigma is given
+_SMALL_GAUSSIANS = {
+    1: [1.0],
+    3: [0.25, 0.5, 0.25],
+    5: [0.0625, 0.25, 0.375, 0.25, 0.0625],
+    7: [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125],
+}
+
+
 def box_kernel(size: int = 3) -> np.ndarray:
     """The mean over a ``size x size`` window."""
     size = _positive_int(size, "size")
@@ -61,7 +70,8 @@ def gaussian_kernel(size: int | None = None, sigma: float | None = None) -> np.n
     """Normalised 2-D Gaussian, the outer product of OpenCV's ``getGaussianKernel(size, sigma)``.
 
     With only ``sigma``, ``size = 2 * ceil(3 * sigma) + 1``; with only ``size``, OpenCV's
-    ``sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8``; with neither, 3 and 0.8.
+    ``sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8`` (and its fixed tables for sizes 1, 3, 5, 7); with neither,
+    size 3: ``[1, 2, 1] / 4`` in each axis.
     """
     if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
         msg = f"sigma {sigma!r} must be a positive finite number"
@@ -69,6 +79,9 @@ def gaussian_kernel(size: int | None = None, sigma: float | None = None) -> np.n
     if size is None:
         size = 3 if sigma is None else 2 * math.ceil(3 * sigma) + 1
     size = _positive_int(size, "size")
+    if sigma is None and size in _SMALL_GAUSSIANS:  # OpenCV's fixed binomial-like tables
+        g = np.array(_SMALL_GAUSSIANS[size])
+        return np.outer(g, g)
     if sigma is None:
         sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     x = np.arange(size) - (size - 1) / 2
@@ -90,7 +103,7 @@ def _positive_int(value, name: str) -> int:
 _FACTORIES = {
     "box": (box_kernel, "Box blur: the mean of a size x size window (default 3x3)."),
     "blur": (box_kernel, "Alias of box."),
-    "gaussian": (gaussian_kernel, "Gaussian blur (size, sigma as OpenCV's getGaussianKernel; default 3x3, 0.8)."),
+    "gaussian": (gaussian_kernel, "Gaussian blur (size, sigma as OpenCV's getGaussianKernel; default 3x3)."),
 }
 
 

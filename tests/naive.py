@@ -40,12 +40,13 @@ def correlate(image, kernel, stride=1, padding="same", dilation=1, border="const
     p = np.pad(img, ((t, b), (l, r), (0, 0)), mode=border, **extra)
     Ho = (p.shape[0] - (kh - 1) * dh - 1) // sh + 1
     Wo = (p.shape[1] - (kw - 1) * dw - 1) // sw + 1
-    out = np.zeros((Ho, Wo, img.shape[2]))
-    for i in range(Ho):
-        for j in range(Wo):
-            for a in range(kh):
-                for bb in range(kw):
-                    out[i, j] += k[a, bb] * p[i * sh + a * dh, j * sw + bb * dw]
+    out = np.zeros((max(Ho, 0), max(Wo, 0), img.shape[2]))
+    if Ho > 0 and Wo > 0:
+        # out[i, j] += k[a, b] * p[i*sh + a*dh, j*sw + b*dw], one tap (a, b) at a time over all (i, j)
+        for a in range(kh):
+            for bb in range(kw):
+                r, c = a * dh, bb * dw
+                out += k[a, bb] * p[r : r + (Ho - 1) * sh + 1 : sh, c : c + (Wo - 1) * sw + 1 : sw]
     return out[:, :, 0] if squeeze else out
 
 
@@ -69,7 +70,7 @@ def pool(image, size, stride=None, padding=0, mode="max", ceil_mode=False, count
         return (n + p0 + p1 - k) // s + 1
 
     Ho, Wo = osize(H, kh, sh, t, b), osize(W, kw, sw, l, r)
-    out = np.zeros((Ho, Wo, img.shape[2]))
+    out = np.zeros((max(Ho, 0), max(Wo, 0), img.shape[2]))
     for i in range(Ho):
         for j in range(Wo):
             hs, ws = i * sh - t, j * sw - l

@@ -1,0 +1,181 @@
+"""The command line: help, versions, outputs, exact one-line errors and exit codes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnfilter import __version__
+from cnnfilter.cli import cli
+from cnnfilter.io import load_image, save_image
+
+from . import naive
+
+
+@pytest.fixture
+def run():
+    def invoke(*args, stdin=None):
+        return CliRunner().invoke(cli, [str(a) for a in args], input=stdin)
+
+    return invoke
+
+
+@pytest.fixture
+def photo(tmp_path, rng):
+    path = tmp_path / "photo.png"
+    save_image(path, rng.integers(0, 256, (24, 20, 3), np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("command", [[], ["convolve"], ["pool"]])
+def test_help_has_examples(run, command):
+    """Every command answers -h and --help, with examples."""
+    for flag in ("-h", "--help"):
+        res = run(*command, flag)
+        assert res.exit_code == 0
+        assert "Examples:" in res.output and "cnnfilter" in res.output
+
+
+def test_version(run):
+    res = run("--version")
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+def test_convolve_writes_next_to_the_input(run, photo):
+    """The default output is IMAGE-STEM.KERNEL.png next to IMAGE, RGB stays RGB, values as the library gives."""
+    res = run("convolve", photo, "-k", "sharpen", "--border", "edge")
+    assert res.exit_code == 0, res.output
+    out = photo.with_name("photo.sharpen.png")
+    got = load_image(out)
+    assert got.shape == (24, 20, 3) and got.dtype == np.uint8
+    ref = naive.correlate(load_image(photo), [[0, -1, 0], [-1, 5, -1], [0, -1, 0]], border="edge")
+    np.testing.assert_array_equal(got, np.clip(np.rint(ref), 0, 255))
+
+
+def test_greyscale_alpha_and_inline_kernel(run, tmp_path, rng):
+    """LA stays LA with alpha untouched; an inline matrix is labelled 'custom'."""
+    arr = rng.integers(0, 256, (10, 12, 2), np.uint8)
+    save_image(tmp_path / "g.png", arr)
+    res = run("convolve", tmp_path / "g.png", "-k", "0,0,0;0,2,0;0,0,0")
+    assert res.exit_code == 0, res.output
+    img = Image.open(tmp_path / "g.custom.png")
+    assert img.mode == "LA"
+    got = np.asarray(img)
+    np.testing.assert_array_equal(got[:, :, 1], arr[:, :, 1])
+    np.testing.assert_array_equal(got[:, :, 0], np.clip(arr[:, :, 0].astype(int) * 2, 0, 255))
+
+
+def test_stride_padding_geometry_and_alpha_follow(run, tmp_path, rng):
+    """--stride 2 --padding valid shrinks the image; alpha is sampled at each window's centre."""
+    arr = rng.integers(0, 256, (11, 9, 4), np.uint8)
+    save_image(tmp_path / "a.png", arr)
+    res = run("convolve", tmp_path / "a.png", "-k", "box", "--stride", "2", "--padding", "valid", "-o",
+              tmp_path / "o.png")
+    assert res.exit_code == 0, res.output
+    got = load_image(tmp_path / "o.png")
+    assert got.shape == (5, 4, 4)
+    np.testing.assert_array_equal(got[:, :, 3], arr[1:10:2, 1:8:2, 3])
+
+
+def test_pool_seed_average_is_36(run, tmp_path):
+    """The seeds' 2x2 average-pooling example written as 8-bit: 36.5 rounds to 36."""
+    img = np.array([[31, 15, 28, 184], [0, 100, 70, 38], [12, 12, 7, 2], [12, 12, 45, 6]], np.uint8)
+    save_image(tmp_path / "s.png", img)
+    res = run("pool", tmp_path / "s.png", "--size", "2", "--mode", "avg")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(load_image(tmp_path / "s.avg2.png"), [[36, 80], [12, 15]])
+    res = run("pool", tmp_path / "s.png", "-o", tmp_path / "m.png", "-q")
+    assert res.exit_code == 0 and res.output == ""
+    np.testing.assert_array_equal(load_image(tmp_path / "m.png"), [[100, 184], [12, 45]])
+
+
+def test_sixteen_bit_greyscale_stays_sixteen_bit(run, tmp_path, rng):
+    arr = rng.integers(0, 65536, (8, 8), np.uint16)
+    save_image(tmp_path / "d.png", arr)
+    assert run("convolve", tmp_path / "d.png", "-k", "identity").exit_code == 0
+    got = load_image(tmp_path / "d.identity.png")
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, arr)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["convolve", "{img}", "-k", "edgy"], 2,
+     "cnnfilter: error: kernel 'edgy' is not one of blur, box, edge, gaussian, identity, laplacian, sharpen, "
+     "sobel-x, sobel-y; did you mean 'edge'?"),
+    (["convolve", "{img}", "-k", "edge", "--stride", "0"], 2,
+     "cnnfilter: error: Invalid value for --stride: '0' must be one or two ints 'rows,cols', each at least 1"),
+    (["convolve", "{img}", "-k", "edge", "--padding", "half"], 2,
+     "cnnfilter: error: Invalid value for --padding: 'half' is not one of 'same', 'valid', 'full', N, 'ph,pw' or "
+     "'top,bottom,left,right'"),
+    (["convolve", "{img}", "-k", "1,2;3"], 2, "cnnfilter: error: kernel '1,2;3' has rows of different lengths [2, 1]"),
+    (["convolve", "{img}", "-k", "box", "--size", "99", "--padding", "valid"], 2,
+     "cnnfilter: error: padding 'valid' needs the kernel (99x99 with dilation) to fit in the image (24x20); use "
+     "padding 'same' or 'full'"),
+    (["convolve", "{dir}/nothere.png", "-k", "edge"], 1, "cnnfilter: error: cannot read '{dir}/nothere.png': no such file"),
+    (["convolve", "{dir}/notes.png", "-k", "edge"], 1,
+     "cnnfilter: error: cannot read '{dir}/notes.png': not an image (or a format Pillow cannot decode)"),
+    (["convolve", "{img}", "-k", "edge", "-o", "{img}"], 2,
+     "cnnfilter: error: output '{img}' is the input image; cnnfilter never overwrites its input"),
+    (["convolve", "{img}", "-k", "edge", "-o", "{dir}/out.xyz"], 1,
+     "cnnfilter: error: cannot write '{dir}/out.xyz': unknown image suffix '.xyz'; use .png, .jpg, .tif, ..."),
+    (["convolve", "{img}", "--border", "mirrored", "-k", "edge"], 2, "cnnfilter: error: Invalid value for '--border'"),
+    (["convolve", "{img}"], 2, "cnnfilter: error: Missing option '-k' / '--kernel'."),
+    (["pool", "{img}", "--size", "2", "--padding", "2"], 2, "cnnfilter: error: padding 2 is more than half the window 2x2"),
+    (["pool", "{img}", "--mode", "median"], 2, "cnnfilter: error: Invalid value for '--mode'"),
+    (["frobnicate"], 2, "cnnfilter: error: No such command 'frobnicate'."),
+])
+def test_errors_are_one_line_with_exit_codes(run, photo, args, code, message):
+    """Usage errors exit 2, failures exit 1; each is one line on stderr, no traceback."""
+    (photo.parent / "notes.png").write_text("not an image")
+    fill = {"img": str(photo), "dir": str(photo.parent)}
+    res = run(*[a.format(**fill) for a in args])
+    assert res.exit_code == code
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(message.format(**fill))
+    assert "Traceback" not in res.output
+
+
+def test_input_is_never_overwritten(run, photo):
+    before = photo.read_bytes()
+    res = run("convolve", photo, "-k", "edge", "-o", str(photo.parent / "." / photo.name))
+    assert res.exit_code == 2
+    assert photo.read_bytes() == before
+
+
+def test_stdin_to_stdout(run, photo):
+    """'-' reads standard input and -o - writes PNG to standard output."""
+    res = CliRunner().invoke(cli, ["convolve", "-", "-k", "identity", "-o", "-"], input=photo.read_bytes())
+    assert res.exit_code == 0
+    assert res.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+    res = CliRunner().invoke(cli, ["convolve", "-", "-k", "identity"], input=photo.read_bytes())
+    assert res.exit_code == 2 and "needs -o/--output" in res.stderr
+
+
+def _python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_import_and_help_do_not_import_numba():
+    """import cnnfilter and cnnfilter --help load no numba (start-up stays fast)."""
+    assert _python("import sys, cnnfilter; print('numba' in sys.modules)") == "False"
+    code = ("import sys\nfrom cnnfilter.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('numba' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stderr.strip() == "False"
+
+
+def test_console_script_and_module_entry(tmp_path, photo):
+    """python -m cnnfilter runs; a real process exits 0 on success and 2 on a usage error."""
+    ok = subprocess.run([sys.executable, "-m", "cnnfilter", "convolve", str(photo), "-k", "edge", "-o",
+                         str(tmp_path / "e.png")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "e.png").exists()
+    bad = subprocess.run([sys.executable, "-m", "cnnfilter", "pool", str(photo), "--size", "x"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["cnnfilter: error: Invalid value for --size: 'x' is not an int or two "
+                                               "ints 'rows,cols'"]

@@ -1,0 +1,75 @@
+"""conv2d, the CNN layer: against the naive reference and PyTorch's conventions."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cnnfilter import conv2d
+
+from . import naive
+
+CASES = list(itertools.product(
+    [(1, 1, 1, 1), (2, 4, 6, 2), (3, 3, 2, 1), (1, 4, 4, 4)],  # N, C, O, groups
+    [(5, 5), (7, 9), (1, 1), (28, 28)],
+    [(1, 1), (3, 3), (2, 3), (5, 5)],
+    [(1, 0, 1), (1, 1, 1), (2, 1, 1), (1, "same", 2), ((2, 1), ((1, 0), (2, 1)), 1), (1, "full", 1)],
+))
+
+
+@pytest.mark.parametrize(("ncog", "hw", "k", "geometry"), CASES)
+def test_matches_naive(ncog, hw, k, geometry, rng):
+    """Batches, groups, strides, paddings and dilations equal channel-by-channel naive correlation + bias."""
+    N, C, O, groups = ncog
+    stride, padding, dilation = geometry
+    x = rng.normal(size=(N, C, *hw))
+    w = rng.normal(size=(O, C // groups, *k))
+    b = rng.normal(size=O)
+    ref = naive.conv2d(x, w, b, stride, padding, dilation, groups)
+    if min(ref.shape[2:]) < 1:
+        with pytest.raises(ValueError, match="output would be"):
+            conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return
+    got = conv2d(x.astype(np.float32), w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-4 * max(1, np.abs(ref).max()))
+    got64 = conv2d(x[0], w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert got64.dtype == np.float64 and got64.ndim == 3
+    np.testing.assert_allclose(got64, ref[0], atol=1e-11)
+
+
+def test_matches_torch_when_installed(rng):
+    """torch.nn.functional.conv2d gives the same numbers (bench extra; skipped without torch)."""
+    torch = pytest.importorskip("torch")
+    x = rng.normal(size=(4, 6, 13, 11)).astype(np.float32)
+    w = rng.normal(size=(8, 3, 3, 5)).astype(np.float32)
+    b = rng.normal(size=8).astype(np.float32)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=(2, 1),
+                                     padding=(1, 2), dilation=(1, 2), groups=2).numpy()
+    got = conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    (((2, 3, 5, 5), (4, 2, 3, 3)), {}, "2 input channels per group, but x has 3"),
+    (((2, 4, 5, 5), (6, 2, 3, 3)), {"groups": 4}, "groups 4 must be a positive int dividing"),
+    (((2, 4, 5, 5), (6, 4, 3, 3)), {"stride": 0}, "stride 0 must be at least 1"),
+    (((2, 4, 5, 5), (6, 4, 7, 7)), {}, "output would be 0x0"),
+    (((4, 5, 5),), {}, "expected \\(C, H, W\\) or \\(N, C, H, W\\)"),
+    (((1, 4, 5, 5), (6, 4, 3)), {}, "weight has shape \\(6, 4, 3\\)"),
+])
+def test_bad_arguments(args, kwargs, message):
+    """Shape mismatches and bad geometry are refused with the shapes in the message."""
+    arrays = [np.ones(s) for s in args] if len(args) == 2 else [np.ones(args[0][1:]), np.ones((1, 1, 1, 1))]
+    if len(args) == 1:
+        arrays = [np.ones((5, 5)), np.ones((1, 1, 1, 1))]
+    with pytest.raises(ValueError, match=message):
+        conv2d(*arrays, **kwargs)
+
+
+def test_bias_shape_and_nonfinite_weights():
+    """A bias of the wrong length and NaN weights are refused."""
+    with pytest.raises(ValueError, match="bias has shape \\(3,\\); expected \\(2,\\)"):
+        conv2d(np.ones((1, 4, 4)), np.ones((2, 1, 3, 3)), np.ones(3))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        conv2d(np.ones((1, 4, 4)), np.full((2, 1, 3, 3), np.nan))

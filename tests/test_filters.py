@@ -1,0 +1,321 @@
+"""correlate2d / convolve2d against the naive reference, scipy and OpenCV; the seeds' worked examples; properties."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import cnnfilter
+from cnnfilter import convolve2d, correlate2d
+
+from . import naive
+
+BORDERS = ["constant", "edge", "reflect", "symmetric", "wrap"]
+IMAGE_SHAPES = [(1, 1), (1, 9), (9, 1), (7, 7), (6, 11), (12, 5)]
+KERNEL_SHAPES = [(1, 1), (1, 4), (3, 1), (2, 2), (3, 3), (5, 5), (4, 6), (9, 9), (13, 13)]
+PADDINGS = ["same", "valid", "full", 2, (1, 3), ((0, 2), (3, 1))]
+GEOMETRY = [(1, 1), (2, 1), (1, 2), ((3, 2), (1, 2))]  # (stride, dilation)
+
+
+def _close(got, ref, rtol=2e-5):
+    assert got.shape == ref.shape
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=rtol * scale * 10)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize(("img_shape", "k_shape"), list(itertools.product(IMAGE_SHAPES, KERNEL_SHAPES)))
+def test_matches_naive_every_border_padding_and_geometry(method, img_shape, k_shape, rng):
+    """Every border x padding form, with strides and dilations, on odd shapes, equals the naive loops."""
+    for C in (None, 3):
+        img = rng.normal(size=img_shape if C is None else (*img_shape, C)).astype(np.float32)
+        k = rng.normal(size=k_shape)
+        for n, (border, padding) in enumerate(itertools.product(BORDERS, PADDINGS)):
+            stride, dilation = GEOMETRY[n % len(GEOMETRY)]
+            ref_shape = naive.correlate(np.zeros(img_shape), k, stride, padding, dilation).shape
+            if min(ref_shape) < 1:
+                with pytest.raises(ValueError, match="padding|output"):
+                    correlate2d(img, k, stride=stride, padding=padding, dilation=dilation, border=border)
+                continue
+            ref = naive.correlate(img, k, stride, padding, dilation, border, cval=0.75)
+            got = correlate2d(img, k, stride=stride, padding=padding, dilation=dilation, border=border, cval=0.75,
+                              method=method)
+            assert got.dtype == np.float32
+            _close(got, ref)
+
+
+@pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (1, 7), (7, 7), (15, 15), (31, 31), (6, 4)])
+@pytest.mark.parametrize("border", BORDERS)
+def test_separable_path_equals_naive(k_shape, border, rng):
+    """Rank-1 kernels through the separable path (also chosen by auto) give the naive result."""
+    img = rng.integers(0, 256, size=(40, 33, 2)).astype(np.uint8)
+    k = np.outer(rng.normal(size=k_shape[0]), rng.normal(size=k_shape[1]))
+    for stride, dilation in GEOMETRY:
+        ref = naive.correlate(img, k, stride, "same", dilation, border, cval=9.0)
+        for method in ("separable", "auto"):
+            got = correlate2d(img, k, stride=stride, dilation=dilation, border=border, cval=9.0, method=method)
+            _close(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64, bool])
+def test_dtypes(dtype, rng):
+    """Any integer or float input gives float32, float64 gives float64, and the values match the naive loops."""
+    img = (rng.random((10, 8, 3)) * 200).astype(dtype)
+    k = rng.normal(size=(3, 3))
+    got = correlate2d(img, k, border="symmetric")
+    assert got.dtype == (np.float64 if dtype == np.float64 else np.float32)
+    _close(got, naive.correlate(img.astype(np.float64), k, border="symmetric"))
+
+
+def test_float64_is_computed_in_float64(rng):
+    """float64 keeps float64 precision (the gradient checks of the tiny CNN need it)."""
+    img = rng.normal(size=(20, 20))
+    k = rng.normal(size=(5, 5))
+    for method in ("direct", "fft"):
+        np.testing.assert_allclose(correlate2d(img, k, method=method), naive.correlate(img, k), atol=1e-11)
+
+
+# ------------------------------------------------------------------------- peers where conventions coincide
+
+SCIPY_MODES = {"constant": "constant", "edge": "nearest", "reflect": "mirror", "symmetric": "reflect",
+               "wrap": "grid-wrap"}
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (4, 4), (2, 5), (7, 3)])
+def test_matches_scipy_ndimage(border, k_shape, rng):
+    """'same' correlate2d is scipy.ndimage.correlate (origin -1 on even axes); convolve2d is ndimage.convolve."""
+    sp = pytest.importorskip("scipy.ndimage")
+    img = rng.normal(size=(23, 17)).astype(np.float32)
+    k = rng.normal(size=k_shape)
+    origin = [-1 if n % 2 == 0 else 0 for n in k_shape]
+    ref = sp.correlate(img.astype(np.float64), k, mode=SCIPY_MODES[border], cval=0.0, origin=origin)
+    _close(correlate2d(img, k, border=border), ref)
+    ref = sp.convolve(img.astype(np.float64), k, mode=SCIPY_MODES[border], cval=0.0)
+    _close(convolve2d(img, k, border=border), ref)
+
+
+CV_BORDERS = {"constant": "BORDER_CONSTANT", "edge": "BORDER_REPLICATE", "reflect": "BORDER_REFLECT_101",
+              "symmetric": "BORDER_REFLECT"}
+
+
+@pytest.mark.parametrize("border", list(CV_BORDERS))
+@pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (4, 2), (1, 9)])
+def test_matches_opencv_filter2d(border, k_shape, rng):
+    """correlate2d 'same' is cv2.filter2D with anchor ((kw-1)//2, (kh-1)//2), RGB included."""
+    cv2 = pytest.importorskip("cv2")
+    img = rng.integers(0, 256, size=(31, 29, 3)).astype(np.float32)
+    k = rng.normal(size=k_shape).astype(np.float32)
+    anchor = ((k_shape[1] - 1) // 2, (k_shape[0] - 1) // 2)
+    ref = cv2.filter2D(img, -1, k, anchor=anchor, borderType=getattr(cv2, CV_BORDERS[border]))
+    _close(correlate2d(img, k, border=border), ref.astype(np.float64))
+
+
+# ------------------------------------------------------------------------------------ the seeds' examples
+
+SEED_PATCH = np.array([[105, 102, 100, 97, 96], [103, 99, 103, 101, 102], [101, 98, 104, 102, 100],
+                       [99, 101, 106, 104, 99], [104, 104, 104, 100, 98]])
+SHARPEN = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]])
+EDGE = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]])
+
+
+def test_seed_003_sharpen_top_left_is_320():
+    """Seed 003: the sharpen kernel on the zero-padded patch gives 320 at the top-left."""
+    out = correlate2d(SEED_PATCH.astype(np.uint8), SHARPEN, padding=1)
+    assert out[0, 0] == 320
+
+
+def test_seed_004_sharpen_top_left_is_114():
+    """Seed 004: the same kernel on another zero-padded 5x5 image gives 114."""
+    img = np.array([[60, 113, 56, 139, 85], [73, 121, 54, 84, 128], [131, 99, 70, 129, 127],
+                    [80, 57, 115, 69, 134], [104, 126, 123, 95, 130]], np.uint8)
+    assert correlate2d(img, SHARPEN)[0, 0] == 114
+
+
+def test_seed_003_edge_map():
+    """Seed 003: the 8-neighbour edge kernel on the 5x5 binary image gives the full 5x5 map."""
+    img = np.array([[1, 1, 0, 0, 1], [1, 0, 0, 1, 1], [0, 0, 1, 1, 1], [1, 0, 0, 1, 1], [1, 1, 0, 0, 1]])
+    want = np.array([[6, 6, -2, -3, 6], [6, -4, -4, 3, 4], [-2, -3, 5, 2, 3], [6, -4, -4, 3, 4],
+                     [6, 6, -2, -3, 6]])
+    np.testing.assert_array_equal(correlate2d(img, EDGE), want)
+    np.testing.assert_array_equal(correlate2d(img, cnnfilter.get_kernel("edge")), want)
+
+
+def test_seed_004_three_channel_kernel_with_bias_gives_minus_25():
+    """Seed 004: a 3-channel 3x3 kernel with bias 1 on the zero-padded RGB corner gives -25 (308 - 498 + 164 + 1)."""
+    r = np.array([[156, 155, 156, 158, 158], [153, 154, 157, 159, 159], [149, 151, 155, 158, 159],
+                  [146, 146, 149, 153, 158], [145, 143, 143, 148, 158]])
+    g = np.array([[167, 166, 167, 169, 169], [164, 165, 168, 170, 170], [160, 162, 166, 169, 170],
+                  [156, 156, 159, 163, 168], [155, 153, 153, 158, 168]])
+    b = np.array([[163, 162, 163, 165, 165], [160, 161, 164, 166, 166], [156, 158, 162, 165, 166],
+                  [155, 155, 158, 162, 167], [154, 152, 152, 157, 167]])
+    w = np.array([[[-1, -1, 1], [0, 1, -1], [0, 1, 1]],
+                  [[1, 0, 0], [1, -1, -1], [1, 0, -1]],
+                  [[0, 1, 1], [0, 1, 0], [1, -1, 1]]])
+    per_channel = [correlate2d(ch, k, padding=1)[0, 0] for ch, k in zip((r, g, b), w)]
+    assert per_channel == [308, -498, 164]
+    out = cnnfilter.conv2d(np.stack([r, g, b]), w[None], np.array([1.0]), padding=1)
+    assert out.shape == (1, 5, 5)
+    assert out[0, 0, 0] == -25
+
+
+def test_seed_004_output_sizes_7x7():
+    """Seed 004: a 7x7 image and a 3x3 kernel without padding give 5x5 at stride 1 and 3x3 at stride 2."""
+    img = np.arange(49).reshape(7, 7)
+    k = np.ones((3, 3))
+    assert correlate2d(img, k, padding="valid").shape == (5, 5)
+    assert correlate2d(img, k, padding=0, stride=2).shape == (3, 3)
+    assert correlate2d(img, k, padding=1).shape == (7, 7)
+
+
+# ----------------------------------------------------------------------------------------------- properties
+
+small = st.integers(1, 9)
+images = st.tuples(small, small).flatmap(
+    lambda s: hnp.arrays(np.float64, s, elements=st.floats(-100, 100, width=32)))
+kernels = st.tuples(st.integers(1, 5), st.integers(1, 5)).flatmap(
+    lambda s: hnp.arrays(np.float64, s, elements=st.floats(-4, 4, width=32)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(img=images, border=st.sampled_from(BORDERS))
+def test_identity_kernel_returns_the_input(img, border):
+    """A 1 surrounded by zeros (any odd size) returns the image, whatever the border."""
+    for size in (1, 3, 5):
+        k = np.zeros((size, size))
+        k[size // 2, size // 2] = 1
+        np.testing.assert_array_equal(correlate2d(img.astype(np.float32), k, border=border),
+                                      img.astype(np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=images, k1=kernels, data=st.data())
+def test_linearity_in_image_and_kernel(a, k1, data):
+    """f(2a + 3b, k) = 2 f(a, k) + 3 f(b, k) and f(a, k1 + k2) = f(a, k1) + f(a, k2)."""
+    b = data.draw(hnp.arrays(np.float64, a.shape, elements=st.floats(-100, 100, width=32)))
+    k2 = data.draw(hnp.arrays(np.float64, k1.shape, elements=st.floats(-4, 4, width=32)))
+    border = data.draw(st.sampled_from(BORDERS))
+    f = lambda x, k: correlate2d(x, k, border=border)  # noqa: E731
+    np.testing.assert_allclose(f(2 * a + 3 * b, k1), 2 * f(a, k1) + 3 * f(b, k1), atol=1e-8)
+    np.testing.assert_allclose(f(a, k1 + k2), f(a, k1) + f(a, k2), atol=1e-8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=kernels, dy=st.integers(0, 4), dx=st.integers(0, 4), seed=st.integers(0, 2**31))
+def test_shift_equivariance_away_from_borders(k, dy, dx, seed):
+    """Shifting the image shifts the 'valid' output by the same amount."""
+    img = np.random.default_rng(seed).normal(size=(20, 20))
+    a = correlate2d(img[dy:, dx:], k, padding="valid")
+    b = correlate2d(img, k, padding="valid")[dy:, dx:]
+    np.testing.assert_allclose(a, b, atol=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(img=images, k=kernels, border=st.sampled_from(BORDERS), stride=st.integers(1, 3))
+def test_convolve_is_correlate_with_the_flipped_kernel(img, k, border, stride):
+    """convolve2d(x, k) == correlate2d(x, flip(k)) for every geometry."""
+    a = convolve2d(img, k, border=border, stride=stride)
+    b = correlate2d(img, k[::-1, ::-1], border=border, stride=stride)
+    np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(img=images, k=kernels, border=st.sampled_from(BORDERS), stride=st.integers(1, 3))
+def test_strided_same_is_the_stride_1_result_subsampled(img, k, border, stride):
+    """'same' at stride s samples the stride-1 result at every s-th pixel; the size is ceil(H / s)."""
+    full = correlate2d(img, k, border=border)
+    got = correlate2d(img, k, border=border, stride=stride)
+    assert got.shape == tuple(-(-n // stride) for n in img.shape)
+    np.testing.assert_allclose(got, full[::stride, ::stride], atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(img=images, data=st.data())
+def test_separable_and_fft_equal_direct(img, data):
+    """The separable and FFT paths equal the direct one within float32 tolerance."""
+    taps = st.floats(-3, 3, width=32, allow_subnormal=False)
+    u = data.draw(hnp.arrays(np.float64, data.draw(st.integers(1, 7)), elements=taps))
+    v = data.draw(hnp.arrays(np.float64, data.draw(st.integers(1, 7)), elements=taps))
+    k = np.outer(u, v)
+    border = data.draw(st.sampled_from(BORDERS))
+    x = img.astype(np.float32)
+    direct = correlate2d(x, k, border=border, method="direct").astype(np.float64)
+    scale = max(1.0, np.abs(direct).max())
+    for method in ("fft", "separable"):
+        got = correlate2d(x, k, border=border, method=method)
+        np.testing.assert_allclose(got, direct, atol=2e-5 * scale * k.size)
+
+
+def test_out_writes_into_the_callers_array(rng):
+    """out= receives the result and is returned; a wrong shape or dtype is refused."""
+    img = rng.normal(size=(16, 12)).astype(np.float32)
+    k = rng.normal(size=(3, 3))
+    buf = np.full((16, 12), np.nan, np.float32)
+    res = correlate2d(img, k, out=buf)
+    assert res is buf
+    _close(buf, naive.correlate(img, k))
+    with pytest.raises(ValueError, match=r"out has shape \(16, 11\)"):
+        correlate2d(img, k, out=np.empty((16, 11), np.float32))
+    with pytest.raises(ValueError, match="dtype float64"):
+        correlate2d(img, k, out=np.empty((16, 12), np.float64))
+
+
+def test_auto_picks_paths_by_the_documented_rule():
+    """auto: rank-1 kernels above 5x5 go separable, 13x13+ dense kernels on big images go to the FFT."""
+    from cnnfilter.filters import _choose
+
+    g = cnnfilter.get_kernel("gaussian", sigma=2)
+    dense = np.random.default_rng(0).normal(size=(15, 15))
+    assert _choose("auto", g, (1, 1), (1, 1), 10**6) == "separable"
+    assert _choose("auto", dense, (1, 1), (1, 1), 10**6) == "fft"
+    assert _choose("auto", dense, (2, 2), (1, 1), 10**6) == "direct"
+    assert _choose("auto", dense, (1, 1), (1, 1), 100) == "direct"
+    assert _choose("auto", np.ones((3, 3)), (1, 1), (1, 1), 10**6) == "direct"
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "message"), [
+    ({"border": "mirrored"}, ValueError, "border 'mirrored' is not one of constant, edge, reflect, symmetric, wrap"),
+    ({"stride": 0}, ValueError, "stride 0 must be at least 1"),
+    ({"stride": -2}, ValueError, "stride -2 must be at least 1"),
+    ({"dilation": (1, 0)}, ValueError, r"dilation \(1, 0\) must be at least 1"),
+    ({"stride": 1.5}, TypeError, "stride 1.5 is not an int or a pair"),
+    ({"padding": "half"}, ValueError, "padding 'half' is not one of 'same', 'valid', 'full'"),
+    ({"padding": -1}, ValueError, "padding -1 must be at least 0"),
+    ({"method": "winograd"}, ValueError, "method 'winograd' is not one of auto, direct, separable, fft"),
+    ({"cval": float("nan")}, ValueError, "cval nan must be finite"),
+])
+def test_bad_arguments_name_the_parameter(kwargs, exc, message):
+    """Errors name the parameter, the value received and what is allowed."""
+    with pytest.raises(exc, match=message):
+        correlate2d(np.ones((5, 5)), np.ones((3, 3)), **kwargs)
+
+
+def test_bad_kernels_and_images():
+    """NaN/inf kernels, non-2-D kernels, empty or 4-D images, complex data and impossible outputs are refused."""
+    img = np.ones((5, 5))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        correlate2d(img, [[1, np.nan]])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        correlate2d(img, [[1, np.inf]])
+    with pytest.raises(ValueError, match="must be 2-D"):
+        correlate2d(img, [1, 2, 3])
+    with pytest.raises(ValueError, match="must not be empty"):
+        correlate2d(img, np.ones((0, 3)))
+    with pytest.raises(ValueError, match="expected \\(H, W\\)"):
+        correlate2d(np.ones((2, 2, 2, 2)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="must not be empty"):
+        correlate2d(np.ones((0, 4)), np.ones((1, 1)))
+    with pytest.raises(TypeError, match="complex"):
+        correlate2d(np.ones((4, 4), complex), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="'valid' needs the kernel .* to fit in the image"):
+        correlate2d(img, np.ones((7, 7)), padding="valid")
+    with pytest.raises(ValueError, match="output would be"):
+        correlate2d(img, np.ones((3, 3)), padding=0, dilation=4)
+    with pytest.raises(ValueError, match="rank-1"):
+        correlate2d(img, np.eye(3), method="separable")

@@ -1,0 +1,91 @@
+"""Image reading and writing: modes, alpha, depth, rounding, atomic writes, bad files."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnfilter.io import ImageReadError, ImageWriteError, Picture, load_image, read_picture, save_image, to_depth, \
+    write_picture
+
+
+def test_rounding_is_half_to_even_and_clipped():
+    """36.5 -> 36, 37.5 -> 38, below 0 -> 0, above 255 -> 255, NaN -> 0."""
+    out = to_depth(np.array([36.5, 37.5, -3, 300, 254.5, np.nan]), 8)
+    np.testing.assert_array_equal(out, [36, 38, 0, 255, 254, 0])
+    assert out.dtype == np.uint8
+    assert to_depth(np.array([70000.0, 1.5]), 16).tolist() == [65535, 2]
+
+
+@pytest.mark.parametrize(("mode", "shape", "alpha"), [
+    ("L", (6, 5), False), ("RGB", (6, 5, 3), False), ("RGBA", (6, 5, 3), True), ("LA", (6, 5), True),
+    ("1", (6, 5), False), ("P", (6, 5, 3), False), ("CMYK", (6, 5, 3), False), ("I;16", (6, 5), False),
+])
+def test_modes_are_read_as_grey_or_rgb_plus_alpha(tmp_path, mode, shape, alpha):
+    """Every common Pillow mode becomes greyscale or RGB, with alpha split off."""
+    img = Image.new(mode, (5, 6))
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    img.save(path)
+    pic = read_picture(path)
+    assert pic.pixels.shape == shape
+    assert (pic.alpha is not None) == alpha
+    assert pic.depth == (16 if mode == "I;16" else 8)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """An image tagged 'rotate 90' (orientation 6) is read upright."""
+    img = Image.new("L", (4, 2))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert read_picture(tmp_path / "r.jpg").pixels.shape == (4, 2)
+
+
+def test_roundtrip_keeps_values_alpha_and_16_bit(tmp_path, rng):
+    """Grey, RGB + alpha and 16-bit grey survive a write and a read unchanged."""
+    for arr in (rng.integers(0, 256, (7, 9), np.uint8), rng.integers(0, 256, (7, 9, 4), np.uint8),
+                rng.integers(0, 65536, (7, 9), np.uint16), rng.integers(0, 256, (7, 9, 2), np.uint8)):
+        save_image(tmp_path / "a.png", arr)
+        np.testing.assert_array_equal(load_image(tmp_path / "a.png"), arr)
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    """The target appears whole; a failed write leaves neither a partial target nor a temporary file."""
+    pic = Picture(np.zeros((4, 4), np.uint8))
+    write_picture(pic, tmp_path / "ok.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]
+    with pytest.raises(ImageWriteError, match="unknown image suffix '.xyz'"):
+        write_picture(pic, tmp_path / "bad.xyz")
+    with pytest.raises(ImageWriteError, match="does not exist"):
+        write_picture(pic, tmp_path / "missing" / "a.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "not an image"),
+    (b"hello, not an image", "not an image"),
+    (None, "no such file"),
+])
+def test_bad_files_give_one_clear_error(tmp_path, content, message):
+    """Empty, non-image and missing files raise ImageReadError naming the file."""
+    path = tmp_path / "x.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=f"cannot read '.*x.png': {message}"):
+        read_picture(path)
+
+
+def test_truncated_png_is_reported(tmp_path, rng):
+    """A PNG cut in half is an error, not a half-black image."""
+    save_image(tmp_path / "a.png", rng.integers(0, 256, (64, 64, 3), np.uint8))
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cannot read"):
+        read_picture(tmp_path / "t.png")
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    """Images above Pillow's pixel limit are refused with the limit in the message."""
+    Image.new("L", (100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageReadError, match="decompression-bomb limit"):
+        read_picture(tmp_path / "big.png")

@@ -1,0 +1,110 @@
+"""pool2d against the naive PyTorch-rule reference, the seeds' examples, padding + ceil_mode corners."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cnnfilter import pool2d
+
+from . import naive
+
+
+def test_seed_000_max_pooling():
+    """Seed 000: 2x2 max pooling of the 4x4 example."""
+    img = np.array([[29, 15, 28, 184], [0, 100, 70, 38], [12, 12, 7, 2], [12, 12, 45, 6]], np.uint8)
+    np.testing.assert_array_equal(pool2d(img, 2), [[100, 184], [12, 45]])
+
+
+def test_seed_000_average_pooling_rounds_to_36():
+    """Seed 000: 2x2 average pooling gives 36.5 -> 36 when written as 8-bit (half to even), 80, 12, 15."""
+    from cnnfilter.io import to_depth
+
+    img = np.array([[31, 15, 28, 184], [0, 100, 70, 38], [12, 12, 7, 2], [12, 12, 45, 6]], np.uint8)
+    out = pool2d(img, 2, mode="avg")
+    np.testing.assert_array_equal(out, [[36.5, 80], [12, 15]])
+    np.testing.assert_array_equal(to_depth(out, 8), [[36, 80], [12, 15]])
+
+
+def test_seed_004_max_pooling():
+    """Seed 004: 2x2 max pooling of the 4x4 activation map gives [[5, 2], [2, 2]]... as the slide's four windows."""
+    img = np.array([[2, 2, 2, 0], [2, 5, 2, 1], [2, 2, 2, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(pool2d(img, 2), [[5, 2], [2, 2]])
+
+
+SHAPES = [(1, 1), (2, 2), (5, 7), (8, 8), (9, 4), (16, 15)]
+
+
+@pytest.mark.parametrize(("shape", "C"), list(itertools.product(SHAPES, [None, 3])))
+def test_matches_naive_with_padding_and_ceil_mode(shape, C, rng):
+    """Every mode, window, stride, padding, ceil_mode and count_include_pad equals the naive loops."""
+    img = rng.normal(size=shape if C is None else (*shape, C)).astype(np.float32)
+    checked = 0
+    for size, stride, pad, mode, ceil, cip in itertools.product(
+            [1, 2, 3, (2, 3), (3, 1)], [None, 1, 2, (1, 3)], [0, 1, (0, 1), ((1, 0), (0, 1))],
+            ["max", "avg", "min"], [False, True], [True, False]):
+        kh, kw = (size, size) if isinstance(size, int) else size
+        t, b, l, r = naive.pads(pad, (kh, kw))
+        if max(t, b) > kh // 2 or max(l, r) > kw // 2:
+            with pytest.raises(ValueError, match="more than half the window"):
+                pool2d(img, size, stride=stride, padding=pad)
+            continue
+        ref = naive.pool(img, size, stride, pad, mode, ceil, cip)
+        if min(ref.shape[:2]) < 1:
+            with pytest.raises(ValueError, match="does not fit"):
+                pool2d(img, size, stride=stride, padding=pad, ceil_mode=ceil)
+            continue
+        got = pool2d(img, size, stride=stride, padding=pad, mode=mode, ceil_mode=ceil, count_include_pad=cip)
+        assert got.shape == ref.shape, (size, stride, pad, mode, ceil)
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+        checked += 1
+    assert checked > 50
+
+
+def test_against_pytorch_rules_by_hand():
+    """ceil_mode drops a last window that would start in the padding; avg divides by the clipped padded window."""
+    img = np.arange(25, dtype=np.float32).reshape(5, 5)
+    # 5 + 2*1 - 2 = 5 -> ceil(5/2) + 1 = 4, and (4-1)*2 = 6 >= 5 + 1 -> 3
+    assert pool2d(img, 2, padding=1, ceil_mode=True).shape == (3, 3)
+    # 5 - 2 = 3 -> ceil(3/2) + 1 = 3; the last window (rows 4..5) holds one real row
+    out = pool2d(img, 2, ceil_mode=True, mode="avg")
+    assert out.shape == (3, 3)
+    assert out[2, 2] == 24.0  # window clipped to the image: one pixel, divided by 1 (no padding to count)
+    out = pool2d(img, 3, stride=2, padding=1, mode="avg")
+    assert out[0, 0] == (0 + 1 + 5 + 6) / 9  # padding counted as zeros
+    out = pool2d(img, 3, stride=2, padding=1, mode="avg", count_include_pad=False)
+    assert out[0, 0] == (0 + 1 + 5 + 6) / 4
+
+
+def test_nan_propagates_through_max_and_min():
+    """A NaN in a window makes its max and min NaN, as numpy and PyTorch."""
+    img = np.ones((4, 4), np.float32)
+    img[0, 1] = np.nan
+    for mode in ("max", "min"):
+        out = pool2d(img, 2, mode=mode)
+        assert np.isnan(out[0, 0]) and not np.isnan(out[1, 1])
+        out = pool2d(img, 3, stride=1, mode=mode)
+        assert np.isnan(out).sum() == 2
+
+
+def test_dtypes_and_layouts(rng):
+    """uint8 and uint16 give float32, float64 stays float64; (H, W, C) keeps C."""
+    img = rng.integers(0, 60000, size=(6, 6, 4)).astype(np.uint16)
+    out = pool2d(img, 2)
+    assert out.dtype == np.float32 and out.shape == (3, 3, 4)
+    np.testing.assert_array_equal(out, naive.pool(img, 2))
+    assert pool2d(img.astype(np.float64), 3, stride=1).dtype == np.float64
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "message"), [
+    ({"size": 0}, ValueError, "size 0 must be at least 1"),
+    ({"size": 2, "stride": 0}, ValueError, "stride 0 must be at least 1"),
+    ({"size": 2, "mode": "median"}, ValueError, "mode 'median' is not one of max, avg, min"),
+    ({"size": 2, "padding": 2}, ValueError, "padding 2 is more than half the window 2x2"),
+    ({"size": 2, "padding": "same"}, TypeError, "padding 'same' is not an int"),
+    ({"size": 9}, ValueError, "window 9x9 does not fit in the image 5x5"),
+])
+def test_bad_arguments(kwargs, exc, message):
+    """Errors name the parameter and what is allowed."""
+    with pytest.raises(exc, match=message):
+        pool2d(np.ones((5, 5)), **kwargs)
