@@ -83,53 +83,76 @@ def _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1):
     Wo = out.shape[1] // C
     for i in prange(Ho):
         inside = i >= r0 and i < r1
-        for j in range(Wo):
-            if inside and j >= c0 and j < c1:
+        j = 0
+        while j < Wo:
+            if inside and j == c0 and c1 > c0:  # jump over the interior columns
+                j = c1
                 continue
             for c in range(C):
                 out[i, j * C + c] = _pixel(x, k, C, c, i - top, j - left, 1, 1, mode, cval)
+            j += 1
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def _interior3x3(x, k, out, C, top, left, r0, r1, c0, c1):
+    """Interior rows/columns of a 3x3 stride-1 correlation, every tap unrolled into one expression (one sub-sum
+    per kernel row, so the multiply-adds form short independent chains).
+
+    Each tap reads its own view of the source row, so every index is the loop counter itself: numba then
+    drops its negative-index checks and LLVM vectorises the loop.
+    """
     k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
     k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
     k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
-    base = -left * C
+    m = (c1 - c0) * C
+    start = (c0 - left) * C
     for i in prange(r0, r1):
-        s = i - top
-        x0, x1, x2 = x[s], x[s + 1], x[s + 2]
-        o = out[i]
-        for q in range(c0 * C, c1 * C):
-            p = q + base
-            o[q] = (
-                k00 * x0[p] + k01 * x0[p + C] + k02 * x0[p + 2 * C]
-                + k10 * x1[p] + k11 * x1[p + C] + k12 * x1[p + 2 * C]
-                + k20 * x2[p] + k21 * x2[p + C] + k22 * x2[p + 2 * C]
-            )
+        o = out[i, c0 * C : c1 * C]
+        row = x[i - top + 0, start:]
+        x00, x01, x02 = row[0:], row[C:], row[2 * C:]
+        row = x[i - top + 1, start:]
+        x10, x11, x12 = row[0:], row[C:], row[2 * C:]
+        row = x[i - top + 2, start:]
+        x20, x21, x22 = row[0:], row[C:], row[2 * C:]
+        for j in range(m):
+            o[j] = (((k00 * x00[j] + k01 * x01[j] + k02 * x02[j])
+                     + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j]))
+                    + (k20 * x20[j] + k21 * x21[j] + k22 * x22[j]))
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def _interior5x5(x, k, out, C, top, left, r0, r1, c0, c1):
+    """Interior rows/columns of a 5x5 stride-1 correlation, every tap unrolled into one expression (one sub-sum
+    per kernel row, so the multiply-adds form short independent chains).
+
+    Each tap reads its own view of the source row, so every index is the loop counter itself: numba then
+    drops its negative-index checks and LLVM vectorises the loop.
+    """
     k00, k01, k02, k03, k04 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4]
     k10, k11, k12, k13, k14 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4]
     k20, k21, k22, k23, k24 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4]
     k30, k31, k32, k33, k34 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4]
     k40, k41, k42, k43, k44 = k[4, 0], k[4, 1], k[4, 2], k[4, 3], k[4, 4]
-    base = -left * C
+    m = (c1 - c0) * C
+    start = (c0 - left) * C
     for i in prange(r0, r1):
-        s = i - top
-        x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-        o = out[i]
-        for q in range(c0 * C, c1 * C):
-            p = q + base
-            o[q] = (
-                k00 * x0[p] + k01 * x0[p + C] + k02 * x0[p + 2 * C] + k03 * x0[p + 3 * C] + k04 * x0[p + 4 * C]
-                + k10 * x1[p] + k11 * x1[p + C] + k12 * x1[p + 2 * C] + k13 * x1[p + 3 * C] + k14 * x1[p + 4 * C]
-                + k20 * x2[p] + k21 * x2[p + C] + k22 * x2[p + 2 * C] + k23 * x2[p + 3 * C] + k24 * x2[p + 4 * C]
-                + k30 * x3[p] + k31 * x3[p + C] + k32 * x3[p + 2 * C] + k33 * x3[p + 3 * C] + k34 * x3[p + 4 * C]
-                + k40 * x4[p] + k41 * x4[p + C] + k42 * x4[p + 2 * C] + k43 * x4[p + 3 * C] + k44 * x4[p + 4 * C]
-            )
+        o = out[i, c0 * C : c1 * C]
+        row = x[i - top + 0, start:]
+        x00, x01, x02, x03, x04 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
+        row = x[i - top + 1, start:]
+        x10, x11, x12, x13, x14 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
+        row = x[i - top + 2, start:]
+        x20, x21, x22, x23, x24 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
+        row = x[i - top + 3, start:]
+        x30, x31, x32, x33, x34 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
+        row = x[i - top + 4, start:]
+        x40, x41, x42, x43, x44 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
+        for j in range(m):
+            o[j] = ((((k00 * x00[j] + k01 * x01[j] + k02 * x02[j] + k03 * x03[j] + k04 * x04[j])
+                      + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j] + k13 * x13[j] + k14 * x14[j]))
+                     + ((k20 * x20[j] + k21 * x21[j] + k22 * x22[j] + k23 * x23[j] + k24 * x24[j])
+                        + (k30 * x30[j] + k31 * x31[j] + k32 * x32[j] + k33 * x33[j] + k34 * x34[j])))
+                     + (k40 * x40[j] + k41 * x41[j] + k42 * x42[j] + k43 * x43[j] + k44 * x44[j]))
 
 
 @njit(cache=True)
@@ -183,15 +206,14 @@ def correlate_direct(x, k, out, C, sh, sw, dh, dw, top, left, mode, cval, nchunk
                 _fill_row(x, _src(i * sh + a * dh - top, H, mode), buf, C, left, mode, cval)
                 for b in range(kw):
                     kv = k[a, b]
-                    off = b * dw * C
+                    tap = buf[b * dw * C :]  # a view: every index below is non-negative by construction
                     if sw == 1:
                         for q in range(n):
-                            o[q] += kv * buf[q + off]
+                            o[q] += kv * tap[q]
                     else:
                         for j in range(Wo):
-                            p = j * sw * C + off
                             for c in range(C):
-                                o[j * C + c] += kv * buf[p + c]
+                                o[j * C + c] += kv * tap[j * sw * C + c]
 
 
 @njit(cache=True, fastmath=_FM)
@@ -209,15 +231,14 @@ def _hpass(x, s, v, buf, hrow, C, sw, dw, left, mode, cval):
     hrow[:] = 0
     for b in range(v.shape[0]):
         kv = v[b]
-        off = b * dw * C
+        tap = buf[b * dw * C :]
         if sw == 1:
             for q in range(n):
-                hrow[q] += kv * buf[q + off]
+                hrow[q] += kv * tap[q]
         else:
             for j in range(Wo):
-                p = j * sw * C + off
                 for c in range(C):
-                    hrow[j * C + c] += kv * buf[p + c]
+                    hrow[j * C + c] += kv * tap[j * sw * C + c]
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -357,9 +378,9 @@ def conv2d_forward(xp, w, bias, out, sh, sw, dh, dw, groups):
                 for a in range(kh):
                     for b in range(kw):
                         kv = w[o, c, a, b]
-                        off = a * dh * Wp + b * dw
+                        tap = xf[a * dh * Wp + b * dw :]
                         for p in range(L):
-                            acc[p] += kv * xf[p + off]
+                            acc[p] += kv * tap[p]
             for i in range(Ho):
                 out[n, o, i, :] = acc[i * Wp : i * Wp + Wo]
         else:
@@ -372,6 +393,56 @@ def conv2d_forward(xp, w, bias, out, sh, sw, dh, dw, groups):
                         xrow = xp[n, g * Cg + c, i * sh + a * dh]
                         for b in range(kw):
                             kv = w[o, c, a, b]
-                            off = b * dw
+                            tap = xrow[b * dw :]
                             for j in range(Wo):
-                                orow[j] += kv * xrow[j * sw + off]
+                                orow[j] += kv * tap[j * sw]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
+    """conv2d_forward for 3x3 kernels at stride 1, two filters per task: the nine taps of an input channel in one
+    unrolled expression, each source vector loaded once for both filters."""
+    N, Cin, Hp, Wp = xp.shape
+    O, Cg = w.shape[0], w.shape[1]
+    Ho = out.shape[2]
+    Wo = out.shape[3]
+    Og = O // groups
+    pairs = (O + 1) // 2
+    L = (Ho - 1) * Wp + Wo
+    for t in prange(N * pairs):
+        n = t // pairs
+        o0 = 2 * (t - n * pairs)
+        o1 = min(o0 + 1, O - 1)  # an odd last filter is computed twice, harmlessly
+        g0 = o0 // Og
+        g1 = o1 // Og
+        acc0 = np.empty(L, xp.dtype)
+        acc1 = np.empty(L, xp.dtype)
+        acc0[:] = bias[o0]
+        acc1[:] = bias[o1]
+        for c in range(Cg):
+            xf = xp[n, g0 * Cg + c].reshape(Hp * Wp)
+            yf = xp[n, g1 * Cg + c].reshape(Hp * Wp)  # the same plane unless the pair straddles two groups
+            r1, r2 = dh * Wp, 2 * dh * Wp
+            d1, d2 = dw, 2 * dw
+            a00, a01, a02 = xf, xf[d1:], xf[d2:]
+            a10, a11, a12 = xf[r1:], xf[r1 + d1 :], xf[r1 + d2 :]
+            a20, a21, a22 = xf[r2:], xf[r2 + d1 :], xf[r2 + d2 :]
+            b00, b01, b02 = yf, yf[d1:], yf[d2:]
+            b10, b11, b12 = yf[r1:], yf[r1 + d1 :], yf[r1 + d2 :]
+            b20, b21, b22 = yf[r2:], yf[r2 + d1 :], yf[r2 + d2 :]
+            u00, u01, u02 = w[o0, c, 0, 0], w[o0, c, 0, 1], w[o0, c, 0, 2]
+            u10, u11, u12 = w[o0, c, 1, 0], w[o0, c, 1, 1], w[o0, c, 1, 2]
+            u20, u21, u22 = w[o0, c, 2, 0], w[o0, c, 2, 1], w[o0, c, 2, 2]
+            v00, v01, v02 = w[o1, c, 0, 0], w[o1, c, 0, 1], w[o1, c, 0, 2]
+            v10, v11, v12 = w[o1, c, 1, 0], w[o1, c, 1, 1], w[o1, c, 1, 2]
+            v20, v21, v22 = w[o1, c, 2, 0], w[o1, c, 2, 1], w[o1, c, 2, 2]
+            for p in range(L):
+                acc0[p] += (u00 * a00[p] + u01 * a01[p] + u02 * a02[p]
+                            + u10 * a10[p] + u11 * a11[p] + u12 * a12[p]
+                            + u20 * a20[p] + u21 * a21[p] + u22 * a22[p])
+                acc1[p] += (v00 * b00[p] + v01 * b01[p] + v02 * b02[p]
+                            + v10 * b10[p] + v11 * b11[p] + v12 * b12[p]
+                            + v20 * b20[p] + v21 * b21[p] + v22 * b22[p])
+        for i in range(Ho):
+            out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
+            out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]

@@ -89,11 +89,15 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     if C and img.shape[1] * C == 0:  # pragma: no cover - as_image refuses empty images
         return res
     kd = np.ascontiguousarray(k, dtype)
-    x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
     o2 = res.reshape(Ho, Wo * C)
     cv = dtype(cval)
-
     chosen = _choose(method, kd, (sh, sw), (dh, dw), H * W)
+    unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
+    # The unrolled 3x3/5x5 loops also read 8-bit images as they are (a second specialisation, compiled only when
+    # used): converting a photo to float32 first would cost more memory traffic than the filter itself.
+    keep = unrolled and img.dtype == np.uint8
+    x2 = np.ascontiguousarray(img, None if keep else dtype).reshape(H, W * C)
+
     if chosen == "fft":
         from ._fft import correlate_fft
 
@@ -106,7 +110,7 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     if chosen == "separable":
         u, v = _rank1(kd)
         _kernels.correlate_separable(x2, u, v, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
-    elif (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5):
+    elif unrolled:
         fn = _kernels.correlate_3x3 if kh == 3 else _kernels.correlate_5x5
         fn(x2, kd, o2, C, top, left, mode, cv)
     else:
