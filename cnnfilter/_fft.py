@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-TILE = 1024  # target transform size per axis; measured in benchmarks/methods.py
+TILE = 256  # target transform size per axis: cache-sized tiles were fastest (benchmarks/methods.py)
 
 
 def next_fast_len(n: int) -> int:

@@ -185,6 +185,33 @@ def correlate_5x5(x, k, out, C, top, left, mode, cval):
     _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1)
 
 
+@njit(cache=True, fastmath=_FM)
+def _axpy4(o, n, t0, t1, t2, t3, k0, k1, k2, k3):
+    """``o[:n] += k0*t0 + k1*t1 + k2*t2 + k3*t3``: four taps per pass over ``o``, a quarter of the loads/stores."""
+    for q in range(n):
+        o[q] += (k0 * t0[q] + k1 * t1[q]) + (k2 * t2[q] + k3 * t3[q])
+
+
+@njit(cache=True, fastmath=_FM)
+def _axpy1(o, n, t0, k0):
+    for q in range(n):
+        o[q] += k0 * t0[q]
+
+
+@njit(cache=True, fastmath=_FM)
+def _taps_row(o, n, buf, w, step):
+    """``o[:n] += sum_b w[b] * buf[b*step : b*step + n]``, taps four at a time."""
+    kw = w.shape[0]
+    b = 0
+    while b + 4 <= kw:
+        _axpy4(o, n, buf[b * step :], buf[(b + 1) * step :], buf[(b + 2) * step :], buf[(b + 3) * step :],
+               w[b], w[b + 1], w[b + 2], w[b + 3])
+        b += 4
+    while b < kw:
+        _axpy1(o, n, buf[b * step :], w[b])
+        b += 1
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def correlate_direct(x, k, out, C, sh, sw, dh, dw, top, left, mode, cval, nchunks):
     """Any kernel, stride and dilation: per output row, pad the kh source rows into a buffer, then one
@@ -204,16 +231,15 @@ def correlate_direct(x, k, out, C, sh, sw, dh, dw, top, left, mode, cval, nchunk
             o[:] = 0
             for a in range(kh):
                 _fill_row(x, _src(i * sh + a * dh - top, H, mode), buf, C, left, mode, cval)
+                if sw == 1:
+                    _taps_row(o, n, buf, k[a], dw * C)
+                    continue
                 for b in range(kw):
                     kv = k[a, b]
                     tap = buf[b * dw * C :]  # a view: every index below is non-negative by construction
-                    if sw == 1:
-                        for q in range(n):
-                            o[q] += kv * tap[q]
-                    else:
-                        for j in range(Wo):
-                            for c in range(C):
-                                o[j * C + c] += kv * tap[j * sw * C + c]
+                    for j in range(Wo):
+                        for c in range(C):
+                            o[j * C + c] += kv * tap[j * sw * C + c]
 
 
 @njit(cache=True, fastmath=_FM)
@@ -229,16 +255,15 @@ def _hpass(x, s, v, buf, hrow, C, sw, dw, left, mode, cval):
         return
     _fill_row(x, r, buf, C, left, mode, cval)
     hrow[:] = 0
+    if sw == 1:
+        _taps_row(hrow, n, buf, v, dw * C)
+        return
     for b in range(v.shape[0]):
         kv = v[b]
         tap = buf[b * dw * C :]
-        if sw == 1:
-            for q in range(n):
-                hrow[q] += kv * tap[q]
-        else:
-            for j in range(Wo):
-                for c in range(C):
-                    hrow[j * C + c] += kv * tap[j * sw * C + c]
+        for j in range(Wo):
+            for c in range(C):
+                hrow[j * C + c] += kv * tap[j * sw * C + c]
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -265,11 +290,15 @@ def correlate_separable(x, u, v, out, C, sh, sw, dh, dw, top, left, mode, cval, 
             last = s0 + rspan - 1
             o = out[i]
             o[:] = 0
-            for a in range(kh):
-                kv = u[a]
-                h = ring[(s0 + a * dh) % rspan]
-                for q in range(n):
-                    o[q] += kv * h[q]
+            a = 0
+            while a + 4 <= kh:
+                _axpy4(o, n, ring[(s0 + a * dh) % rspan], ring[(s0 + (a + 1) * dh) % rspan],
+                       ring[(s0 + (a + 2) * dh) % rspan], ring[(s0 + (a + 3) * dh) % rspan],
+                       u[a], u[a + 1], u[a + 2], u[a + 3])
+                a += 4
+            while a < kh:
+                _axpy1(o, n, ring[(s0 + a * dh) % rspan], u[a])
+                a += 1
 
 
 # ---------------------------------------------------------------------------------------------- pooling

@@ -14,9 +14,9 @@ from .kernels import validate_kernel
 METHODS = ("auto", "direct", "separable", "fft")
 
 # The ``auto`` rule, measured with benchmarks/methods.py (README, "Choosing the method").
-FFT_MIN_TAPS = 169  # kernels with at least this many taps (13x13) go to the FFT at stride 1 ...
+FFT_MIN_TAPS = 225  # dense kernels of at least this many taps (15x15) go to the FFT at stride 1 ...
 FFT_MIN_PIXELS = 128 * 128  # ... on images at least this large
-SEPARABLE_MIN_TAPS = 26  # rank-1 kernels above 5x5 go to the separable path
+SEPARABLE_MIN_TAPS = 25  # rank-1 kernels from 5x5 up (not 1xN) go to the separable path
 
 
 def correlate2d(image, kernel, *, stride=1, padding="same", dilation=1, border="constant", cval=0.0,

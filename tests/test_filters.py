@@ -264,7 +264,7 @@ def test_out_writes_into_the_callers_array(rng):
 
 
 def test_auto_picks_paths_by_the_documented_rule():
-    """auto: rank-1 kernels above 5x5 go separable, 13x13+ dense kernels on big images go to the FFT."""
+    """auto: rank-1 kernels from 5x5 go separable, 15x15+ dense kernels on big images go to the FFT."""
     from cnnfilter.filters import _choose
 
     g = cnnfilter.get_kernel("gaussian", sigma=2)
@@ -274,6 +274,9 @@ def test_auto_picks_paths_by_the_documented_rule():
     assert _choose("auto", dense, (2, 2), (1, 1), 10**6) == "direct"
     assert _choose("auto", dense, (1, 1), (1, 1), 100) == "direct"
     assert _choose("auto", np.ones((3, 3)), (1, 1), (1, 1), 10**6) == "direct"
+    assert _choose("auto", np.ones((5, 5)), (1, 1), (1, 1), 10**6) == "separable"
+    assert _choose("auto", np.ones((1, 9)), (1, 1), (1, 1), 10**6) == "direct"
+    assert _choose("auto", dense[:13, :13], (1, 1), (1, 1), 10**6) == "direct"
 
 
 # ------------------------------------------------------------------------------------------------- errors
