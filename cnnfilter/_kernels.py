@@ -427,10 +427,34 @@ def conv2d_forward(xp, w, bias, out, sh, sw, dh, dw, groups):
                                 orow[j] += kv * tap[j * sw]
 
 
+@njit(cache=True, fastmath=_FM)
+def _conv3x3_pair(acc0, acc1, xf, w, o0, o1, c, rows, cols, L):
+    """``acc0 += w[o0, c] * xf``, ``acc1 += w[o1, c] * xf`` (3x3 taps on the flattened plane): each source
+    vector is loaded once for both filters."""
+    r1, r2 = rows, 2 * rows
+    d1, d2 = cols, 2 * cols
+    a00, a01, a02 = xf, xf[d1:], xf[d2:]
+    a10, a11, a12 = xf[r1:], xf[r1 + d1 :], xf[r1 + d2 :]
+    a20, a21, a22 = xf[r2:], xf[r2 + d1 :], xf[r2 + d2 :]
+    u00, u01, u02 = w[o0, c, 0, 0], w[o0, c, 0, 1], w[o0, c, 0, 2]
+    u10, u11, u12 = w[o0, c, 1, 0], w[o0, c, 1, 1], w[o0, c, 1, 2]
+    u20, u21, u22 = w[o0, c, 2, 0], w[o0, c, 2, 1], w[o0, c, 2, 2]
+    v00, v01, v02 = w[o1, c, 0, 0], w[o1, c, 0, 1], w[o1, c, 0, 2]
+    v10, v11, v12 = w[o1, c, 1, 0], w[o1, c, 1, 1], w[o1, c, 1, 2]
+    v20, v21, v22 = w[o1, c, 2, 0], w[o1, c, 2, 1], w[o1, c, 2, 2]
+    for p in range(L):
+        x00, x01, x02 = a00[p], a01[p], a02[p]
+        x10, x11, x12 = a10[p], a11[p], a12[p]
+        x20, x21, x22 = a20[p], a21[p], a22[p]
+        acc0[p] += ((u00 * x00 + u01 * x01 + u02 * x02) + (u10 * x10 + u11 * x11 + u12 * x12)) + (
+            u20 * x20 + u21 * x21 + u22 * x22)
+        acc1[p] += ((v00 * x00 + v01 * x01 + v02 * x02) + (v10 * x10 + v11 * x11 + v12 * x12)) + (
+            v20 * x20 + v21 * x21 + v22 * x22)
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
-    """conv2d_forward for 3x3 kernels at stride 1, two filters per task: the nine taps of an input channel in one
-    unrolled expression, each source vector loaded once for both filters."""
+    """conv2d_forward for 3x3 kernels at stride 1, two filters per task sharing every load of the input."""
     N, Cin, Hp, Wp = xp.shape
     O, Cg = w.shape[0], w.shape[1]
     Ho = out.shape[2]
@@ -449,29 +473,14 @@ def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
         acc0[:] = bias[o0]
         acc1[:] = bias[o1]
         for c in range(Cg):
-            xf = xp[n, g0 * Cg + c].reshape(Hp * Wp)
-            yf = xp[n, g1 * Cg + c].reshape(Hp * Wp)  # the same plane unless the pair straddles two groups
-            r1, r2 = dh * Wp, 2 * dh * Wp
-            d1, d2 = dw, 2 * dw
-            a00, a01, a02 = xf, xf[d1:], xf[d2:]
-            a10, a11, a12 = xf[r1:], xf[r1 + d1 :], xf[r1 + d2 :]
-            a20, a21, a22 = xf[r2:], xf[r2 + d1 :], xf[r2 + d2 :]
-            b00, b01, b02 = yf, yf[d1:], yf[d2:]
-            b10, b11, b12 = yf[r1:], yf[r1 + d1 :], yf[r1 + d2 :]
-            b20, b21, b22 = yf[r2:], yf[r2 + d1 :], yf[r2 + d2 :]
-            u00, u01, u02 = w[o0, c, 0, 0], w[o0, c, 0, 1], w[o0, c, 0, 2]
-            u10, u11, u12 = w[o0, c, 1, 0], w[o0, c, 1, 1], w[o0, c, 1, 2]
-            u20, u21, u22 = w[o0, c, 2, 0], w[o0, c, 2, 1], w[o0, c, 2, 2]
-            v00, v01, v02 = w[o1, c, 0, 0], w[o1, c, 0, 1], w[o1, c, 0, 2]
-            v10, v11, v12 = w[o1, c, 1, 0], w[o1, c, 1, 1], w[o1, c, 1, 2]
-            v20, v21, v22 = w[o1, c, 2, 0], w[o1, c, 2, 1], w[o1, c, 2, 2]
-            for p in range(L):
-                acc0[p] += (u00 * a00[p] + u01 * a01[p] + u02 * a02[p]
-                            + u10 * a10[p] + u11 * a11[p] + u12 * a12[p]
-                            + u20 * a20[p] + u21 * a21[p] + u22 * a22[p])
-                acc1[p] += (v00 * b00[p] + v01 * b01[p] + v02 * b02[p]
-                            + v10 * b10[p] + v11 * b11[p] + v12 * b12[p]
-                            + v20 * b20[p] + v21 * b21[p] + v22 * b22[p])
+            x0 = xp[n, g0 * Cg + c].reshape(Hp * Wp)
+            if g0 == g1:
+                _conv3x3_pair(acc0, acc1, x0, w, o0, o1, c, dh * Wp, dw, L)
+            else:  # the pair straddles two groups: one filter at a time, the other half into scratch
+                scratch = np.zeros(L, xp.dtype)
+                _conv3x3_pair(acc0, scratch, x0, w, o0, o0, c, dh * Wp, dw, L)
+                x1 = xp[n, g1 * Cg + c].reshape(Hp * Wp)
+                _conv3x3_pair(scratch, acc1, x1, w, o1, o1, c, dh * Wp, dw, L)
         for i in range(Ho):
             out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
             out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]

@@ -22,9 +22,14 @@ class _Group(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
-        debug = "--debug" in (sys.argv[1:] if args is None else list(args))
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args  # accepted anywhere on the line, not only before the command
+        args = [a for a in args if a != "--debug"]
         try:
             code = super().main(args, prog_name or "cnnfilter", standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # plain `cnnfilter`: the help, not an error
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
         except click.exceptions.Abort:
             click.echo("cnnfilter: interrupted", err=True)
             sys.exit(130)
@@ -164,7 +169,7 @@ def convolve(image, kernels, size, sigma, stride, padding, dilation, border, cva
       cnnfilter convolve photo.png -k blur -k sharpen --stride 2
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
     """
-    from .io import read_picture, write_picture
+    from .io import check_target, read_picture, write_picture
     from .kernels import resolve_kernel
     from .ops import filter_picture
 
@@ -173,6 +178,7 @@ def convolve(image, kernels, size, sigma, stride, padding, dilation, border, cva
     resolved = [_run(lambda s=spec: resolve_kernel(s, size=size, sigma=sigma)) for spec in kernels]
     label = "-".join(name for name, _ in resolved)
     target = _output_path(image, output, label)
+    _run(lambda: check_target(target, fmt))
     pic = _run(lambda: read_picture(image))
     result = _run(lambda: filter_picture(pic, [k for _, k in resolved], flip=flip, border=border, cval=cval,
                                          method=method, **geometry))
@@ -202,7 +208,7 @@ def pool(image, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt
       cnnfilter pool photo.png --size 3 --stride 2 --mode avg -o small.png
       cnnfilter pool photo.png --size 2 --padding 1 --ceil-mode
     """
-    from .io import read_picture, write_picture
+    from .io import check_target, read_picture, write_picture
     from .ops import pool_picture
 
     win = _ints(size, "--size", 1)
@@ -211,6 +217,7 @@ def pool(image, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt
               "count_include_pad": not exclude_pad}
     label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
     target = _output_path(image, output, label)
+    _run(lambda: check_target(target, fmt))
     pic = _run(lambda: read_picture(image))
     result = _run(lambda: pool_picture(pic, win, **kwargs))
     _run(lambda: write_picture(result, target, fmt=fmt))

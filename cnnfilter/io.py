@@ -124,6 +124,19 @@ def _format_for(path: str, fmt: str | None) -> str:
     return found
 
 
+def check_target(target, fmt: str | None = None) -> str:
+    """The Pillow format ``target`` will be written in; raises ImageWriteError before any work is done when the
+    suffix or format is unknown or the folder does not exist."""
+    if target == "-":
+        return _format_for("out.png", fmt or "PNG")
+    path = Path(target)
+    name = _format_for(str(path), fmt)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    return name
+
+
 def to_image(pic: Picture, fmt: str) -> Image.Image:
     """A Pillow image for ``pic``, in a mode ``fmt`` can store (alpha dropped for JPEG, 16-bit kept for PNG/TIFF)."""
     px, alpha = pic.pixels, pic.alpha
@@ -148,18 +161,15 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
 def write_picture(pic: Picture, target, *, fmt: str | None = None) -> None:
     """Write ``pic`` to ``target`` (a path, or ``"-"`` for standard output) atomically: a temporary file in the
     same folder, renamed over the target once complete, so a killed run never leaves half a file."""
+    name = check_target(target, fmt)
     if target == "-":
-        name = _format_for("out.png", fmt or "PNG")
         buf = _io.BytesIO()
         _save(to_image(pic, name), buf, name, pic.info)
         sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
         return
     path = Path(target)
-    name = _format_for(str(path), fmt)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
     img = to_image(pic, name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)

@@ -179,3 +179,31 @@ def test_console_script_and_module_entry(tmp_path, photo):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["cnnfilter: error: Invalid value for --size: 'x' is not an int or two "
                                                "ints 'rows,cols'"]
+
+
+def test_no_arguments_prints_help(run):
+    res = run()
+    assert res.exit_code == 0
+    assert res.output.startswith("Usage: ") and "Commands:" in res.output
+
+
+def test_debug_anywhere_shows_the_traceback(run, photo, tmp_path):
+    """--debug, before or after the command, lets the exception through instead of the one-line message."""
+    for args in (["--debug", "convolve", photo, "-k", "edgy"], ["convolve", photo, "-k", "edgy", "--debug"]):
+        res = run(*args)
+        assert res.exit_code != 0
+        assert isinstance(res.exception, Exception) and not isinstance(res.exception, SystemExit)
+        assert "kernel 'edgy'" in str(res.exception)
+
+
+def test_output_problems_are_found_before_any_work(run, photo, monkeypatch):
+    """An unknown suffix or a missing folder fails before the image is even read."""
+    import cnnfilter.io
+
+    def boom(*_):
+        raise AssertionError("the input was read")
+
+    monkeypatch.setattr(cnnfilter.io, "read_picture", boom)
+    res = run("convolve", photo, "-k", "edge", "-o", photo.parent / "nope" / "a.png")
+    assert res.exit_code == 1
+    assert "folder" in res.stderr and "does not exist" in res.stderr
