@@ -178,12 +178,20 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             _save(img, fh, name, pic.info)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise ImageWriteError(f"cannot write {str(path)!r}: {exc}") from None
         raise
+
+
+def _default_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp makes 0o600 files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _save(img: Image.Image, fh, fmt: str, info: dict) -> None:

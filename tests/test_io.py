@@ -1,5 +1,7 @@
 """Image reading and writing: modes, alpha, depth, rounding, atomic writes, bad files."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,6 +55,9 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     pic = Picture(np.zeros((4, 4), np.uint8))
     write_picture(pic, tmp_path / "ok.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "ok.png").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0o600
     with pytest.raises(ImageWriteError, match="unknown image suffix '.xyz'"):
         write_picture(pic, tmp_path / "bad.xyz")
     with pytest.raises(ImageWriteError, match="does not exist"):
