@@ -86,12 +86,13 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     dtype = _args.work_dtype(img)
     shape = (Ho, Wo, C) if img.ndim == 3 else (Ho, Wo)
     res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
-    if C and img.shape[1] * C == 0:  # pragma: no cover - as_image refuses empty images
-        return res
+    if out is not None and np.shares_memory(out, img):
+        msg = "out shares memory with image; the result would overwrite pixels still to be read"
+        raise ValueError(msg)
     kd = np.ascontiguousarray(k, dtype)
     o2 = res.reshape(Ho, Wo * C)
     cv = dtype(cval)
-    chosen = _choose(method, kd, (sh, sw), (dh, dw), H * W)
+    chosen, factors = _choose(method, kd, (sh, sw), (dh, dw), H * W)
     unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
     # The unrolled 3x3/5x5 loops also read 8-bit images as they are (a second specialisation, compiled only when
     # used): converting a photo to float32 first would cost more memory traffic than the filter itself.
@@ -108,7 +109,7 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
 
     nchunks = _chunks(Ho)
     if chosen == "separable":
-        u, v = _rank1(kd)
+        u, v = factors
         _kernels.correlate_separable(x2, u, v, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
     elif unrolled:
         fn = _kernels.correlate_3x3 if kh == 3 else _kernels.correlate_5x5
@@ -118,20 +119,24 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     return res
 
 
-def _choose(method: str, k: np.ndarray, stride, dilation, pixels: int) -> str:
+def _choose(method: str, k: np.ndarray, stride, dilation, pixels: int):
+    """``(path, rank-1 factors or None)`` by the documented ``auto`` rule, or as asked."""
     taps = k.size
     if method == "separable":
-        if _rank1(k) is None:
+        factors = _rank1(k)
+        if factors is None:
             msg = "method 'separable' needs a rank-1 kernel (an outer product of a column and a row)"
             raise ValueError(msg)
-        return method
+        return method, factors
     if method != "auto":
-        return method
-    if taps >= SEPARABLE_MIN_TAPS and min(k.shape) > 1 and _rank1(k) is not None:
-        return "separable"
+        return method, None
+    if taps >= SEPARABLE_MIN_TAPS and min(k.shape) > 1:
+        factors = _rank1(k)
+        if factors is not None:
+            return "separable", factors
     if taps >= FFT_MIN_TAPS and stride == (1, 1) and pixels >= FFT_MIN_PIXELS:
-        return "fft"
-    return "direct"
+        return "fft", None
+    return "direct", None
 
 
 def _rank1(k: np.ndarray):

@@ -261,6 +261,8 @@ def test_out_writes_into_the_callers_array(rng):
         correlate2d(img, k, out=np.empty((16, 11), np.float32))
     with pytest.raises(ValueError, match="dtype float64"):
         correlate2d(img, k, out=np.empty((16, 12), np.float64))
+    with pytest.raises(ValueError, match="out shares memory with image"):
+        correlate2d(img, k, out=img)
 
 
 def test_auto_picks_paths_by_the_documented_rule():
@@ -269,14 +271,17 @@ def test_auto_picks_paths_by_the_documented_rule():
 
     g = cnnfilter.get_kernel("gaussian", sigma=2)
     dense = np.random.default_rng(0).normal(size=(15, 15))
-    assert _choose("auto", g, (1, 1), (1, 1), 10**6) == "separable"
-    assert _choose("auto", dense, (1, 1), (1, 1), 10**6) == "fft"
-    assert _choose("auto", dense, (2, 2), (1, 1), 10**6) == "direct"
-    assert _choose("auto", dense, (1, 1), (1, 1), 100) == "direct"
-    assert _choose("auto", np.ones((3, 3)), (1, 1), (1, 1), 10**6) == "direct"
-    assert _choose("auto", np.ones((5, 5)), (1, 1), (1, 1), 10**6) == "separable"
-    assert _choose("auto", np.ones((1, 9)), (1, 1), (1, 1), 10**6) == "direct"
-    assert _choose("auto", dense[:13, :13], (1, 1), (1, 1), 10**6) == "direct"
+    def path(k, stride=(1, 1), pixels=10**6):
+        return _choose("auto", k, stride, (1, 1), pixels)[0]
+
+    assert path(g) == "separable"
+    assert path(dense) == "fft"
+    assert path(dense, stride=(2, 2)) == "direct"
+    assert path(dense, pixels=100) == "direct"
+    assert path(np.ones((3, 3))) == "direct"
+    assert path(np.ones((5, 5))) == "separable"
+    assert path(np.ones((1, 9))) == "direct"
+    assert path(dense[:13, :13]) == "direct"
 
 
 # ------------------------------------------------------------------------------------------------- errors
