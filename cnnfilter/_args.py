@@ -77,13 +77,40 @@ def as_image(image, name: str = "image") -> np.ndarray:
 
 
 def work_dtype(image: np.ndarray) -> type:
-    """float64 for a float64 image, float32 for every other: the dtype every compiled loop runs in."""
-    return np.float64 if image.dtype == np.float64 else np.float32
+    """float64 for a float64 (or wider, either byte order) image, float32 for every other: the dtype every
+    compiled loop runs in."""
+    return np.float64 if image.dtype.kind == "f" and image.dtype.itemsize >= 8 else np.float32
 
 
 def output_size(n: int, span: int, stride: int, before: int, after: int) -> int:
     """``floor((n + before + after - span) / stride) + 1`` (``span = d*(k-1)+1``); may be <= 0."""
     return (n + before + after - span) // stride + 1
+
+
+def check_value(value, name: str, dtype) -> float:
+    """A finite number that the working dtype can hold."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        msg = f"{name} {value!r} is not a number"
+        raise TypeError(msg) from None
+    if not np.isfinite(f):
+        msg = f"{name} {value!r} must be finite"
+        raise ValueError(msg)
+    if abs(f) > float(np.finfo(dtype).max):
+        msg = f"{name} {value!r} is outside the range of the {np.dtype(dtype).name} result"
+        raise ValueError(msg)
+    return f
+
+
+def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays may share memory (an exact answer unless it is too costly to work out)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except np.exceptions.TooHardError:
+        return True
 
 
 def check_out(out, shape: tuple, dtype) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import _args
@@ -26,6 +28,8 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
     ``H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1``.
     """
     xa = np.asarray(x)
+    if xa.dtype == bool:
+        xa = xa.astype(np.uint8)
     if xa.ndim not in (3, 4) or xa.size == 0:
         msg = f"x has shape {xa.shape}; expected (C, H, W) or (N, C, H, W), not empty"
         raise ValueError(msg)
@@ -43,7 +47,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
         msg = "weight contains NaN or infinite values"
         raise ValueError(msg)
     O, Cg, kh, kw = w.shape
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or C % groups or O % groups:
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1 or C % groups or O % groups:
         msg = f"groups {groups!r} must be a positive int dividing the input channels ({C}) and the filters ({O})"
         raise ValueError(msg)
     if Cg * groups != C:

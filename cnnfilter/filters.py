@@ -29,18 +29,19 @@ def correlate2d(image, kernel, *, stride=1, padding="same", dilation=1, border="
     Parameters
     ----------
     image : array (H, W) or channels-last (H, W, C), any integer or float dtype.
-    kernel : 2-D finite array, any size (1x1, 1xN, even, larger than the image).
+    kernel : 2-D finite array, any size up to 255x255 (1x1, 1xN, even, larger than the image).
     stride, dilation : int or (rows, cols), at least 1.
     padding : ``"same"`` (total pad ``d*(k-1)``, floor of half on the top/left, output ``ceil(H/stride)``),
         ``"valid"``, ``"full"``, an int, ``(ph, pw)`` or ``((top, bottom), (left, right))``.
     border : how padded pixels are made, as ``numpy.pad`` names it: ``constant`` (value ``cval``), ``edge``,
         ``reflect``, ``symmetric``, ``wrap`` (numpy.pad's results even when the pad is wider than the image).
-    method : ``auto``, ``direct``, ``separable`` (rank-1 kernels only) or ``fft``.
+    method : ``auto``, ``direct``, ``separable`` (rank-1 kernels only) or ``fft`` (NaN or inf in the image
+        spreads over a whole FFT tile; ``auto`` never takes the FFT for such images).
     out : optional C-contiguous array of the result's shape and dtype to write into.
 
     Returns
     -------
-    float32 array (float64 when ``image`` or ``kernel`` is float64) of shape ``(H', W')`` or ``(H', W', C)``
+    float32 array (float64 when ``image`` is float64) of shape ``(H', W')`` or ``(H', W', C)``
     with ``H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1`` and the same rule for ``W'``.
     """
     return _filter(image, kernel, stride, padding, dilation, border, cval, method, out, flip=False)
@@ -65,7 +66,6 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     sh, sw = _args.pair(stride, "stride")
     dh, dw = _args.pair(dilation, "dilation")
     mode = _args.border_code(border)
-    cval = _finite(cval, "cval")
     if method not in METHODS:
         msg = f"method {method!r} is not one of {', '.join(METHODS)}"
         raise ValueError(msg)
@@ -84,15 +84,18 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
             msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)} pixels: padding {padding!r} is too small"
         raise ValueError(msg)
     dtype = _args.work_dtype(img)
+    cval = _args.check_value(cval, "cval", dtype)
     shape = (Ho, Wo, C) if img.ndim == 3 else (Ho, Wo)
     res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
-    if out is not None and np.shares_memory(out, img):
+    if out is not None and _args.overlaps(out, img):
         msg = "out shares memory with image; the result would overwrite pixels still to be read"
         raise ValueError(msg)
     kd = np.ascontiguousarray(k, dtype)
     o2 = res.reshape(Ho, Wo * C)
     cv = dtype(cval)
     chosen, factors = _choose(method, kd, (sh, sw), (dh, dw), H * W)
+    if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
+        chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
     unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
     # The unrolled 3x3/5x5 loops also read 8-bit images as they are (a second specialisation, compiled only when
     # used): converting a photo to float32 first would cost more memory traffic than the filter itself.
@@ -148,7 +151,7 @@ def _rank1(k: np.ndarray):
     u = U[:, 0] * np.sqrt(s[0])
     v = Vt[0] * np.sqrt(s[0])
     err = np.abs(np.outer(u, v) - k64).max()
-    if err > 1e-7 * np.abs(k64).max():
+    if err > (1e-7 if k.dtype == np.float32 else 1e-14) * np.abs(k64).max():
         return None
     return np.ascontiguousarray(u, k.dtype), np.ascontiguousarray(v, k.dtype)
 
@@ -159,13 +162,3 @@ def _chunks(rows: int) -> int:
     return max(1, min(rows, 4 * get_num_threads()))
 
 
-def _finite(value, name: str) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        msg = f"{name} {value!r} is not a number"
-        raise TypeError(msg) from None
-    if not np.isfinite(f):
-        msg = f"{name} {value!r} must be finite"
-        raise ValueError(msg)
-    return f

@@ -6,6 +6,7 @@ computes by hand. Writing rounds half-to-even and clips to the output depth.
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import os
 import sys
@@ -23,7 +24,11 @@ class ImageReadError(Exception):
 
 
 class ImageWriteError(Exception):
-    """An output that cannot be written (folder missing, unknown format, permission)."""
+    """An output that cannot be written (folder missing, permission, disk full)."""
+
+
+class ImageFormatError(ValueError):
+    """An output suffix or format name Pillow cannot write: a usage error, found before any work is done."""
 
 
 @dataclass
@@ -44,15 +49,15 @@ class Picture:
 def _open(source) -> Image.Image:
     name = "<stdin>" if source == "-" else str(source)
     try:
-        if source == "-":
-            data = sys.stdin.buffer.read()
-            if not data:
-                raise ImageReadError("cannot read '-': standard input is empty")
-            img = Image.open(_io.BytesIO(data))
-        else:
-            img = Image.open(source)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # Image.open warns about bombs; make that an error
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if source == "-":
+                data = sys.stdin.buffer.read()
+                if not data:
+                    raise ImageReadError("cannot read '-': standard input is empty")
+                img = Image.open(_io.BytesIO(data))
+            else:
+                img = Image.open(source)
             img.load()
     except ImageReadError:
         raise
@@ -110,17 +115,20 @@ def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
 
 
 def _format_for(path: str, fmt: str | None) -> str:
+    Image.init()  # Pillow registers its writers lazily: without this, Image.SAVE is empty in a fresh process
     if fmt:
         name = fmt.upper()
         name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
         if name not in Image.SAVE:
-            known = ", ".join(sorted(e.lstrip(".") for e in Image.registered_extensions() if Image.registered_extensions()[e] in Image.SAVE))
-            raise ImageWriteError(f"format {fmt!r} is not one Pillow can write ({known})")
+            exts = Image.registered_extensions()
+            known = ", ".join(sorted(e.lstrip(".") for e, f in exts.items() if f in Image.SAVE))
+            raise ImageFormatError(f"format {fmt!r} is not one Pillow can write ({known})")
         return name
     ext = Path(path).suffix.lower()
     found = Image.registered_extensions().get(ext)
     if not found or found not in Image.SAVE:
-        raise ImageWriteError(f"cannot write {path!r}: unknown image suffix {ext or '(none)'!r}; use .png, .jpg, .tif, ...")
+        msg = f"cannot write {path!r}: unknown image suffix {ext or '(none)'!r}; use .png, .jpg, .tif, ..."
+        raise ImageFormatError(msg)
     return found
 
 
@@ -187,6 +195,7 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None) -> None:
         raise
 
 
+@functools.cache
 def _default_mode() -> int:
     """What ``open()`` would give a new file: 0o666 less the umask (mkstemp makes 0o600 files)."""
     mask = os.umask(0o022)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,11 +74,16 @@ def gaussian_kernel(size: int | None = None, sigma: float | None = None) -> np.n
     ``sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8`` (and its fixed tables for sizes 1, 3, 5, 7); with neither,
     size 3: ``[1, 2, 1] / 4`` in each axis.
     """
-    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-        msg = f"sigma {sigma!r} must be a positive finite number"
-        raise ValueError(msg)
+    if sigma is not None:
+        given, sigma = sigma, _number(sigma, "sigma")
+        if not (math.isfinite(sigma) and sigma > 0):
+            msg = f"sigma {given!r} must be a positive finite number"
+            raise ValueError(msg)
     if size is None:
         size = 3 if sigma is None else 2 * math.ceil(3 * sigma) + 1
+        if size > MAX_KERNEL_SIDE:
+            msg = f"sigma {given!r} needs a {size}x{size} kernel; the largest is {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}"
+            raise ValueError(msg)
     size = _positive_int(size, "size")
     if sigma is None and size in _SMALL_GAUSSIANS:  # OpenCV's fixed binomial-like tables
         g = np.array(_SMALL_GAUSSIANS[size])
@@ -85,13 +91,22 @@ def gaussian_kernel(size: int | None = None, sigma: float | None = None) -> np.n
     if sigma is None:
         sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     x = np.arange(size) - (size - 1) / 2
-    g = np.exp(-(x * x) / (2 * sigma * sigma))
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        g = np.exp(-(x * x) / (2 * sigma * sigma))
+    g = np.nan_to_num(g, nan=1.0)  # sigma so small that 2*sigma^2 underflows: the limit, a delta at the centre
     g /= g.sum()
     return np.outer(g, g)
 
 
+def _number(value, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        msg = f"{name} {value!r} is not a number"
+        raise TypeError(msg)
+    return float(value)
+
+
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+    if not _number(value, name).is_integer() or int(value) < 1:
         msg = f"{name} {value!r} must be a positive integer"
         raise ValueError(msg)
     if int(value) > MAX_KERNEL_SIDE:

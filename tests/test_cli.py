@@ -119,7 +119,7 @@ def test_sixteen_bit_greyscale_stays_sixteen_bit(run, tmp_path, rng):
      "cnnfilter: error: cannot read '{dir}/notes.png': not an image (or a format Pillow cannot decode)"),
     (["convolve", "{img}", "-k", "edge", "-o", "{img}"], 2,
      "cnnfilter: error: output '{img}' is the input image; cnnfilter never overwrites its input"),
-    (["convolve", "{img}", "-k", "edge", "-o", "{dir}/out.xyz"], 1,
+    (["convolve", "{img}", "-k", "edge", "-o", "{dir}/out.xyz"], 2,
      "cnnfilter: error: cannot write '{dir}/out.xyz': unknown image suffix '.xyz'; use .png, .jpg, .tif, ..."),
     (["convolve", "{img}", "--border", "mirrored", "-k", "edge"], 2, "cnnfilter: error: Invalid value for '--border'"),
     (["convolve", "{img}"], 2, "cnnfilter: error: Missing option '-k' / '--kernel'."),
@@ -153,6 +153,18 @@ def test_stdin_to_stdout(run, photo):
     assert res.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
     res = CliRunner().invoke(cli, ["convolve", "-", "-k", "identity"], input=photo.read_bytes())
     assert res.exit_code == 2 and "needs -o/--output" in res.stderr
+
+
+def test_stdin_stdout_and_format_in_a_real_process(tmp_path, photo):
+    """In a fresh process (Pillow's writers not yet registered) '-' in and '-o - -f jpeg' out work."""
+    res = subprocess.run([sys.executable, "-m", "cnnfilter", "convolve", "-", "-k", "edge", "-o", "-", "-f", "jpeg"],
+                         input=photo.read_bytes(), capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout[:3] == b"\xff\xd8\xff"
+    res = subprocess.run([sys.executable, "-m", "cnnfilter", "convolve", str(photo), "-k", "edge", "-f", "xyz", "-o",
+                          str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.startswith("cnnfilter: error: format 'xyz' is not one Pillow can write (")
 
 
 def _python(code: str) -> str:

@@ -73,3 +73,11 @@ def test_bias_shape_and_nonfinite_weights():
         conv2d(np.ones((1, 4, 4)), np.ones((2, 1, 3, 3)), np.ones(3))
     with pytest.raises(ValueError, match="NaN or infinite"):
         conv2d(np.ones((1, 4, 4)), np.full((2, 1, 3, 3), np.nan))
+
+
+def test_numpy_integers_and_bools_are_accepted(rng):
+    """groups as a numpy int and a bool input work like their Python/uint8 equivalents."""
+    x = rng.random((2, 4, 6, 6)) > 0.5
+    w = rng.normal(size=(2, 2, 3, 3))
+    got = conv2d(x, w, groups=np.int64(2), padding=1)
+    np.testing.assert_allclose(got, naive.conv2d(x.astype(float), w, None, 1, 1, 1, 2), atol=1e-5)

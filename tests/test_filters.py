@@ -327,3 +327,31 @@ def test_bad_kernels_and_images():
         correlate2d(img, np.ones((3, 3)), padding=0, dilation=4)
     with pytest.raises(ValueError, match="rank-1"):
         correlate2d(img, np.eye(3), method="separable")
+
+
+def test_nan_stays_local_under_auto(rng):
+    """auto never takes the FFT for an image with NaN/inf: one NaN pixel spoils only the windows that hold it."""
+    img = rng.random((256, 256)).astype(np.float32)
+    img[100, 100] = np.nan
+    k = rng.normal(size=(15, 15))
+    auto = correlate2d(img, k)
+    assert np.isnan(auto).sum() == 15 * 15
+    np.testing.assert_array_equal(np.isnan(auto), np.isnan(correlate2d(img, k, method="direct")))
+
+
+def test_byte_orders_and_float64_precision(rng):
+    """A big-endian float64 image is computed and returned in float64; a near-rank-1 float64 kernel stays exact."""
+    img = rng.normal(size=(30, 30)).astype(">f8")
+    assert correlate2d(img, np.ones((3, 3))).dtype == np.float64
+    k = cnnfilter.get_kernel("gaussian", sigma=2) + 2e-10 * rng.normal(size=(13, 13))
+    x = rng.normal(size=(40, 40))
+    np.testing.assert_allclose(correlate2d(x, k), naive.correlate(x, k), atol=1e-13)
+
+
+def test_cval_must_fit_the_result_dtype():
+    """A cval beyond float32's range is refused for a float32 result, accepted for float64."""
+    with pytest.raises(ValueError, match="cval 1e\\+39 is outside the range of the float32 result"):
+        correlate2d(np.ones((5, 5), np.float32), np.ones((3, 3)), cval=1e39)
+    assert np.isfinite(correlate2d(np.ones((5, 5)), np.ones((1, 1)), cval=1e39)).all()
+    with pytest.raises(TypeError, match="cval 'x' is not a number"):
+        correlate2d(np.ones((5, 5)), np.ones((3, 3)), cval="x")

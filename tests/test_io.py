@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnfilter.io import ImageReadError, ImageWriteError, Picture, load_image, read_picture, save_image, to_depth, \
+from cnnfilter.io import ImageFormatError, ImageReadError, ImageWriteError, Picture, load_image, read_picture, save_image, to_depth, \
     write_picture
 
 
@@ -58,7 +58,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert (tmp_path / "ok.png").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0o600
-    with pytest.raises(ImageWriteError, match="unknown image suffix '.xyz'"):
+    with pytest.raises(ImageFormatError, match="unknown image suffix '.xyz'"):
         write_picture(pic, tmp_path / "bad.xyz")
     with pytest.raises(ImageWriteError, match="does not exist"):
         write_picture(pic, tmp_path / "missing" / "a.png")
@@ -92,5 +92,13 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     """Images above Pillow's pixel limit are refused with the limit in the message."""
     Image.new("L", (100, 100)).save(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageReadError, match="decompression-bomb limit"):
+        read_picture(tmp_path / "big.png")
+
+
+def test_decompression_bomb_warning_range_is_refused_too(tmp_path, monkeypatch):
+    """Between Pillow's limit and twice it Pillow only warns; cnnfilter refuses those images as well."""
+    Image.new("L", (100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
     with pytest.raises(ImageReadError, match="decompression-bomb limit"):
         read_picture(tmp_path / "big.png")

@@ -76,3 +76,14 @@ def test_validate_kernel_refuses_text():
     """A kernel of strings is a TypeError naming the parameter."""
     with pytest.raises(TypeError, match="kernel is not a numeric matrix"):
         validate_kernel([["a", "b"]])
+
+
+def test_gaussian_argument_errors_name_what_was_given():
+    """A huge sigma names sigma (not a size never given); text is a TypeError; a tiny sigma is a delta."""
+    with pytest.raises(ValueError, match="sigma 100 needs a 601x601 kernel; the largest is 255x255"):
+        gaussian_kernel(sigma=100)
+    with pytest.raises(TypeError, match="sigma '2' is not a number"):
+        gaussian_kernel(sigma="2")
+    with pytest.raises(TypeError, match="size 'x' is not a number"):
+        gaussian_kernel(size="x")
+    np.testing.assert_array_equal(gaussian_kernel(size=3, sigma=1e-200), [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
