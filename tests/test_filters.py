@@ -355,3 +355,14 @@ def test_cval_must_fit_the_result_dtype():
     assert np.isfinite(correlate2d(np.ones((5, 5)), np.ones((1, 1)), cval=1e39)).all()
     with pytest.raises(TypeError, match="cval 'x' is not a number"):
         correlate2d(np.ones((5, 5)), np.ones((3, 3)), cval="x")
+
+
+def test_near_rank1_kernel_is_not_factored(rng):
+    """A rank-1 kernel plus a 1% bump is not rank 1: auto must not take the separable path."""
+    from cnnfilter.filters import _rank1
+
+    k = np.outer(rng.normal(size=5), rng.normal(size=5))
+    k[2, 2] += 0.01 * np.abs(k).max()
+    assert _rank1(k.astype(np.float32)) is None
+    img = rng.normal(size=(40, 40)).astype(np.float32)
+    _close(correlate2d(img, k), naive.correlate(img, k))
