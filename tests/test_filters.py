@@ -162,6 +162,13 @@ def test_seed_004_three_channel_kernel_with_bias_gives_minus_25():
     assert out[0, 0, 0] == -25
 
 
+def test_seed_001_x_filter_feature_map():
+    """Seed 001: the 3x3 'X' filter slid over the 5x5 binary image without padding gives the 3x3 feature map."""
+    img = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]])
+    x_filter = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(correlate2d(img, x_filter, padding="valid"), [[4, 3, 4], [2, 4, 3], [2, 3, 4]])
+
+
 def test_seed_004_output_sizes_7x7():
     """Seed 004: a 7x7 image and a 3x3 kernel without padding give 5x5 at stride 1 and 3x3 at stride 2."""
     img = np.arange(49).reshape(7, 7)
