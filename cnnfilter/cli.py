@@ -126,6 +126,7 @@ def cli(debug):
       cnnfilter convolve photo.png -k edge
       cnnfilter convolve photo.png -k "0,-1,0;-1,5,-1;0,-1,0" -o sharp.png
       cnnfilter pool photo.png --size 2 --mode avg
+      cnnfilter kernels
     """
 
 
@@ -138,12 +139,29 @@ def _common_output(fn):
     return fn
 
 
+def _kernel_params(fn):
+    """--size, --sigma, --sigma2, --amount, --angle: parameters of the sized kernels (convolve, kernels)."""
+    fn = click.option("--angle", type=float, help="Angle in degrees of the motion kernel (default 0).")(fn)
+    fn = click.option("--amount", type=float, help="Strength of the unsharp kernel (default 1).")(fn)
+    fn = click.option("--sigma2", type=click.FloatRange(0, min_open=True), help="Second sigma of dog (1.6 sigma).")(fn)
+    fn = click.option("--sigma", type=click.FloatRange(0, min_open=True),
+                      help="Sigma of gaussian, log, dog, unsharp.")(fn)
+    fn = click.option("--size", type=click.IntRange(1, 255), help="Size of a sized kernel (box, gaussian, ...).")(fn)
+    return fn
+
+
 @cli.command(context_settings=_CONTEXT)
 @click.argument("image", metavar="IMAGE")
-@click.option("-k", "--kernel", "kernels", multiple=True, required=True, metavar="NAME|MATRIX",
-              help="A named kernel (see below) or a matrix like '0,-1,0;-1,5,-1;0,-1,0'. Repeat to chain.")
-@click.option("--size", type=click.IntRange(1, 255), help="Size of a sized kernel (box, gaussian).")
-@click.option("--sigma", type=click.FloatRange(0, min_open=True), help="Sigma of the gaussian kernel.")
+@click.option("-k", "--kernel", "kernels", multiple=True, required=True, metavar="KERNEL",
+              help="A name (cnnfilter kernels), a matrix '0,-1,0;-1,5,-1;0,-1,0', ImageMagick's '3x3: 0,-1,0 ...', "
+                   "or a .txt/.csv/.npy/.json file. Repeat to chain.")
+@_kernel_params
+@click.option("--normalize", is_flag=True, help="Divide each kernel by its sum (an error when it sums to 0).")
+@click.option("--scale", type=float, help="Multiply each kernel by this (ImageMagick's convolve:scale).")
+@click.option("--bias", default="0", show_default=True, metavar="V|P%",
+              help="Add to the result: a value, or a percentage of the full range (ImageMagick's -bias).")
+@click.option("--output-range", type=click.Choice(("clip", "abs", "normalize", "offset")),
+              help="How signed results become pixels [default: abs for kernels summing to 0, else clip].")
 @click.option("--stride", default="1", show_default=True, metavar="N|R,C", help="Step between windows.")
 @click.option("--padding", default="same", show_default=True, metavar="MODE|N|PH,PW|T,B,L,R",
               help="same, valid, full, or explicit pixel counts.")
@@ -152,42 +170,71 @@ def _common_output(fn):
               help="How padded pixels are made (numpy.pad's names; reflect is OpenCV's default, "
                    "constant with --cval 0 is zero padding).")
 @click.option("--cval", type=float, default=0.0, show_default=True, help="Value of padded pixels for --border constant.")
-@click.option("--flip", is_flag=True, help="True convolution: flip the kernel in both axes first.")
+@click.option("--flip", is_flag=True, help="True convolution (ImageMagick's Convolve): flip the kernel first.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True, help="Algorithm.")
 @_common_output
-def convolve(image, kernels, size, sigma, stride, padding, dilation, border, cval, flip, method, output, fmt, quiet):
+def convolve(image, kernels, size, sigma, sigma2, amount, angle, normalize, scale, bias, output_range, stride,
+             padding, dilation, border, cval, flip, method, output, fmt, quiet):
     """Filter IMAGE with one or more kernels and write the result.
 
-    The kernel is applied as written, as OpenCV's filter2D does (cross-correlation: weight [0,0] lies on the
-    window's top-left pixel); --flip gives true convolution. Colour channels are filtered, alpha is kept, and
-    8-bit results are rounded half-to-even and clipped to 0..255.
-
-    \b
-    Named kernels: identity, box (blur), gaussian, sharpen, edge, laplacian, sobel-x, sobel-y.
+    The kernel is applied as written, as OpenCV's filter2D and ImageMagick's Correlate do (weight [0,0] lies on
+    the window's top-left pixel); --flip gives true convolution. Colour channels are filtered, alpha is kept.
+    sobel, scharr, prewitt and roberts give the gradient magnitude sqrt(gx² + gy²). Edge and derivative kernels
+    (summing to 0) are written as their absolute value unless --output-range says otherwise; 8-bit results are
+    rounded half-to-even and clipped to 0..255.
 
     \b
     Examples:
       cnnfilter convolve photo.png -k edge                  # -> photo.edge.png
       cnnfilter convolve photo.png -k gaussian --sigma 2 -o soft.png
-      cnnfilter convolve photo.png -k "0,-1,0;-1,5,-1;0,-1,0" --border reflect
+      cnnfilter convolve photo.png -k sobel                 # gradient magnitude
+      cnnfilter convolve photo.png -k "3x3: 0,-1,0 -1,5,-1 0,-1,0"
+      cnnfilter convolve photo.png -k my_kernel.csv --normalize
       cnnfilter convolve photo.png -k blur -k sharpen --stride 2
+      cnnfilter convolve photo.png -k laplacian --output-range offset
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
     """
     from .io import check_target, read_picture, write_picture
-    from .kernels import resolve_kernel
+    from .kernels import adjust_kernel, resolve_kernel
     from .ops import filter_picture
 
     geometry = {"stride": _ints(stride, "--stride", 1), "padding": _padding(padding),
                 "dilation": _ints(dilation, "--dilation", 1)}
-    resolved = [_run(lambda s=spec: resolve_kernel(s, size=size, sigma=sigma)) for spec in kernels]
+    params = {"size": size, "sigma": sigma, "sigma2": sigma2, "amount": amount, "angle": angle}
+    resolved = [_run(lambda s=spec: resolve_kernel(s, **params)) for spec in kernels]
+    steps = [_run(lambda k=k: adjust_kernel(k, normalize=normalize, scale=scale)) for _, k in resolved]
     label = "-".join(name for name, _ in resolved)
     target = _output_path(image, output, label)
     _run(lambda: check_target(target, fmt))
     pic = _run(lambda: read_picture(image))
-    result = _run(lambda: filter_picture(pic, [k for _, k in resolved], flip=flip, border=border, cval=cval,
-                                         method=method, **geometry))
+    result = _run(lambda: filter_picture(pic, steps, flip=flip, border=border, cval=cval, method=method, bias=bias,
+                                         output_range=output_range, **geometry))
     _run(lambda: write_picture(result, target, fmt=fmt))
     _report(quiet, target, result)
+
+
+@cli.command("kernels", context_settings=_CONTEXT)
+@click.argument("name", required=False)
+@_kernel_params
+def kernels_command(name, size, sigma, sigma2, amount, angle):
+    """List the named kernels, or print one as a matrix.
+
+    \b
+    Examples:
+      cnnfilter kernels                         # name, size, sum, description
+      cnnfilter kernels sharpen
+      cnnfilter kernels gaussian --size 5 --sigma 1.2
+      cnnfilter kernels log --sigma 1.4
+    """
+    from .kernels import describe_kernel, kernel_table
+
+    params = {"size": size, "sigma": sigma, "sigma2": sigma2, "amount": amount, "angle": angle}
+    if name is None:
+        if any(v is not None for v in params.values()):
+            raise click.UsageError("--size, --sigma, ... need a kernel NAME")
+        click.echo(kernel_table())
+        return
+    click.echo(_run(lambda: describe_kernel(name, **params)))
 
 
 @cli.command(context_settings=_CONTEXT)

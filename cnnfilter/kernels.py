@@ -9,8 +9,11 @@ multiplies the pixel ``a`` rows below and ``b`` columns right of the window's to
 from __future__ import annotations
 
 import difflib
+import inspect
+import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,7 +27,20 @@ MAX_KERNEL_SIDE = 255
 class KernelInfo:
     name: str
     description: str
-    sized: bool  # takes size / sigma
+    kind: str  # "fixed" (a data file), "sized" (a factory taking params) or "magnitude" (sqrt(gx² + gy²))
+    params: tuple[str, ...] = ()
+
+    @property
+    def sized(self) -> bool:
+        return self.kind == "sized"
+
+
+@dataclass(frozen=True)
+class Magnitude:
+    """A gradient-magnitude operator: ``sqrt(correlate(x, gx)² + correlate(x, gy)²)``."""
+
+    gx: np.ndarray
+    gy: np.ndarray
 
 
 def validate_kernel(kernel, name: str = "kernel") -> np.ndarray:
@@ -75,15 +91,9 @@ def gaussian_kernel(size: int | None = None, sigma: float | None = None) -> np.n
     size 3: ``[1, 2, 1] / 4`` in each axis.
     """
     if sigma is not None:
-        given, sigma = sigma, _number(sigma, "sigma")
-        if not (math.isfinite(sigma) and sigma > 0):
-            msg = f"sigma {given!r} must be a positive finite number"
-            raise ValueError(msg)
+        sigma = _sigma(sigma, None)
     if size is None:
-        size = 3 if sigma is None else 2 * math.ceil(3 * sigma) + 1
-        if size > MAX_KERNEL_SIDE:
-            msg = f"sigma {given!r} needs a {size}x{size} kernel; the largest is {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}"
-            raise ValueError(msg)
+        size = 3 if sigma is None else _odd_size(None, sigma)
     size = _positive_int(size, "size")
     if sigma is None and size in _SMALL_GAUSSIANS:  # OpenCV's fixed binomial-like tables
         g = np.array(_SMALL_GAUSSIANS[size])
@@ -115,10 +125,104 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def _odd_size(size, sigma: float, default_per_sigma: float = 3.0) -> int:
+    if size is None:
+        size = 2 * math.ceil(default_per_sigma * sigma) + 1
+        if size > MAX_KERNEL_SIDE:
+            msg = f"sigma {sigma:g} needs a {size}x{size} kernel; the largest is {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}"
+            raise ValueError(msg)
+    return _positive_int(size, "size")
+
+
+def _sigma(sigma, default: float) -> float:
+    if sigma is None:
+        return default
+    value = _number(sigma, "sigma")
+    if not (math.isfinite(value) and value > 0):
+        msg = f"sigma {sigma!r} must be a positive finite number"
+        raise ValueError(msg)
+    return value
+
+
+def _zero_sum_unit(k: np.ndarray) -> np.ndarray:
+    """ImageMagick's zero-summing: positive weights scaled to sum 1, negative ones to sum -1."""
+    pos, neg = k.clip(min=0), k.clip(max=0)
+    return pos / pos.sum() + (neg / -neg.sum() if neg.any() else 0)
+
+
+def log_kernel(size: int | None = None, sigma: float | None = None) -> np.ndarray:
+    """Laplacian of Gaussian with a positive centre (ImageMagick's ``LoG:radius,sigma``): ``(1 - r²/2σ²)
+    exp(-r²/2σ²)``, positive weights scaled to sum 1 and negative ones to -1. Default sigma 1.0, size
+    ``2*ceil(3σ)+1``."""
+    sigma = _sigma(sigma, 1.0)
+    size = _odd_size(size, sigma)
+    x = np.arange(size) - (size - 1) / 2
+    r2 = (x[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma * sigma)
+    return _zero_sum_unit((1 - r2) * np.exp(-r2))
+
+
+def dog_kernel(size: int | None = None, sigma: float | None = None, sigma2: float | None = None) -> np.ndarray:
+    """Difference of Gaussians ``G(sigma) - G(sigma2)`` (ImageMagick's ``DoG:radius,sigma,sigma2``; sigma2
+    defaults to 1.6 sigma), zero-summing as :func:`log_kernel`. Default sigma 1.0."""
+    sigma = _sigma(sigma, 1.0)
+    sigma2 = _sigma(sigma2, 1.6 * sigma)
+    size = _odd_size(size, max(sigma, sigma2))
+    x = np.arange(size) - (size - 1) / 2
+    r2 = x[:, None] ** 2 + x[None, :] ** 2
+    g1 = np.exp(-r2 / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
+    g2 = np.exp(-r2 / (2 * sigma2 * sigma2)) / (2 * np.pi * sigma2 * sigma2)
+    return _zero_sum_unit(g1 - g2)
+
+
+def unsharp_kernel(size: int | None = None, sigma: float | None = None, amount: float | None = None) -> np.ndarray:
+    """Unsharp mask ``identity + amount * (identity - gaussian(size, sigma))``; default sigma 1.0, amount 1.0
+    (sums to 1)."""
+    g = gaussian_kernel(size, _sigma(sigma, 1.0))
+    amt = 1.0 if amount is None else _number(amount, "amount")
+    delta = np.zeros_like(g)
+    delta[g.shape[0] // 2, g.shape[1] // 2] = 1.0
+    return delta + amt * (delta - g)
+
+
+def motion_kernel(size: int | None = None, angle: float | None = None) -> np.ndarray:
+    """Motion blur: a line of ``size`` pixels (default 9) through the centre at ``angle`` degrees
+    counter-clockwise from the x axis (default 0, horizontal), anti-aliased, normalised to sum 1."""
+    n = _positive_int(9 if size is None else size, "size")
+    theta = math.radians(0.0 if angle is None else _number(angle, "angle"))
+    side = n if n % 2 else n + 1
+    k = np.zeros((side, side))
+    c = (side - 1) / 2
+    for t in np.linspace(-(n - 1) / 2, (n - 1) / 2, 8 * n + 1):
+        x, y = c + t * math.cos(theta), c - t * math.sin(theta)  # image rows grow downwards
+        x0, y0 = math.floor(x), math.floor(y)
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < side and 0 <= x0 + dx < side:
+                    k[y0 + dy, x0 + dx] += wy * wx
+    return k / k.sum()
+
+
+def _box(size: int | None = None) -> np.ndarray:
+    return box_kernel(3 if size is None else size)
+
+
 _FACTORIES = {
-    "box": (box_kernel, "Box blur: the mean of a size x size window (default 3x3)."),
-    "blur": (box_kernel, "Alias of box."),
+    "box": (_box, "Box blur: the mean of a size x size window (default 3x3)."),
+    "blur": (_box, "Alias of box."),
     "gaussian": (gaussian_kernel, "Gaussian blur (size, sigma as OpenCV's getGaussianKernel; default 3x3)."),
+    "log": (log_kernel, "Laplacian of Gaussian, positive centre, zero sum (ImageMagick LoG; sigma 1, size 2*ceil(3σ)+1)."),
+    "dog": (dog_kernel, "Difference of Gaussians G(sigma) - G(sigma2), zero sum (ImageMagick DoG; sigma2 = 1.6 sigma)."),
+    "unsharp": (unsharp_kernel, "Unsharp mask: identity + amount * (identity - gaussian) (sigma 1, amount 1)."),
+    "motion": (motion_kernel, "Motion blur: an anti-aliased line of size pixels at angle degrees (9, 0)."),
+}
+
+# Gradient-magnitude operators: sqrt(gx² + gy²) of a pair of fixed kernels.
+MAGNITUDES = {
+    "sobel": ("sobel-x", "sobel-y"),
+    "scharr": ("scharr-x", "scharr-y"),
+    "prewitt": ("prewitt-x", "prewitt-y"),
+    "roberts": ("roberts-x", "roberts-y"),
 }
 
 
@@ -133,8 +237,9 @@ def _data_files() -> dict:
 def parse_matrix(text: str, name: str = "kernel") -> np.ndarray:
     """Rows separated by ``;`` or newlines, values by commas or whitespace; ``#`` starts a comment."""
     rows = []
-    for line in text.replace(";", "\n").splitlines():
-        line = line.split("#", 1)[0].replace(",", " ").split()
+    lines = [part for line in text.splitlines() for part in line.split("#", 1)[0].split(";")]
+    for line in lines:
+        line = line.replace(",", " ").split()
         if line:
             try:
                 rows.append([float(v) for v in line])
@@ -149,40 +254,209 @@ def parse_matrix(text: str, name: str = "kernel") -> np.ndarray:
 
 def list_kernels() -> list[KernelInfo]:
     """Every named kernel, sorted by name."""
-    infos = [KernelInfo(n, d, True) for n, (_, d) in _FACTORIES.items()]
+    infos = [KernelInfo(n, d, "sized", tuple(kernel_params(n))) for n, (_, d) in _FACTORIES.items()]
     for n, path in _data_files().items():
         first = path.read_text(encoding="utf-8").splitlines()[0]
-        infos.append(KernelInfo(n, first.lstrip("# ").strip(), False))
+        infos.append(KernelInfo(n, first.lstrip("# ").strip(), "fixed"))
+    for n, (x, y) in MAGNITUDES.items():
+        infos.append(KernelInfo(n, f"Gradient magnitude sqrt(gx² + gy²) of {x} and {y}.", "magnitude"))
     return sorted(infos, key=lambda i: i.name)
 
 
-def get_kernel(name: str, *, size: int | None = None, sigma: float | None = None) -> np.ndarray:
-    """A named kernel as a float64 array; ``size``/``sigma`` only for the sized ones (box, gaussian)."""
+def get_kernel(name: str, **params) -> np.ndarray:
+    """A named kernel as a float64 array.
+
+    Sized kernels take keyword parameters (``size``, ``sigma``, ``sigma2``, ``amount``, ``angle``: see
+    :func:`list_kernels`); ``None`` means the default. Fixed kernels take none.
+    """
     key = name.strip().lower()
+    given = {k: v for k, v in params.items() if v is not None}
     if key in _FACTORIES:
         factory = _FACTORIES[key][0]
-        if factory is box_kernel:
-            if sigma is not None:
-                msg = f"kernel {name!r} takes no sigma"
-                raise ValueError(msg)
-            return box_kernel(3 if size is None else size)
-        return factory(size, sigma)
+        accepted = list(inspect.signature(factory).parameters)
+        extra = sorted(set(given) - set(accepted))
+        if extra:
+            msg = f"kernel {name!r} takes {', '.join(accepted)}; not {', '.join(extra)}"
+            raise ValueError(msg)
+        return validate_kernel(factory(**given), f"kernel {name!r}")
     files = _data_files()
     if key in files:
-        if size is not None or sigma is not None:
-            msg = f"kernel {name!r} has a fixed size; size and sigma are for box and gaussian"
+        if given:
+            msg = f"kernel {name!r} has a fixed size; it takes no {', '.join(sorted(given))}"
             raise ValueError(msg)
         return parse_matrix(files[key].read_text(encoding="utf-8"), f"kernel {name!r}")
-    names = sorted([*_FACTORIES, *files])
+    names = sorted([*_FACTORIES, *files, *MAGNITUDES])
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     msg = f"kernel {name!r} is not one of {', '.join(names)}{hint}"
     raise ValueError(msg)
 
 
-def resolve_kernel(spec: str, *, size: int | None = None, sigma: float | None = None) -> tuple[str, np.ndarray]:
-    """``(label, kernel)`` for a name or an inline matrix such as ``"0,-1,0;-1,5,-1;0,-1,0"``."""
+def kernel_params(name: str) -> list[str]:
+    """The keyword parameters a named kernel takes (empty for fixed ones)."""
+    key = name.strip().lower()
+    return list(inspect.signature(_FACTORIES[key][0]).parameters) if key in _FACTORIES else []
+
+
+_IM_HEAD = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
+
+
+def parse_imagemagick(text: str) -> np.ndarray:
+    """ImageMagick's kernel string ``"WxH[+X+Y]: v v v ..."`` (values by commas or spaces, row by row).
+
+    An origin ``+X+Y`` other than the centre is honoured by padding the kernel with zeros so that the origin
+    becomes its centre (the result is then the same as ImageMagick's for 'same' padding).
+    """
+    m = _IM_HEAD.match(text)
+    if m is None:
+        msg = f"kernel {text.strip()!r} is not ImageMagick's 'WxH[+X+Y]: values' form"
+        raise ValueError(msg)
+    w = int(m.group(1))
+    h = int(m.group(2) or w)
+    values = m.group(5).replace(",", " ").replace(";", " ").split()
+    if len(values) != w * h:
+        msg = f"kernel {text.strip()!r} declares {w}x{h} = {w * h} values but has {len(values)}"
+        raise ValueError(msg)
+    try:
+        flat = [float(v) for v in values]
+    except ValueError:
+        msg = f"kernel {text.strip()!r} has values that are not numbers"
+        raise ValueError(msg) from None
+    k = validate_kernel(np.array(flat).reshape(h, w))
+    if m.group(3) is None:
+        return k
+    ox, oy = int(m.group(3)), int(m.group(4))
+    if not (0 <= ox < w and 0 <= oy < h):
+        msg = f"kernel {text.strip()!r} has its origin +{ox}+{oy} outside the {w}x{h} kernel"
+        raise ValueError(msg)
+    return _recentre(k, oy, ox)
+
+
+def _recentre(k: np.ndarray, oy: int, ox: int) -> np.ndarray:
+    """Zero-pad ``k`` so that entry ``(oy, ox)`` is its centre ``((kh-1)//2, (kw-1)//2)``."""
+    h, w = k.shape
+    up, down = oy, h - 1 - oy
+    left, right = ox, w - 1 - ox
+    ch, cw = max(up, down), max(left, right)
+    out = np.zeros((2 * ch + 1, 2 * cw + 1))
+    out[ch - up : ch - up + h, cw - left : cw - left + w] = k
+    return out
+
+
+KERNEL_FILE_SUFFIXES = (".txt", ".csv", ".npy", ".json")
+
+
+def load_kernel_file(path) -> np.ndarray:
+    """A kernel from a file: ``.txt``/``.csv`` (a matrix, values by spaces or commas, ``#`` comments), ``.npy``
+    (read with ``allow_pickle=False``) or ``.json`` (a list of rows). Data only: nothing is unpickled or
+    evaluated."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in KERNEL_FILE_SUFFIXES:
+        msg = f"kernel file {str(p)!r} has suffix {suffix or '(none)'!r}; use one of {', '.join(KERNEL_FILE_SUFFIXES)}"
+        raise ValueError(msg)
+    name = f"kernel file {str(p)!r}"
+    try:
+        if suffix == ".npy":
+            data = np.load(p, allow_pickle=False)
+        else:
+            text = p.read_text(encoding="utf-8")
+            if suffix == ".json":
+                return validate_kernel(json.loads(text), name)
+            return parse_matrix(text, name)
+    except FileNotFoundError:
+        raise ValueError(f"{name} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name} cannot be read: {exc}") from None
+    except ValueError as exc:  # np.load of a pickled or corrupt file
+        raise ValueError(f"{name} is not a plain .npy array: {exc}") from None
+    return validate_kernel(data, name)
+
+
+def resolve_kernel(spec: str, **params) -> tuple[str, np.ndarray | Magnitude]:
+    """``(label, kernel)`` for any kernel a user can name: a registered name (with ``params`` for sized ones), a
+    gradient-magnitude operator (a :class:`Magnitude`), ImageMagick's ``"3x3: 0,-1,0 -1,5,-1 0,-1,0"``, an inline
+    matrix ``"0,-1,0;-1,5,-1;0,-1,0"`` or a kernel file (``.txt``, ``.csv``, ``.npy``, ``.json``)."""
     text = spec.strip()
-    if text and (text[0].isdigit() or text[0] in "-+.;,") and any(ch.isdigit() for ch in text):
+    given = {k: v for k, v in params.items() if v is not None}
+    key = text.lower()
+    if key in MAGNITUDES:
+        if given:
+            msg = f"kernel {text!r} takes no {', '.join(sorted(given))}"
+            raise ValueError(msg)
+        x, y = MAGNITUDES[key]
+        return key, Magnitude(get_kernel(x), get_kernel(y))
+    custom = _IM_HEAD.match(text) or Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES or (
+        text and (text[0].isdigit() or text[0] in "-+.;,") and any(ch.isdigit() for ch in text))
+    if custom and given:
+        msg = f"options {', '.join(sorted(given))} are for named sized kernels, not for {text!r}"
+        raise ValueError(msg)
+    if _IM_HEAD.match(text):
+        return "custom", parse_imagemagick(text)
+    if Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES:
+        return Path(text).stem, load_kernel_file(text)
+    if custom:
         return "custom", parse_matrix(text)
-    return text.lower(), get_kernel(text, size=size, sigma=sigma)
+    return key, get_kernel(text, **params)
+
+
+def adjust_kernel(kernel, *, normalize: bool = False, scale: float | None = None):
+    """``kernel / kernel.sum()`` when ``normalize`` (an error for kernels that sum to 0), then ``* scale``.
+
+    A :class:`Magnitude` can be scaled, not normalised."""
+    if isinstance(kernel, Magnitude):
+        if normalize:
+            msg = "a gradient-magnitude operator sums to 0 and cannot be normalised"
+            raise ValueError(msg)
+        if scale is None:
+            return kernel
+        return Magnitude(kernel.gx * scale, kernel.gy * scale)
+    k = np.asarray(kernel, dtype=np.float64)
+    if normalize:
+        total = k.sum()
+        if abs(total) <= 1e-12 * np.abs(k).max():
+            msg = "--normalize: the kernel sums to 0 (an edge or derivative kernel); use --scale instead"
+            raise ValueError(msg)
+        k = k / total
+    if scale is not None:
+        k = k * _number(scale, "scale")
+    return validate_kernel(k)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}" if v != int(v) else str(int(v))
+
+
+def kernel_table() -> str:
+    """The registry as aligned text: name, size, sum, description (sized kernels at their defaults)."""
+    rows = []
+    for info in list_kernels():
+        if info.kind == "magnitude":
+            gx = get_kernel(MAGNITUDES[info.name][0])
+            size, total = f"{gx.shape[1]}x{gx.shape[0]}", "-"
+        else:
+            k = get_kernel(info.name)
+            size = f"{k.shape[1]}x{k.shape[0]}" + ("*" if info.sized else "")
+            total = _fmt(round(float(k.sum()), 6))
+        rows.append((info.name, size, total, info.description))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(len(r[2]) for r in rows)
+    lines = [f"{'name':<{w0}}  {'size':<{w1}}  {'sum':>{w2}}  description"]
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>{w2}}  {d}" for a, b, c, d in rows]
+    lines.append("* sized: the default size; set --size, --sigma, ... (cnnfilter kernels NAME --help)")
+    return "\n".join(lines)
+
+
+def describe_kernel(name: str, **params) -> str:
+    """One kernel as text: a header (name, size, sum) and its matrix, as ``cnnfilter kernels NAME`` prints it."""
+    label, k = resolve_kernel(name, **params)
+    parts = [("x", k.gx), ("y", k.gy)] if isinstance(k, Magnitude) else [("", k)]
+    out = []
+    for suffix, m in parts:
+        title = f"{label}{'-' + suffix if suffix else ''}"
+        out.append(f"# {title}: {m.shape[1]}x{m.shape[0]}, sum {_fmt(round(float(m.sum()), 6))}")
+        cells = [[_fmt(round(float(v), 6)) for v in row] for row in m]
+        width = max(len(c) for row in cells for c in row)
+        out += [" ".join(c.rjust(width) for c in row) for row in cells]
+    return "\n".join(out)

@@ -10,27 +10,82 @@ import numpy as np
 
 from .filters import convolve2d, correlate2d
 from .io import Picture
+from .kernels import Magnitude
 from .pooling import pool2d
 
 
-def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, padding="same", dilation=1,
-                   border: str = "constant", cval: float = 0.0, method: str = "auto") -> Picture:
-    """Apply each kernel of ``kernels`` in turn (a pipeline) to the colour channels of ``pic``.
+OUTPUT_RANGES = ("clip", "abs", "normalize", "offset")
 
-    The first kernel uses ``stride``, ``padding`` and ``dilation``; later ones are applied at stride 1 with
-    ``'same'`` padding, so a pipeline changes the size at most once.
+
+def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, padding="same", dilation=1,
+                   border: str = "constant", cval: float = 0.0, method: str = "auto", bias: float = 0.0,
+                   output_range: str | None = None) -> Picture:
+    """Apply each step of ``kernels`` in turn (a pipeline) to the colour channels of ``pic``.
+
+    A step is a 2-D kernel or a :class:`~cnnfilter.kernels.Magnitude` (``sqrt(gx² + gy²)``). The first step uses
+    ``stride``, ``padding`` and ``dilation``; later ones run at stride 1 with ``'same'`` padding, so a pipeline
+    changes the size at most once. ``bias`` is added to the result, then ``output_range`` decides how signed values
+    become pixels (:func:`map_output`); by default ``abs`` when the last kernel sums to 0 (edge and derivative
+    kernels), ``clip`` otherwise.
     """
     op = convolve2d if flip else correlate2d
     values = pic.pixels
     alpha = pic.alpha
     for n, k in enumerate(kernels):
         geometry = {"stride": stride, "padding": padding, "dilation": dilation} if n == 0 else {}
-        values = op(values, k, border=border, cval=cval, method=method, **geometry)
+        common = {"border": border, "cval": cval, "method": method, **geometry}
+        if isinstance(k, Magnitude):
+            values = np.hypot(op(values, k.gx, **common), op(values, k.gy, **common))
+        else:
+            values = op(values, k, **common)
         if n == 0 and alpha is not None and values.shape[:2] != alpha.shape:
-            anchor = np.zeros(np.shape(k))
-            anchor[(anchor.shape[0] - 1) // 2, (anchor.shape[1] - 1) // 2] = 1.0
+            shape = k.gx.shape if isinstance(k, Magnitude) else np.shape(k)
+            anchor = np.zeros(shape)
+            anchor[(shape[0] - 1) // 2, (shape[1] - 1) // 2] = 1.0
             alpha = correlate2d(alpha, anchor, border="edge", **geometry)
-    return Picture(values, alpha, pic.depth, dict(pic.info))
+    bias = parse_bias(bias, pic.depth)
+    if bias:
+        values = values + bias
+    if output_range is None:
+        last = kernels[-1]
+        zero_sum = not isinstance(last, Magnitude) and abs(last.sum()) <= 1e-9 * np.abs(last).max()
+        output_range = "abs" if zero_sum else "clip"
+    return Picture(map_output(values, output_range, pic.depth), alpha, pic.depth, dict(pic.info))
+
+
+def parse_bias(bias, depth: int) -> float:
+    """A bias as a number, or ``"P%"``: P percent of the full range of ``depth`` (``50%`` of 8-bit is 127.5)."""
+    text = str(bias).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100 * (65535.0 if depth == 16 else 255.0)
+        return float(text)
+    except ValueError:
+        msg = f"bias {bias!r} is not a number or a percentage such as 50%"
+        raise ValueError(msg) from None
+
+
+def map_output(values: np.ndarray, output_range: str, depth: int) -> np.ndarray:
+    """How signed filter results become pixels of ``depth`` bits (rounding and clipping come at writing).
+
+    ``clip``: as they are (clipped to the range when written); ``abs``: absolute value (edge strength of either
+    sign); ``normalize``: min..max stretched to the full range (all channels together; a constant result gives 0);
+    ``offset``: mid-grey added, so 0 is grey and negative values are darker (ImageMagick's ``-bias 50%``).
+    """
+    if output_range not in OUTPUT_RANGES:
+        msg = f"output_range {output_range!r} is not one of {', '.join(OUTPUT_RANGES)}"
+        raise ValueError(msg)
+    top = 65535.0 if depth == 16 else 255.0
+    if output_range == "abs":
+        return np.abs(values)
+    if output_range == "offset":
+        return values + (top + 1) / 2
+    if output_range == "normalize":
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        if hi <= lo:
+            return np.zeros_like(values)
+        return (values - lo) * (top / (hi - lo))
+    return values
 
 
 def pool_picture(pic: Picture, size, *, stride=None, padding=0, mode: str = "max", ceil_mode: bool = False,

@@ -56,7 +56,7 @@ def test_inline_matrix_and_names():
     (lambda: cnnfilter.get_kernel("sharpn"), "kernel 'sharpn' is not one of .*did you mean 'sharpen'\\?"),
     (lambda: cnnfilter.get_kernel("zzz"), "kernel 'zzz' is not one of blur, box, "),
     (lambda: cnnfilter.get_kernel("edge", size=5), "fixed size"),
-    (lambda: cnnfilter.get_kernel("box", sigma=2), "takes no sigma"),
+    (lambda: cnnfilter.get_kernel("box", sigma=2), "kernel .box. takes size; not sigma"),
     (lambda: cnnfilter.get_kernel("gaussian", sigma=-1), "sigma -1 must be a positive"),
     (lambda: cnnfilter.get_kernel("box", size=0), "size 0 must be a positive integer"),
     (lambda: parse_matrix("1,2;3"), "rows of different lengths"),
