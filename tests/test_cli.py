@@ -217,3 +217,36 @@ def test_output_problems_are_found_before_any_work(run, photo, monkeypatch):
     res = run("convolve", photo, "-k", "edge", "-o", photo.parent / "nope" / "a.png")
     assert res.exit_code == 1
     assert "folder" in res.stderr and "does not exist" in res.stderr
+
+
+def test_kernels_lists_and_prints(run):
+    """cnnfilter kernels lists every kernel with size and sum; NAME prints its matrix; errors are usage errors."""
+    res = run("kernels")
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert lines[0].split() == ["name", "size", "sum", "description"]
+    assert any(line.split()[:3] == ["edge", "3x3", "0"] for line in lines)
+    res = run("kernels", "sharpen")
+    assert res.exit_code == 0
+    assert res.output.splitlines() == ["# sharpen: 3x3, sum 1", " 0 -1  0", "-1  5 -1", " 0 -1  0"]
+    res = run("kernels", "gaussian", "--size", "5", "--sigma", "1")
+    assert res.exit_code == 0 and res.output.startswith("# gaussian: 5x5, sum 1")
+    res = run("kernels", "sharpn")
+    assert res.exit_code == 2 and "did you mean 'sharpen'?" in res.stderr
+    res = run("kernels", "--size", "3")
+    assert res.exit_code == 2 and "need a kernel NAME" in res.stderr
+
+
+def test_convolve_magnitude_and_output_range(run, tmp_path, rng):
+    """-k sobel writes the magnitude; --output-range offset writes 128 on a flat image; --normalize on a zero-sum
+    kernel is a usage error."""
+    save_image(tmp_path / "flat.png", np.full((8, 8), 77, np.uint8))
+    assert run("convolve", tmp_path / "flat.png", "-k", "laplacian", "--output-range", "offset", "-o",
+               tmp_path / "o.png").exit_code == 0
+    np.testing.assert_array_equal(load_image(tmp_path / "o.png"), np.full((8, 8), 128))
+    assert run("convolve", tmp_path / "flat.png", "-k", "sobel", "-o", tmp_path / "s.png").exit_code == 0
+    np.testing.assert_array_equal(load_image(tmp_path / "s.png"), np.zeros((8, 8)))
+    res = run("convolve", tmp_path / "flat.png", "-k", "edge", "--normalize")
+    assert res.exit_code == 2 and "sums to 0" in res.stderr
+    res = run("convolve", tmp_path / "flat.png", "-k", "3x3: 1 1 1", "-o", tmp_path / "x.png")
+    assert res.exit_code == 2 and "declares 3x3 = 9 values but has 3" in res.stderr

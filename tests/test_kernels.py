@@ -87,3 +87,131 @@ def test_gaussian_argument_errors_name_what_was_given():
     with pytest.raises(TypeError, match="size 'x' is not a number"):
         gaussian_kernel(size="x")
     np.testing.assert_array_equal(gaussian_kernel(size=3, sigma=1e-200), [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+
+
+# ----------------------------------------------------------------------------------- the full named set
+
+# ImageMagick 6.9's own printout (convert xc: -define morphology:showkernel=1 -morphology Convolve 'LoG:2,1' null:)
+IM_LOG_2_1 = [[-0.0314675, -0.0705137, -0.077505, -0.0705137, -0.0314675],
+              [-0.0705137, 0, 0.137034, 0, -0.0705137],
+              [-0.077505, 0.137034, 0.451863, 0.137034, -0.077505],
+              [-0.0705137, 0, 0.137034, 0, -0.0705137],
+              [-0.0314675, -0.0705137, -0.077505, -0.0705137, -0.0314675]]
+IM_DOG_2_1_16 = [[-0.0670162, -0.0685575, -0.0458688, -0.0685575, -0.0670162],
+                 [-0.0685575, 0.0478491, 0.131768, 0.0478491, -0.0685575],
+                 [-0.0458688, 0.131768, 0.281532, 0.131768, -0.0458688],
+                 [-0.0685575, 0.0478491, 0.131768, 0.0478491, -0.0685575],
+                 [-0.0670162, -0.0685575, -0.0458688, -0.0685575, -0.0670162]]
+
+
+def test_log_and_dog_match_imagemagick():
+    """log and dog are ImageMagick's LoG:2,1 and DoG:2,1,1.6 (zero-summing, positive centre)."""
+    np.testing.assert_allclose(cnnfilter.get_kernel("log", size=5, sigma=1), IM_LOG_2_1, atol=2e-6)
+    np.testing.assert_allclose(cnnfilter.get_kernel("dog", size=5, sigma=1, sigma2=1.6), IM_DOG_2_1_16, atol=2e-6)
+
+
+def test_derivatives_match_opencv():
+    """scharr-x/y are cv2.getDerivKernels(.., ksize=FILTER_SCHARR); prewitt and roberts their usual matrices."""
+    cv2 = pytest.importorskip("cv2")
+    kx, ky = cv2.getDerivKernels(1, 0, -1)
+    np.testing.assert_array_equal(cnnfilter.get_kernel("scharr-x"), np.outer(ky, kx))
+    np.testing.assert_array_equal(cnnfilter.get_kernel("scharr-y"), np.outer(ky, kx).T)
+    np.testing.assert_array_equal(cnnfilter.get_kernel("prewitt-x"), [[-1, 0, 1]] * 3)
+    np.testing.assert_array_equal(cnnfilter.get_kernel("roberts-x"), [[1, 0], [0, -1]])
+
+
+def test_compass_families_are_rotations():
+    """kirsch-* and compass-* are the 8 45-degree rotations of their north kernel; each sums to 0; east is
+    ImageMagick's default Kirsch / Compass (given for its Convolve, so flipped here)."""
+    ring = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
+    for family in ("kirsch", "compass"):
+        ks = [cnnfilter.get_kernel(f"{family}-{d}") for d in ("n", "ne", "e", "se", "s", "sw", "w", "nw")]
+        for step, k in enumerate(ks):
+            assert k.sum() == 0
+            for i, (r, c) in enumerate(ring):
+                rr, cc = ring[(i - step) % 8]
+                assert k[r, c] == ks[0][rr, cc]
+    np.testing.assert_array_equal(cnnfilter.get_kernel("kirsch-e"), np.array([[5, -3, -3], [5, 0, -3], [5, -3, -3]])[::-1, ::-1])
+    np.testing.assert_array_equal(cnnfilter.get_kernel("compass-e"), np.array([[1, 1, -1], [1, -2, -1], [1, 1, -1]])[::-1, ::-1])
+
+
+def test_seed_kernels():
+    """The seeds' three X detectors and the three 5x5 kernels of seed 004, as printed there."""
+    np.testing.assert_array_equal(cnnfilter.get_kernel("x-diag-down"), [[1, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    np.testing.assert_array_equal(cnnfilter.get_kernel("x-cross"), [[1, -1, 1], [-1, 1, -1], [1, -1, 1]])
+    np.testing.assert_array_equal(cnnfilter.get_kernel("x-diag-up"), [[-1, -1, 1], [-1, 1, -1], [1, -1, -1]])
+    assert cnnfilter.get_kernel("plateau5").sum() == 9
+    assert cnnfilter.get_kernel("pyramid5")[2, 2] == 9
+    assert cnnfilter.get_kernel("mexican-hat5")[2, 2] == 16 and cnnfilter.get_kernel("mexican-hat5").sum() == 0
+
+
+def test_unsharp_motion_and_sized_sums():
+    """unsharp sums to 1 with the centre boosted; motion is a normalised line; its angle rotates it."""
+    u = cnnfilter.get_kernel("unsharp", size=5, sigma=1, amount=2)
+    assert u.sum() == pytest.approx(1) and u[2, 2] > 2
+    m = cnnfilter.get_kernel("motion", size=7)
+    assert m.sum() == pytest.approx(1)
+    np.testing.assert_allclose(m[3], 1 / 7)  # horizontal: the middle row only
+    np.testing.assert_allclose(cnnfilter.get_kernel("motion", size=7, angle=90), m.T, atol=1e-12)
+
+
+def test_imagemagick_strings():
+    """'WxH: values' as ImageMagick writes them; an origin +X+Y moves the anchor; bad counts are refused."""
+    from cnnfilter.kernels import parse_imagemagick
+
+    np.testing.assert_array_equal(parse_imagemagick("3x3: 0,-1,0 -1,5,-1 0,-1,0"), cnnfilter.get_kernel("sharpen"))
+    np.testing.assert_array_equal(parse_imagemagick("3: 1 2 3 4 5 6 7 8 9"), np.arange(1, 10).reshape(3, 3))
+    np.testing.assert_array_equal(parse_imagemagick("3x1+0+0: 1 2 3"), [[0, 0, 1, 2, 3]])
+    img = np.arange(10.0)[None]
+    out = cnnfilter.correlate2d(img, parse_imagemagick("2x1+0+0: 1 1"))  # anchor on the first tap
+    np.testing.assert_array_equal(out[0, :-1], img[0, :-1] + img[0, 1:])
+    for bad, message in (("3x3: 1 2 3", "declares 3x3 = 9 values but has 3"), ("2x2+5+0: 1 2 3 4", "origin"),
+                         ("3x1: 1 a 3", "not numbers")):
+        with pytest.raises(ValueError, match=message):
+            parse_imagemagick(bad)
+
+
+def test_kernel_files(tmp_path):
+    """.txt/.csv matrices, .npy without pickles and .json rows load; bad files say what is wrong."""
+    from cnnfilter.kernels import load_kernel_file
+
+    sharpen = cnnfilter.get_kernel("sharpen")
+    (tmp_path / "k.txt").write_text("# my kernel\n0 -1 0\n-1 5 -1\n0 -1 0\n")
+    (tmp_path / "k.csv").write_text("0,-1,0\n-1,5,-1\n0,-1,0\n")
+    (tmp_path / "k.json").write_text("[[0, -1, 0], [-1, 5, -1], [0, -1, 0]]")
+    np.save(tmp_path / "k.npy", sharpen)
+    for name in ("k.txt", "k.csv", "k.json", "k.npy"):
+        np.testing.assert_array_equal(load_kernel_file(tmp_path / name), sharpen)
+        assert resolve_kernel(str(tmp_path / name))[0] == "k"
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "bad.json").write_text("[[1, 2], [3]")
+    for name, message in (("obj.npy", "not a plain .npy array"), ("bad.json", "cannot be read"),
+                          ("missing.csv", "does not exist")):
+        with pytest.raises(ValueError, match=message):
+            load_kernel_file(tmp_path / name)
+    with pytest.raises(ValueError, match="use one of .txt, .csv, .npy, .json"):
+        load_kernel_file(tmp_path / "k.xml")
+
+
+def test_adjust_kernel():
+    """--normalize divides by the sum (refused for zero-sum kernels and magnitudes); --scale multiplies."""
+    from cnnfilter.kernels import Magnitude, adjust_kernel
+
+    np.testing.assert_array_equal(adjust_kernel(np.ones((2, 2)), normalize=True), np.full((2, 2), 0.25))
+    np.testing.assert_array_equal(adjust_kernel(np.ones((2, 2)), scale=3), np.full((2, 2), 3.0))
+    with pytest.raises(ValueError, match="sums to 0"):
+        adjust_kernel(cnnfilter.get_kernel("edge"), normalize=True)
+    with pytest.raises(ValueError, match="cannot be normalised"):
+        adjust_kernel(resolve_kernel("sobel")[1], normalize=True)
+    assert isinstance(resolve_kernel("sobel")[1], Magnitude)
+
+
+def test_every_named_kernel_is_valid_and_described():
+    """Every registered kernel builds at its defaults, is finite, and prints as a matrix."""
+    from cnnfilter.kernels import describe_kernel, kernel_table
+
+    table = kernel_table()
+    for info in cnnfilter.list_kernels():
+        assert info.name in table and info.description
+        text = describe_kernel(info.name)
+        assert text.startswith(f"# {info.name}")

@@ -1,0 +1,58 @@
+"""Whole-picture operations: pipelines, gradient magnitudes, bias and the output-range mapping."""
+
+import numpy as np
+import pytest
+
+import cnnfilter
+from cnnfilter.io import Picture
+from cnnfilter.kernels import resolve_kernel
+from cnnfilter.ops import filter_picture, map_output, parse_bias
+
+from . import naive
+
+
+def test_sobel_magnitude_is_hypot_of_opencv_sobel(rng):
+    """-k sobel gives sqrt(gx² + gy²) of OpenCV's Sobel derivatives (BORDER_REFLECT_101 = reflect)."""
+    cv2 = pytest.importorskip("cv2")
+    img = rng.integers(0, 256, (30, 40), np.uint8)
+    got = filter_picture(Picture(img), [resolve_kernel("sobel")[1]], border="reflect").pixels
+    gx = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 0, 1, ksize=3)
+    np.testing.assert_allclose(got, np.hypot(gx, gy), rtol=1e-5, atol=1e-3)
+
+
+def test_default_output_range_is_abs_for_zero_sum_kernels(rng):
+    """Edge kernels (sum 0) are written as |response|; smoothing/sharpening kernels are left to clip."""
+    img = rng.integers(0, 256, (12, 12), np.uint8)
+    edge = cnnfilter.get_kernel("edge")
+    got = filter_picture(Picture(img), [edge]).pixels
+    np.testing.assert_allclose(got, np.abs(naive.correlate(img, edge)), atol=1e-3)
+    sharp = cnnfilter.get_kernel("sharpen")
+    got = filter_picture(Picture(img), [sharp]).pixels
+    np.testing.assert_allclose(got, naive.correlate(img, sharp), atol=1e-3)
+    assert got.min() < 0  # clipping happens when written
+
+
+def test_output_ranges_and_bias():
+    """offset adds mid-grey, normalize stretches min..max (constant -> 0), bias accepts a percentage."""
+    v = np.array([[-10.0, 0.0, 10.0]])
+    np.testing.assert_array_equal(map_output(v, "offset", 8), [[118, 128, 138]])
+    np.testing.assert_array_equal(map_output(v, "normalize", 8), [[0, 127.5, 255]])
+    np.testing.assert_array_equal(map_output(v, "normalize", 16), [[0, 32767.5, 65535]])
+    np.testing.assert_array_equal(map_output(np.full((2, 2), 7.0), "normalize", 8), np.zeros((2, 2)))
+    np.testing.assert_array_equal(map_output(v, "abs", 8), [[10, 0, 10]])
+    assert parse_bias("50%", 8) == 127.5 and parse_bias("10", 16) == 10.0 and parse_bias("50%", 16) == 65535 / 2
+    with pytest.raises(ValueError, match="output_range 'wrap' is not one of clip, abs, normalize, offset"):
+        map_output(v, "wrap", 8)
+    with pytest.raises(ValueError, match="bias 'x%' is not a number or a percentage"):
+        parse_bias("x%", 8)
+
+
+def test_pipeline_changes_size_once_and_keeps_alpha(rng):
+    """A two-kernel pipeline with stride 2 halves the image once; alpha follows the first step only."""
+    img = rng.integers(0, 256, (16, 10, 3), np.uint8)
+    alpha = rng.integers(0, 256, (16, 10), np.uint8)
+    steps = [cnnfilter.get_kernel("box"), cnnfilter.get_kernel("sharpen")]
+    out = filter_picture(Picture(img, alpha), steps, stride=2)
+    assert out.pixels.shape == (8, 5, 3) and out.alpha.shape == (8, 5)
+    np.testing.assert_array_equal(out.alpha, alpha[::2, ::2])
