@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,22 @@ def test_convolve_magnitude_and_output_range(run, tmp_path, rng):
     assert res.exit_code == 2 and "sums to 0" in res.stderr
     res = run("convolve", tmp_path / "flat.png", "-k", "3x3: 1 1 1", "-o", tmp_path / "x.png")
     assert res.exit_code == 2 and "declares 3x3 = 9 values but has 3" in res.stderr
+
+
+@pytest.mark.parametrize(("im_kernel", "ours"), [("Sobel", "sobel-x"), ("Compass", "compass-e"), ("Kirsch", "kirsch-e"),
+                                                 ("Laplacian:0", "edge")])
+def test_same_pixels_as_imagemagick(tmp_path, im_kernel, ours):
+    """ImageMagick's -morphology Convolve NAME and cnnfilter's equivalent kernel write identical 8-bit images."""
+    import shutil
+
+    convert = shutil.which("convert", path="/usr/bin")
+    if convert is None:
+        pytest.skip("ImageMagick is not installed (apt-get install imagemagick)")
+    sample = Path(__file__).resolve().parent.parent / "samples" / "camera.png"
+    subprocess.run([convert, str(sample), "-virtual-pixel", "Edge", "-morphology", "Convolve", im_kernel, "-depth", "8",
+                    str(tmp_path / "im.png")], check=True, capture_output=True)
+    res = CliRunner().invoke(cli, ["convolve", str(sample), "-k", ours, "--border", "edge", "--output-range", "clip",
+                                   "-o", str(tmp_path / "cf.png")])
+    assert res.exit_code == 0, res.output
+    im = np.asarray(Image.open(tmp_path / "im.png").convert("L"))
+    np.testing.assert_array_equal(load_image(tmp_path / "cf.png"), im)
