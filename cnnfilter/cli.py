@@ -6,8 +6,10 @@ Errors are one line on stderr; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -83,17 +85,6 @@ def _padding(text: str, *, words: bool = True):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _output_path(image: str, output: str | None, label: str) -> str:
-    if output is not None:
-        if output != "-" and image != "-" and Path(output).resolve() == Path(image).resolve():
-            raise click.UsageError(f"output {output!r} is the input image; cnnfilter never overwrites its input")
-        return output
-    if image == "-":
-        raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
-    src = Path(image)
-    return str(src.with_name(f"{src.stem}.{label}.png"))
-
-
 def _run(fn):
     """Call the library; map its errors to exit codes (ValueError/TypeError: usage, 2; I/O: failure, 1)."""
     from .io import ImageReadError, ImageWriteError
@@ -106,10 +97,146 @@ def _run(fn):
         raise click.UsageError(str(exc)) from exc
 
 
-def _report(quiet: bool, target: str, pic) -> None:
-    if not quiet and target != "-":
-        h, w = pic.pixels.shape[:2]
-        click.echo(f"wrote {target} ({w}x{h} {pic.mode}, {pic.depth}-bit)", err=True)
+def _batch_options(fn):
+    """Options of the commands that take many images: naming, overwriting, parallelism, failures."""
+    opts = [
+        click.option("--max-pixels", type=click.IntRange(1), metavar="N",
+                     help="Refuse images with more pixels (decompression bombs) [default: Pillow's limit, 89478485]."),
+        click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails."),
+        click.option("-j", "--jobs", type=click.IntRange(1), metavar="N",
+                     help="Worker processes for several files [default: all cores]."),
+        click.option("--in-place", is_flag=True, help="Write each result over its input (same name and format)."),
+        click.option("--skip-existing", is_flag=True, help="Leave outputs that exist alone (resume a batch)."),
+        click.option("--overwrite", is_flag=True, help="Replace outputs that exist."),
+        click.option("--suffix", metavar="TEXT", help="Output name STEM+TEXT.EXT (e.g. --suffix _edges)."),
+        click.option("--name", "template", metavar="TEMPLATE",
+                     help="Output name from {stem} {name} {kernel} {ext} [default: {stem}.{kernel}.{ext}]."),
+        click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders (and ** in globs)."),
+    ]
+    for opt in opts:
+        fn = opt(fn)
+    return fn
+
+
+def _ext_for(fmt: str | None) -> str:
+    """The file suffix written for a Pillow format name (png by default)."""
+    if not fmt:
+        return "png"
+    from PIL import Image
+
+    from .io import check_target
+
+    name = _run(lambda: check_target("-", fmt))
+    Image.init()
+    exts = [e for e, f in Image.registered_extensions().items() if f == name]
+    preferred = {"JPEG": ".jpg", "TIFF": ".tif", "PNG": ".png", "WEBP": ".webp"}.get(name)
+    return (preferred or (exts[0] if exts else "." + name.lower())).lstrip(".")
+
+
+def _process(images, output, label, work, fmt, quiet, *, recursive, template, suffix, overwrite, skip_existing,
+             in_place, jobs, fail_fast, max_pixels):
+    """Run ``work(source, target)`` over every input and report: one file in this process, many in workers."""
+    from . import batch
+    from .io import check_target
+
+    if "-" in images:
+        if len(images) > 1:
+            raise click.UsageError("- (standard input) cannot be mixed with other inputs")
+        if output is None:
+            raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
+        _run(lambda: check_target(output, fmt))
+        batch.worker_init(max_pixels, None)
+        _run(lambda: work("-", output))
+        return
+    if in_place and output is not None:
+        raise click.UsageError("--in-place writes over each input; it takes no -o/--output")
+    if template and suffix:
+        raise click.UsageError("--name and --suffix are two ways to say the same thing; give one")
+    many = len(images) > 1 or any(Path(a).is_dir() or batch.GLOB_CHARS & set(a) for a in images)
+    to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
+    if output == "-" and many:
+        raise click.UsageError("-o - (standard output) takes a single input image")
+    ext = _ext_for(fmt)
+    template = template or ("{stem}" + suffix + ".{ext}" if suffix else "{stem}.{kernel}.{ext}")
+    if output is not None and not to_dir:
+        if output != "-" and Path(output).resolve() == Path(images[0]).resolve():
+            raise click.UsageError(f"output {output!r} is the input image; use --in-place to write over it")
+        _run(lambda: check_target(output, fmt))
+        name_for = lambda src: Path(output)  # noqa: E731
+    else:
+        out_dir = Path(output) if to_dir else None
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+            raise click.UsageError(f"-o {output!r} is a file; several inputs need a folder")
+        _run(lambda: check_target(f"x.{ext}", fmt))
+        _run(lambda: batch.output_path(batch.Source(Path("x.png"), Path("x.png")), out_dir=None, template=template,
+                                       label=label, ext=ext))
+        name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
+    items = batch.plan(batch.iter_sources(images, recursive=recursive), name_for, overwrite=overwrite,
+                       skip_existing=skip_existing, in_place=in_place)
+    if not many:  # one file: here, with usage errors as such
+        item = next(items, None)
+        if isinstance(item, batch.Result):
+            raise click.ClickException(item.message)
+        if output == "-":
+            _run(lambda: work(item.source, "-"))
+            return
+        batch.worker_init(max_pixels, None)
+        _run(lambda: work(item.source, item.target))
+        if not quiet:
+            click.echo(f"wrote {item.target}", err=True)
+        return
+    processes = jobs or batch.default_jobs()
+    results = batch.run(items, work, processes=processes, fail_fast=fail_fast, initializer=batch.worker_init,
+                        initargs=(max_pixels, 1 if processes > 1 else None))
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    failures = []
+    show = not quiet and sys.stderr.isatty()
+    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive)) if show else None
+    with _progress(show, total) as advance:
+        for res in results:
+            counts[res.status] += 1
+            if res.status == "failed":
+                failures.append(res)
+            advance()
+    if failures or not quiet:
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k == "done")
+        click.echo(f"cnnfilter: {summary}", err=True)
+        for res in failures:
+            click.echo(f"  failed: {res.source}: {res.message}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar on stderr (files done, files/s, ETA), or nothing."""
+
+    def __init__(self, show: bool, total: int | None):
+        self.show, self.total = show, total
+
+    def __enter__(self):
+        if not self.show:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+        self.bar.start()
+        task = self.bar.add_task("files", total=self.total, rate="")
+        start = time.monotonic()
+
+        def advance():
+            self.bar.advance(task)
+            done = self.bar.tasks[0].completed
+            self.bar.update(task, rate=f"{done / max(time.monotonic() - start, 1e-9):.1f} files/s")
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.stop()
+        return False
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -135,7 +262,8 @@ def _common_output(fn):
     fn = click.option("-f", "--format", "fmt", metavar="FMT",
                       help="Output format (png, jpeg, tiff, ...); default from the output suffix, PNG for -o -.")(fn)
     fn = click.option("-o", "--output", metavar="PATH",
-                      help="Output file, or - for standard output. Default: IMAGE-STEM.LABEL.png next to IMAGE.")(fn)
+                      help="Output file, folder (several inputs), or - for standard output. Default: "
+                           "IMAGE-STEM.LABEL.png next to each input.")(fn)
     return fn
 
 
@@ -151,7 +279,7 @@ def _kernel_params(fn):
 
 
 @cli.command(context_settings=_CONTEXT)
-@click.argument("image", metavar="IMAGE")
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("-k", "--kernel", "kernels", multiple=True, required=True, metavar="KERNEL",
               help="A name (cnnfilter kernels), a matrix '0,-1,0;-1,5,-1;0,-1,0', ImageMagick's '3x3: 0,-1,0 ...', "
                    "or a .txt/.csv/.npy/.json file. Repeat to chain.")
@@ -173,9 +301,14 @@ def _kernel_params(fn):
 @click.option("--flip", is_flag=True, help="True convolution (ImageMagick's Convolve): flip the kernel first.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True, help="Algorithm.")
 @_common_output
-def convolve(image, kernels, size, sigma, sigma2, amount, angle, normalize, scale, bias, output_range, stride,
-             padding, dilation, border, cval, flip, method, output, fmt, quiet):
-    """Filter IMAGE with one or more kernels and write the result.
+@_batch_options
+def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, scale, bias, output_range, stride,
+             padding, dilation, border, cval, flip, method, output, fmt, quiet, **batch_opts):
+    """Filter images with one or more kernels and write the results.
+
+    IMAGE can be files, folders (-r for sub-folders) and globs; - reads standard input. With several inputs,
+    -o names a folder (relative paths kept) and files are processed in parallel; a bad file is reported and
+    skipped, and the exit code is 1 if any failed. Existing outputs need --overwrite (or --skip-existing).
 
     The kernel is applied as written, as OpenCV's filter2D and ImageMagick's Correlate do (weight [0,0] lies on
     the window's top-left pixel); --flip gives true convolution. Colour channels are filtered, alpha is kept.
@@ -193,10 +326,10 @@ def convolve(image, kernels, size, sigma, sigma2, amount, angle, normalize, scal
       cnnfilter convolve photo.png -k blur -k sharpen --stride 2
       cnnfilter convolve photo.png -k laplacian --output-range offset
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
+      cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
     """
-    from .io import check_target, read_picture, write_picture
     from .kernels import adjust_kernel, resolve_kernel
-    from .ops import filter_picture
+    from .ops import convolve_file
 
     geometry = {"stride": _ints(stride, "--stride", 1), "padding": _padding(padding),
                 "dilation": _ints(dilation, "--dilation", 1)}
@@ -204,13 +337,9 @@ def convolve(image, kernels, size, sigma, sigma2, amount, angle, normalize, scal
     resolved = [_run(lambda s=spec: resolve_kernel(s, **params)) for spec in kernels]
     steps = [_run(lambda k=k: adjust_kernel(k, normalize=normalize, scale=scale)) for _, k in resolved]
     label = "-".join(name for name, _ in resolved)
-    target = _output_path(image, output, label)
-    _run(lambda: check_target(target, fmt))
-    pic = _run(lambda: read_picture(image))
-    result = _run(lambda: filter_picture(pic, steps, flip=flip, border=border, cval=cval, method=method, bias=bias,
-                                         output_range=output_range, **geometry))
-    _run(lambda: write_picture(result, target, fmt=fmt))
-    _report(quiet, target, result)
+    work = functools.partial(convolve_file, steps=steps, fmt=fmt, flip=flip, border=border, cval=cval,
+                             method=method, bias=bias, output_range=output_range, **geometry)
+    _process(images, output, label, work, fmt, quiet, **batch_opts)
 
 
 @cli.command("kernels", context_settings=_CONTEXT)
@@ -238,7 +367,7 @@ def kernels_command(name, size, sigma, sigma2, amount, angle):
 
 
 @cli.command(context_settings=_CONTEXT)
-@click.argument("image", metavar="IMAGE")
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("--size", default="2", show_default=True, metavar="N|R,C", help="Window size.")
 @click.option("--stride", metavar="N|R,C", help="Step between windows [default: the window size].")
 @click.option("--padding", default="0", show_default=True, metavar="N|PH,PW|T,B,L,R",
@@ -247,32 +376,29 @@ def kernels_command(name, size, sigma, sigma2, amount, angle):
 @click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's ceil_mode).")
 @click.option("--exclude-pad", is_flag=True, help="avg: divide by the real pixels only, not the padded window.")
 @_common_output
-def pool(image, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt, quiet):
-    """Downsample IMAGE with max, average or min pooling.
+@_batch_options
+def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt, quiet, **batch_opts):
+    """Downsample images with max, average or min pooling.
 
     Each output pixel is the max / mean / min of a window; windows step by --stride (default: the window, so
-    they do not overlap). Alpha is pooled the same way.
+    they do not overlap). Alpha is pooled the same way. Inputs, outputs and batches as for convolve.
 
     \b
     Examples:
       cnnfilter pool photo.png                      # 2x2 max -> photo.max2.png
       cnnfilter pool photo.png --size 3 --stride 2 --mode avg -o small.png
       cnnfilter pool photo.png --size 2 --padding 1 --ceil-mode
+      cnnfilter pool photos/*.jpg --mode avg -o thumbs/
     """
-    from .io import check_target, read_picture, write_picture
-    from .ops import pool_picture
+    from .ops import pool_file
 
     win = _ints(size, "--size", 1)
     kwargs = {"stride": None if stride is None else _ints(stride, "--stride", 1),
               "padding": _padding(padding, words=False), "mode": mode, "ceil_mode": ceil_mode,
               "count_include_pad": not exclude_pad}
     label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
-    target = _output_path(image, output, label)
-    _run(lambda: check_target(target, fmt))
-    pic = _run(lambda: read_picture(image))
-    result = _run(lambda: pool_picture(pic, win, **kwargs))
-    _run(lambda: write_picture(result, target, fmt=fmt))
-    _report(quiet, target, result)
+    work = functools.partial(pool_file, size=win, fmt=fmt, **kwargs)
+    _process(images, output, label, work, fmt, quiet, **batch_opts)
 
 
 def main() -> None:

@@ -96,3 +96,28 @@ def pool_picture(pic: Picture, size, *, stride=None, padding=0, mode: str = "max
     values = pool2d(pic.pixels, size, **kw)
     alpha = None if pic.alpha is None else pool2d(pic.alpha, size, **kw)
     return Picture(values, alpha, pic.depth, dict(pic.info))
+
+
+def convolve_file(source, target, *, steps, fmt=None, **options) -> None:
+    """Read ``source``, :func:`filter_picture` it with ``steps`` and ``options``, write ``target`` atomically
+    (creating its folder). The unit of work of a batch."""
+    from pathlib import Path
+
+    from .io import read_picture, write_picture
+
+    result = filter_picture(read_picture(source), steps, **options)
+    if target != "-":
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    write_picture(result, target, fmt=fmt)
+
+
+def pool_file(source, target, *, size, fmt=None, **options) -> None:
+    """:func:`pool_picture` from file to file, as :func:`convolve_file`."""
+    from pathlib import Path
+
+    from .io import read_picture, write_picture
+
+    result = pool_picture(read_picture(source), size, **options)
+    if target != "-":
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    write_picture(result, target, fmt=fmt)

@@ -117,7 +117,7 @@ def test_sixteen_bit_greyscale_stays_sixteen_bit(run, tmp_path, rng):
     (["convolve", "{dir}/notes.png", "-k", "edge"], 1,
      "cnnfilter: error: cannot read '{dir}/notes.png': not an image (or a format Pillow cannot decode)"),
     (["convolve", "{img}", "-k", "edge", "-o", "{img}"], 2,
-     "cnnfilter: error: output '{img}' is the input image; cnnfilter never overwrites its input"),
+     "cnnfilter: error: output '{img}' is the input image; use --in-place to write over it"),
     (["convolve", "{img}", "-k", "edge", "-o", "{dir}/out.xyz"], 2,
      "cnnfilter: error: cannot write '{dir}/out.xyz': unknown image suffix '.xyz'; use .png, .jpg, .tif, ..."),
     (["convolve", "{img}", "--border", "mirrored", "-k", "edge"], 2, "cnnfilter: error: Invalid value for '--border'"),

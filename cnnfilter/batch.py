@@ -1,0 +1,215 @@
+"""Inputs -> jobs -> outputs: expanding folders and globs, naming outputs, running jobs in worker processes.
+
+Memory stays bounded: inputs are streamed from the file system, at most ``2 * jobs`` files are in flight, and each
+worker holds one image at a time. A bad file is reported and the batch goes on (unless ``fail_fast``); every event
+is yielded to the caller (the CLI draws the progress bar and the summary from them). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+GLOB_CHARS = set("*?[")
+
+
+def image_suffixes() -> set[str]:
+    """File suffixes Pillow can read (``.png``, ``.jpg``, ...), lower case."""
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file and where it sits relative to the argument it came from (kept under ``-o DIR``)."""
+
+    path: Path
+    rel: Path
+
+
+def iter_sources(args: Iterable[str], *, recursive: bool = False) -> Iterator[Source | Result]:
+    """Stream the files named by ``args``: files as given, folders (their images; all levels with ``recursive``)
+    and glob patterns (``**`` when ``recursive``). Files inside folders are filtered by image suffix and sorted per
+    folder; a file named explicitly is always taken (a bad one is reported when read). An argument that names
+    nothing yields a failed :class:`Result`."""
+    suffixes = image_suffixes()
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            yield from _walk(p, recursive, suffixes)
+        elif p.exists():
+            yield Source(p, Path(p.name))
+        elif GLOB_CHARS & set(arg):
+            root = Path(_glob_root(arg))
+            found = False
+            for m in sorted(glob.iglob(arg, recursive=recursive)):
+                mp = Path(m)
+                if mp.is_file():
+                    found = True
+                    yield Source(mp, mp.relative_to(root) if mp.is_relative_to(root) else Path(mp.name))
+            if not found:
+                yield Result(p, None, "failed", f"no file matches {arg!r}")
+        else:
+            yield Result(p, None, "failed", f"cannot read {arg!r}: no such file or folder")
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard (``photos/2024/*.png`` -> ``photos/2024``)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return str(Path(*fixed)) if fixed else "."
+
+
+def _walk(root: Path, recursive: bool, suffixes: set[str]) -> Iterator[Source]:
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if not recursive:
+            dirs.clear()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in suffixes and not name.startswith("."):
+                path = Path(folder) / name
+                yield Source(path, path.relative_to(root))
+
+
+def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
+    """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
+    the input, or under ``out_dir`` at the input's relative path."""
+    try:
+        name = template.format(stem=src.path.stem, name=src.path.name, kernel=label, ext=ext)
+    except (KeyError, IndexError, ValueError) as exc:
+        msg = f"--name {template!r} is not a valid template (fields: {{stem}}, {{name}}, {{kernel}}, {{ext}}): {exc}"
+        raise ValueError(msg) from None
+    if not name or "/" in name or name in (".", ".."):
+        msg = f"--name {template!r} gives {name!r}, not a file name"
+        raise ValueError(msg)
+    folder = src.path.parent if out_dir is None else out_dir / src.rel.parent
+    return folder / name
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one input: ``status`` is ``done``, ``skipped`` (output exists) or ``failed``."""
+
+    source: Path
+    target: Path | None
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path], *, overwrite: bool = False,
+         skip_existing: bool = False, in_place: bool = False) -> Iterator[Job | Result]:
+    """A :class:`Job` per source, or a :class:`Result` when it must not run: its output exists (``skipped`` with
+    ``skip_existing``, else ``failed`` unless ``overwrite``) or is the input itself (unless ``in_place``)."""
+    for src in sources:
+        if isinstance(src, Result):
+            yield src
+            continue
+        dst = src.path if in_place else name_for(src)
+        if not in_place and dst.resolve() == src.path.resolve():
+            yield Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it")
+        elif dst.exists() and not in_place and not overwrite:
+            if skip_existing:
+                yield Result(src.path, dst, "skipped", "output exists")
+            else:
+                yield Result(src.path, dst, "failed", f"{str(dst)!r} exists; use --overwrite or --skip-existing")
+        else:
+            yield Job(src.path, dst)
+
+
+def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, processes: int = 1,
+        fail_fast: bool = False, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator[Result]:
+    """Run ``work(source, target)`` for each :class:`Job` (a :class:`Result` passes straight through), yielding a
+    :class:`Result` per input as it finishes.
+
+    ``work`` raises to report a failure; its message becomes the result's. With ``processes > 1`` the work runs in
+    that many worker processes (``work`` and ``initializer`` must be picklable), with at most ``2 * processes``
+    jobs in flight, so memory holds a few images whatever the number of files. ``fail_fast`` stops after the
+    first failure.
+    """
+    if processes <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for item in items:
+            res = item if isinstance(item, Result) else _attempt(work, item.source, item.target)
+            yield res
+            if fail_fast and res.status == "failed":
+                return
+        return
+    window = 2 * processes
+    # spawn, not fork: a forked child would inherit whatever numba/OpenMP state the parent has
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
+        pending: dict[Future, Job] = {}
+        it = iter(items)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                item = next(it, None)
+                if item is None:
+                    exhausted = True
+                elif isinstance(item, Result):
+                    yield item
+                    if fail_fast and item.status == "failed":
+                        exhausted = True
+                else:
+                    pending[pool.submit(_attempt, work, item.source, item.target)] = item
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
+                    res = Result(job.source, job.target, "failed", f"worker process failed: {exc}")
+                yield res
+                if fail_fast and res.status == "failed":
+                    for other in pending:
+                        other.cancel()
+                    return
+
+
+def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:
+    from .io import ImageReadError, ImageWriteError
+
+    try:
+        work(src, dst)
+    except (ImageReadError, ImageWriteError, ValueError, TypeError) as exc:
+        return Result(src, dst, "failed", str(exc))
+    except OSError as exc:
+        return Result(src, dst, "failed", f"{exc.strerror or exc}: {exc.filename or src}")
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; the message says what it was
+        return Result(src, dst, "failed", f"{type(exc).__name__}: {exc}")
+    return Result(src, dst, "done")
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def worker_init(max_pixels: int | None, threads: int | None) -> None:
+    """Per worker: Pillow's decompression-bomb limit, and one numba thread when several processes share cores."""
+    if max_pixels is not None:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    if threads is not None:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)

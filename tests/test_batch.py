@@ -1,0 +1,138 @@
+"""Whole folders: input expansion, output naming, existing outputs, failures, parallel workers, bounded memory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnfilter import batch
+from cnnfilter.cli import cli
+from cnnfilter.io import load_image, save_image
+
+
+@pytest.fixture
+def folder(tmp_path, rng):
+    """A folder as people have them: good images of several kinds, and files that are not what they say."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    save_image(src / "grey.png", rng.integers(0, 256, (20, 16), np.uint8))
+    save_image(src / "rgba.png", rng.integers(0, 256, (12, 14, 4), np.uint8))
+    save_image(src / "deep.png", rng.integers(0, 65536, (10, 10), np.uint16))
+    Image.fromarray(rng.integers(0, 256, (9, 9, 3), np.uint8)).convert("P").save(src / "pal.gif")
+    Image.fromarray(rng.integers(0, 256, (9, 9, 3), np.uint8)).convert("CMYK").save(src / "cmyk.jpg")
+    save_image(src / "sub" / "nested.png", rng.integers(0, 256, (8, 8, 3), np.uint8))
+    (src / "notes.png").write_text("a text file named .png")
+    good = (src / "grey.png").read_bytes()
+    (src / "sub" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (src / "readme.txt").write_text("not an image suffix: ignored inside folders")
+    return src
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_folder_recursive_keeps_relative_paths_and_reports_every_failure(folder, tmp_path):
+    """-r -o DIR mirrors the tree; bad files are reported at the end and the exit code is 1."""
+    out = tmp_path / "out"
+    res = _run("convolve", folder, "-r", "-k", "sharpen", "-o", out, "-j", "1")
+    assert res.exit_code == 1
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert made == ["cmyk.sharpen.png", "deep.sharpen.png", "grey.sharpen.png", "pal.sharpen.png",
+                    "rgba.sharpen.png", "sub/nested.sharpen.png"]
+    assert "cnnfilter: 6 done, 2 failed" in res.stderr
+    assert f"failed: {folder / 'notes.png'}: cannot read" in res.stderr
+    assert f"failed: {folder / 'sub' / 'truncated.png'}: cannot read" in res.stderr
+    assert load_image(out / "deep.sharpen.png").dtype == np.uint16
+    assert Image.open(out / "rgba.sharpen.png").mode == "RGBA"
+    assert not list(out.rglob("*.part"))  # atomic writes leave no temporary files
+
+
+def test_without_recursion_and_with_globs(folder, tmp_path):
+    """A folder without -r takes its top level only; a glob takes what it matches; no match is a failure."""
+    res = _run("pool", folder / "*.png", "-o", tmp_path / "g", "-j", "1", "-q")
+    assert res.exit_code == 1  # notes.png matches the glob and is not an image
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["deep.max2.png", "grey.max2.png", "rgba.max2.png"]
+    res = _run("pool", folder / "*.webp", "-o", tmp_path / "h", "-j", "1")
+    assert res.exit_code == 1 and "no file matches" in res.stderr
+
+
+def test_existing_outputs_need_overwrite_or_skip(folder, tmp_path):
+    """A second run refuses to replace outputs; --skip-existing resumes; --overwrite replaces."""
+    out = tmp_path / "o"
+    args = ["convolve", folder / "grey.png", folder / "rgba.png", "-k", "box", "-o", out, "-j", "1"]
+    assert _run(*args).exit_code == 0
+    res = _run(*args)
+    assert res.exit_code == 1 and "exists; use --overwrite or --skip-existing" in res.stderr
+    res = _run(*args, "--skip-existing")
+    assert res.exit_code == 0 and "0 done, 2 skipped" in res.stderr
+    res = _run(*args, "--overwrite")
+    assert res.exit_code == 0 and "2 done" in res.stderr
+
+
+def test_naming_templates_and_in_place(folder, tmp_path, rng):
+    """--name and --suffix name outputs; -f picks the format and extension; --in-place replaces the input."""
+    assert _run("convolve", folder / "grey.png", folder / "rgba.png", "-k", "edge",
+                "--name", "{kernel}-{stem}.{ext}", "-o", tmp_path / "n", "-f", "jpeg", "-j", "1").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["edge-grey.jpg", "edge-rgba.jpg"]
+    assert _run("convolve", folder / "grey.png", "-k", "edge", "--suffix", "_e").exit_code == 0
+    assert (folder / "grey_e.png").exists()
+    res = _run("convolve", folder / "grey.png", "-k", "edge", "--name", "{nope}.png")
+    assert res.exit_code == 2 and "is not a valid template" in res.stderr
+    target = tmp_path / "victim.png"
+    save_image(target, np.full((6, 6), 10, np.uint8))
+    assert _run("convolve", target, "-k", "0,0,0;0,2,0;0,0,0", "--in-place").exit_code == 0
+    np.testing.assert_array_equal(load_image(target), np.full((6, 6), 20))
+
+
+def test_parallel_workers_give_the_same_files(folder, tmp_path):
+    """-j 2 (worker processes) writes exactly what -j 1 writes."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _run("convolve", folder, "-r", "-k", "gaussian", "-o", a, "-j", "1")
+    res = _run("convolve", folder, "-r", "-k", "gaussian", "-o", b, "-j", "2")
+    assert res.exit_code == 1 and "6 done, 2 failed" in res.stderr
+    for p in a.rglob("*.png"):
+        np.testing.assert_array_equal(load_image(p), load_image(b / p.relative_to(a)))
+
+
+def test_fail_fast_stops_at_the_first_failure(folder, tmp_path):
+    res = _run("convolve", folder / "notes.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "f", "-j", "1",
+               "--fail-fast")
+    assert res.exit_code == 1
+    assert "0 done, 1 failed" in res.stderr
+    assert not (tmp_path / "f" / "grey.box.png").exists()
+
+
+def test_max_pixels_refuses_big_images(folder, tmp_path):
+    res = _run("convolve", folder / "grey.png", "-k", "box", "--max-pixels", "100", "-o", tmp_path / "x.png")
+    assert res.exit_code == 1 and "decompression-bomb limit (100)" in res.stderr
+
+
+def test_run_keeps_a_bounded_number_of_jobs_in_flight(tmp_path):
+    """However many files, at most 2 * processes are submitted ahead of the results (memory of a few images)."""
+    consumed = []
+
+    def jobs():
+        for n in range(40):
+            consumed.append(n)
+            yield batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out")
+
+    seen = 0
+    for res in batch.run(jobs(), _touch, processes=2):
+        seen += 1
+        assert res.status == "done"
+        assert len(consumed) <= seen + 2 * 2
+    assert seen == 40
+
+
+def _touch(src, dst):  # module level: picklable for the worker processes
+    Path(dst).write_text(str(src))
+
+
+def test_plan_refuses_to_overwrite_the_input(tmp_path):
+    src = batch.Source(tmp_path / "a.png", Path("a.png"))
+    (tmp_path / "a.png").write_bytes(b"x")
+    [res] = list(batch.plan([src], lambda s: s.path))
+    assert res.status == "failed" and "--in-place" in res.message
