@@ -7,6 +7,7 @@ is yielded to the caller (the CLI draws the progress bar and the summary from th
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import multiprocessing
 import os
@@ -143,9 +144,7 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
     jobs in flight, so memory holds a few images whatever the number of files. ``fail_fast`` stops after the
     first failure.
     """
-    if processes <= 1:
-        if initializer is not None:
-            initializer(*initargs)
+    if processes <= 1:  # in this process: the caller sets any limits (see pixel_limit)
         for item in items:
             res = item if isinstance(item, Result) else _attempt(work, item.source, item.target)
             yield res
@@ -205,6 +204,18 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None):
+    """Pillow's decompression-bomb limit set to ``max_pixels`` for the duration (None: leave it)."""
+    old = Image.MAX_IMAGE_PIXELS
+    if max_pixels is not None:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def worker_init(max_pixels: int | None, threads: int | None) -> None:

@@ -145,8 +145,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         if output is None:
             raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
         _run(lambda: check_target(output, fmt))
-        batch.worker_init(max_pixels, None)
-        _run(lambda: work("-", output))
+        with batch.pixel_limit(max_pixels):
+            _run(lambda: work("-", output))
         return
     if in_place and output is not None:
         raise click.UsageError("--in-place writes over each input; it takes no -o/--output")
@@ -174,25 +174,26 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     items = batch.plan(batch.iter_sources(images, recursive=recursive), name_for, overwrite=overwrite,
                        skip_existing=skip_existing, in_place=in_place)
     if not many:  # one file: here, with usage errors as such
+        if output == "-":
+            with batch.pixel_limit(max_pixels):
+                _run(lambda: work(images[0], "-"))
+            return
         item = next(items, None)
         if isinstance(item, batch.Result):
             raise click.ClickException(item.message)
-        if output == "-":
-            _run(lambda: work(item.source, "-"))
-            return
-        batch.worker_init(max_pixels, None)
-        _run(lambda: work(item.source, item.target))
+        with batch.pixel_limit(max_pixels):
+            _run(lambda: work(item.source, item.target))
         if not quiet:
             click.echo(f"wrote {item.target}", err=True)
         return
     processes = jobs or batch.default_jobs()
     results = batch.run(items, work, processes=processes, fail_fast=fail_fast, initializer=batch.worker_init,
-                        initargs=(max_pixels, 1 if processes > 1 else None))
+                        initargs=(max_pixels, 1))
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures = []
     show = not quiet and sys.stderr.isatty()
     total = sum(1 for _ in batch.iter_sources(images, recursive=recursive)) if show else None
-    with _progress(show, total) as advance:
+    with _progress(show, total) as advance, batch.pixel_limit(max_pixels):
         for res in results:
             counts[res.status] += 1
             if res.status == "failed":

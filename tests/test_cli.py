@@ -152,6 +152,9 @@ def test_stdin_to_stdout(run, photo):
     assert res.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
     res = CliRunner().invoke(cli, ["convolve", "-", "-k", "identity"], input=photo.read_bytes())
     assert res.exit_code == 2 and "needs -o/--output" in res.stderr
+    res = CliRunner().invoke(cli, ["convolve", str(photo), "-k", "identity", "-o", "-"])
+    assert res.exit_code == 0 and res.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (photo.parent / "-").exists()
 
 
 def test_stdin_stdout_and_format_in_a_real_process(tmp_path, photo):
