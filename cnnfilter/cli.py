@@ -118,6 +118,17 @@ def _batch_options(fn):
     return fn
 
 
+def _raw(raw: str | None, images) -> str | None:
+    if raw is not None and (len(images) > 1 or Path(images[0]).is_dir() or "-" in images[1:]):
+        raise click.UsageError("--raw writes one file: give a single input image")
+    if raw is not None:
+        from .io import RAW_SUFFIXES
+
+        if Path(raw).suffix.lower() not in RAW_SUFFIXES:
+            raise click.UsageError(f"--raw {raw!r}: use one of {', '.join(RAW_SUFFIXES)}")
+    return raw
+
+
 def _ext_for(fmt: str | None) -> str:
     """The file suffix written for a Pillow format name (png by default)."""
     if not fmt:
@@ -259,6 +270,12 @@ def cli(debug):
 
 
 def _common_output(fn):
+    fn = click.option("--raw", type=click.Path(dir_okay=False), metavar="PATH",
+                      help="Also write the unrounded float32 result (.npy, .npz, or .tif for greyscale).")(fn)
+    fn = click.option("--compress-level", type=click.IntRange(0, 9), metavar="0-9",
+                      help="PNG compression [default: 1, fast; Pillow's own default is 6].")(fn)
+    fn = click.option("--quality", type=click.IntRange(1, 100), metavar="1-100",
+                      help="JPEG/WebP quality [default: 90].")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")(fn)
     fn = click.option("-f", "--format", "fmt", metavar="FMT",
                       help="Output format (png, jpeg, tiff, ...); default from the output suffix, PNG for -o -.")(fn)
@@ -300,11 +317,15 @@ def _kernel_params(fn):
                    "constant with --cval 0 is zero padding).")
 @click.option("--cval", type=float, default=0.0, show_default=True, help="Value of padded pixels for --border constant.")
 @click.option("--flip", is_flag=True, help="True convolution (ImageMagick's Convolve): flip the kernel first.")
+@click.option("--gray", is_flag=True, help="Convert to greyscale (ITU-R 601 luma) before filtering.")
+@click.option("--alpha", "alpha_mode", type=click.Choice(("keep", "filter")), default="keep", show_default=True,
+              help="keep: alpha passes through; filter: filter it too, colour weighted by alpha (no dark halos).")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True, help="Algorithm.")
 @_common_output
 @_batch_options
 def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, scale, bias, output_range, stride,
-             padding, dilation, border, cval, flip, method, output, fmt, quiet, **batch_opts):
+             padding, dilation, border, cval, flip, gray, alpha_mode, method, output, fmt, quiet, quality,
+             compress_level, raw, **batch_opts):
     """Filter images with one or more kernels and write the results.
 
     IMAGE can be files, folders (-r for sub-folders) and globs; - reads standard input. With several inputs,
@@ -338,8 +359,9 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
     resolved = [_run(lambda s=spec: resolve_kernel(s, **params)) for spec in kernels]
     steps = [_run(lambda k=k: adjust_kernel(k, normalize=normalize, scale=scale)) for _, k in resolved]
     label = "-".join(name for name, _ in resolved)
-    work = functools.partial(convolve_file, steps=steps, fmt=fmt, flip=flip, border=border, cval=cval,
-                             method=method, bias=bias, output_range=output_range, **geometry)
+    work = functools.partial(convolve_file, steps=steps, fmt=fmt, quality=quality, compress_level=compress_level,
+                             raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
+                             output_range=output_range, gray=gray, alpha=alpha_mode, **geometry)
     _process(images, output, label, work, fmt, quiet, **batch_opts)
 
 
@@ -378,7 +400,8 @@ def kernels_command(name, size, sigma, sigma2, amount, angle):
 @click.option("--exclude-pad", is_flag=True, help="avg: divide by the real pixels only, not the padded window.")
 @_common_output
 @_batch_options
-def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt, quiet, **batch_opts):
+def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fmt, quiet, quality, compress_level, raw,
+         **batch_opts):
     """Downsample images with max, average or min pooling.
 
     Each output pixel is the max / mean / min of a window; windows step by --stride (default: the window, so
@@ -398,7 +421,8 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
               "padding": _padding(padding, words=False), "mode": mode, "ceil_mode": ceil_mode,
               "count_include_pad": not exclude_pad}
     label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
-    work = functools.partial(pool_file, size=win, fmt=fmt, **kwargs)
+    work = functools.partial(pool_file, size=win, fmt=fmt, quality=quality, compress_level=compress_level,
+                             raw=_raw(raw, images), **kwargs)
     _process(images, output, label, work, fmt, quiet, **batch_opts)
 
 

@@ -17,9 +17,20 @@ from .pooling import pool2d
 OUTPUT_RANGES = ("clip", "abs", "normalize", "offset")
 
 
+ALPHA_MODES = ("keep", "filter")
+
+
+def to_gray(pic: Picture) -> Picture:
+    """Greyscale by ITU-R 601 luma (``0.299 R + 0.587 G + 0.114 B``, as Pillow's ``convert("L")``), unrounded."""
+    if pic.pixels.ndim == 2:
+        return pic
+    luma = pic.pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return Picture(luma, pic.alpha, pic.depth, dict(pic.info))
+
+
 def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, padding="same", dilation=1,
                    border: str = "constant", cval: float = 0.0, method: str = "auto", bias: float = 0.0,
-                   output_range: str | None = None) -> Picture:
+                   output_range: str | None = None, gray: bool = False, alpha: str = "keep") -> Picture:
     """Apply each step of ``kernels`` in turn (a pipeline) to the colour channels of ``pic``.
 
     A step is a 2-D kernel or a :class:`~cnnfilter.kernels.Magnitude` (``sqrt(gx² + gy²)``). The first step uses
@@ -28,6 +39,14 @@ def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, paddi
     become pixels (:func:`map_output`); by default ``abs`` when the last kernel sums to 0 (edge and derivative
     kernels), ``clip`` otherwise.
     """
+    if alpha not in ALPHA_MODES:
+        msg = f"alpha {alpha!r} is not one of {', '.join(ALPHA_MODES)}"
+        raise ValueError(msg)
+    if gray:
+        pic = to_gray(pic)
+    if alpha == "filter" and pic.alpha is not None:
+        return _filter_premultiplied(pic, kernels, flip=flip, stride=stride, padding=padding, dilation=dilation,
+                                     border=border, cval=cval, method=method, bias=bias, output_range=output_range)
     op = convolve2d if flip else correlate2d
     values = pic.pixels
     alpha = pic.alpha
@@ -51,6 +70,22 @@ def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, paddi
         zero_sum = not isinstance(last, Magnitude) and abs(last.sum()) <= 1e-9 * np.abs(last).max()
         output_range = "abs" if zero_sum else "clip"
     return Picture(map_output(values, output_range, pic.depth), alpha, pic.depth, dict(pic.info))
+
+
+def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
+    """Filter colour and alpha together, colour weighted by alpha (premultiplied), then divide the alpha back out:
+    transparent pixels, whatever colour they hold, leave no dark or coloured halo around opaque ones."""
+    top = 65535.0 if pic.depth == 16 else 255.0
+    a = pic.alpha.astype(np.float32) / np.float32(top)
+    px = pic.pixels.astype(np.float32)
+    colour = px * (a[:, :, None] if px.ndim == 3 else a)
+    stacked = np.dstack([colour, pic.alpha.astype(np.float32)])
+    out = filter_picture(Picture(stacked, None, pic.depth, dict(pic.info)), kernels, **options)
+    values = out.pixels
+    new_alpha = np.clip(values[:, :, -1], 0, top)
+    scale = np.where(new_alpha > 0, top / np.maximum(new_alpha, 1e-12), 0).astype(np.float32)
+    colour = values[:, :, :-1] * scale[:, :, None]
+    return Picture(colour[:, :, 0] if px.ndim == 2 else colour, new_alpha, pic.depth, out.info)
 
 
 def parse_bias(bias, depth: int) -> float:
@@ -98,26 +133,31 @@ def pool_picture(pic: Picture, size, *, stride=None, padding=0, mode: str = "max
     return Picture(values, alpha, pic.depth, dict(pic.info))
 
 
-def convolve_file(source, target, *, steps, fmt=None, **options) -> None:
+def convolve_file(source, target, *, steps, fmt=None, quality=None, compress_level=None, raw=None,
+                  **options) -> None:
     """Read ``source``, :func:`filter_picture` it with ``steps`` and ``options``, write ``target`` atomically
-    (creating its folder). The unit of work of a batch."""
+    (creating its folder), and with ``raw`` also the unrounded float result. The unit of work of a batch."""
     from pathlib import Path
 
-    from .io import read_picture, write_picture
+    from .io import read_picture, write_picture, write_raw
 
     result = filter_picture(read_picture(source), steps, **options)
     if target != "-":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-    write_picture(result, target, fmt=fmt)
+    if raw is not None:
+        write_raw(result, raw)
+    write_picture(result, target, fmt=fmt, quality=quality, compress_level=compress_level)
 
 
-def pool_file(source, target, *, size, fmt=None, **options) -> None:
+def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=None, raw=None, **options) -> None:
     """:func:`pool_picture` from file to file, as :func:`convolve_file`."""
     from pathlib import Path
 
-    from .io import read_picture, write_picture
+    from .io import read_picture, write_picture, write_raw
 
     result = pool_picture(read_picture(source), size, **options)
     if target != "-":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-    write_picture(result, target, fmt=fmt)
+    if raw is not None:
+        write_raw(result, raw)
+    write_picture(result, target, fmt=fmt, quality=quality, compress_level=compress_level)

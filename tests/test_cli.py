@@ -273,3 +273,28 @@ def test_same_pixels_as_imagemagick(tmp_path, im_kernel, ours):
     assert res.exit_code == 0, res.output
     im = np.asarray(Image.open(tmp_path / "im.png").convert("L"))
     np.testing.assert_array_equal(load_image(tmp_path / "cf.png"), im)
+
+
+def test_raw_quality_and_compression(run, photo, tmp_path):
+    """--raw writes the unrounded floats; --quality and --compress-level reach the encoders."""
+    res = run("convolve", photo, "-k", "gaussian", "--sigma", "1.5", "--raw", tmp_path / "r.npy", "-o",
+              tmp_path / "g.png")
+    assert res.exit_code == 0, res.output
+    raw = np.load(tmp_path / "r.npy", allow_pickle=False)
+    assert raw.dtype == np.float32 and raw.shape == (24, 20, 3)
+    np.testing.assert_array_equal(load_image(tmp_path / "g.png"), np.clip(np.rint(raw), 0, 255))
+    sizes = {}
+    for q in (30, 95):
+        assert run("convolve", photo, "-k", "identity", "-o", tmp_path / f"q{q}.jpg", "--quality", q).exit_code == 0
+        sizes[q] = (tmp_path / f"q{q}.jpg").stat().st_size
+    assert sizes[30] < sizes[95]
+    smooth = tmp_path / "smooth.png"
+    save_image(smooth, np.tile(np.arange(64, dtype=np.uint8), (64, 1)))
+    for level in (0, 9):
+        assert run("convolve", smooth, "-k", "identity", "-o", tmp_path / f"c{level}.png", "--compress-level",
+                   level).exit_code == 0
+    assert (tmp_path / "c9.png").stat().st_size < (tmp_path / "c0.png").stat().st_size
+    res = run("convolve", photo, "-k", "edge", "--raw", tmp_path / "r.tif", "-o", tmp_path / "x.png")
+    assert res.exit_code == 2 and "a float TIFF holds one channel" in res.stderr
+    res = run("convolve", photo, photo, "-k", "edge", "--raw", tmp_path / "r.npy")
+    assert res.exit_code == 2 and "give a single input image" in res.stderr

@@ -56,3 +56,27 @@ def test_pipeline_changes_size_once_and_keeps_alpha(rng):
     out = filter_picture(Picture(img, alpha), steps, stride=2)
     assert out.pixels.shape == (8, 5, 3) and out.alpha.shape == (8, 5)
     np.testing.assert_array_equal(out.alpha, alpha[::2, ::2])
+
+
+def test_alpha_filter_leaves_no_dark_halo():
+    """A white opaque square on transparent black: blurring with --alpha filter keeps the colour white where any
+    alpha remains (premultiplied); the plain filter darkens the edge."""
+    px = np.zeros((9, 9, 3), np.uint8)
+    alpha = np.zeros((9, 9), np.uint8)
+    px[3:6, 3:6] = 255
+    alpha[3:6, 3:6] = 255
+    box = cnnfilter.get_kernel("box")
+    plain = filter_picture(Picture(px, alpha), [box])
+    assert plain.pixels[3, 3, 0] < 255 * 0.5  # the edge pixel averages in the black
+    premult = filter_picture(Picture(px, alpha), [box], alpha="filter")
+    visible = premult.alpha > 0
+    np.testing.assert_allclose(premult.pixels[visible], 255, rtol=1e-5)
+    assert premult.alpha[3, 3] == pytest.approx(255 * 4 / 9)  # alpha itself is blurred
+    with pytest.raises(ValueError, match="alpha 'blend' is not one of keep, filter"):
+        filter_picture(Picture(px, alpha), [box], alpha="blend")
+
+
+def test_gray_uses_luma(rng):
+    px = rng.integers(0, 256, (5, 6, 3), np.uint8)
+    out = filter_picture(Picture(px), [cnnfilter.get_kernel("identity")], gray=True)
+    np.testing.assert_allclose(out.pixels, px @ np.array([0.299, 0.587, 0.114]), atol=1e-3)
