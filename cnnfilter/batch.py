@@ -8,11 +8,10 @@ is yielded to the caller (the CLI draws the progress bar and the summary from th
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,11 @@ from PIL import Image
 GLOB_CHARS = set("*?[")
 
 
-def image_suffixes() -> set[str]:
-    """File suffixes Pillow can read (``.png``, ``.jpg``, ...), lower case."""
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """File suffixes Pillow can read (``.png``, ``.jpg``, ...), lower case (loads every Pillow plugin, once)."""
     Image.init()
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,10 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False) -> Iterator[So
     and glob patterns (``**`` when ``recursive``). Files inside folders are filtered by image suffix and sorted per
     folder; a file named explicitly is always taken (a bad one is reported when read). An argument that names
     nothing yields a failed :class:`Result`."""
-    suffixes = image_suffixes()
     for arg in args:
         p = Path(arg)
         if p.is_dir():
-            yield from _walk(p, recursive, suffixes)
+            yield from _walk(p, recursive, image_suffixes())
         elif p.exists():
             yield Source(p, Path(p.name))
         elif GLOB_CHARS & set(arg):
@@ -151,11 +150,14 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
             if fail_fast and res.status == "failed":
                 return
         return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     window = 2 * processes
     # spawn, not fork: a forked child would inherit whatever numba/OpenMP state the parent has
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-        pending: dict[Future, Job] = {}
+        pending: dict = {}  # Future -> Job
         it = iter(items)
         exhausted = False
         while True:

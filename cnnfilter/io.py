@@ -115,17 +115,23 @@ def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
 
 
 def _format_for(path: str, fmt: str | None) -> str:
-    Image.init()  # Pillow registers its writers lazily: without this, Image.SAVE is empty in a fresh process
+    # Pillow registers its formats lazily: preinit() loads the common five (PNG, JPEG, GIF, BMP, PPM) at once,
+    # init() every plugin (some 50 ms); a fresh process needs one of them before Image.SAVE knows anything.
+    Image.preinit()
     if fmt:
         name = fmt.upper()
         name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+        if name not in Image.SAVE:
+            Image.init()
         if name not in Image.SAVE:
             exts = Image.registered_extensions()
             known = ", ".join(sorted(e.lstrip(".") for e, f in exts.items() if f in Image.SAVE))
             raise ImageFormatError(f"format {fmt!r} is not one Pillow can write ({known})")
         return name
     ext = Path(path).suffix.lower()
-    found = Image.registered_extensions().get(ext)
+    found = Image.EXTENSION.get(ext)
+    if not found or found not in Image.SAVE:
+        found = Image.registered_extensions().get(ext)  # loads every plugin
     if not found or found not in Image.SAVE:
         msg = f"cannot write {path!r}: unknown image suffix {ext or '(none)'!r}; use .png, .jpg, .tif, ..."
         raise ImageFormatError(msg)

@@ -8,14 +8,10 @@ multiplies the pixel ``a`` rows below and ``b`` columns right of the window's to
 
 from __future__ import annotations
 
-import difflib
-import inspect
-import json
 import math
 import numbers
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +221,11 @@ MAGNITUDES = {
 }
 
 
-def _data_files() -> dict:
-    try:
-        root = resources.files("cnnfilter._kerneldata")
-    except ModuleNotFoundError:  # an editable install maps no sub-package: read the checkout's kernels/
-        root = Path(__file__).resolve().parent.parent / "kernels"
+def _data_files() -> dict[str, Path]:
+    here = Path(__file__).resolve().parent
+    root = here / "_kerneldata"  # installed: the project's kernels/ becomes the package cnnfilter._kerneldata
+    if not root.is_dir():  # an editable install: read the checkout's kernels/ itself
+        root = here.parent / "kernels"
     return {p.name[:-4]: p for p in root.iterdir() if p.name.endswith(".txt")}
 
 
@@ -272,7 +268,7 @@ def get_kernel(name: str, **params) -> np.ndarray:
     given = {k: v for k, v in params.items() if v is not None}
     if key in _FACTORIES:
         factory = _FACTORIES[key][0]
-        accepted = list(inspect.signature(factory).parameters)
+        accepted = kernel_params(key)
         extra = sorted(set(given) - set(accepted))
         if extra:
             msg = f"kernel {name!r} takes {', '.join(accepted)}; not {', '.join(extra)}"
@@ -284,6 +280,8 @@ def get_kernel(name: str, **params) -> np.ndarray:
             msg = f"kernel {name!r} has a fixed size; it takes no {', '.join(sorted(given))}"
             raise ValueError(msg)
         return parse_matrix(files[key].read_text(encoding="utf-8"), f"kernel {name!r}")
+    import difflib
+
     names = sorted([*_FACTORIES, *files, *MAGNITUDES])
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -293,6 +291,8 @@ def get_kernel(name: str, **params) -> np.ndarray:
 
 def kernel_params(name: str) -> list[str]:
     """The keyword parameters a named kernel takes (empty for fixed ones)."""
+    import inspect
+
     key = name.strip().lower()
     return list(inspect.signature(_FACTORIES[key][0]).parameters) if key in _FACTORIES else []
 
@@ -354,6 +354,8 @@ def load_kernel_file(path) -> np.ndarray:
     if suffix not in KERNEL_FILE_SUFFIXES:
         msg = f"kernel file {str(p)!r} has suffix {suffix or '(none)'!r}; use one of {', '.join(KERNEL_FILE_SUFFIXES)}"
         raise ValueError(msg)
+    import json
+
     name = f"kernel file {str(p)!r}"
     try:
         if suffix == ".npy":

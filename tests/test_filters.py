@@ -373,3 +373,38 @@ def test_near_rank1_kernel_is_not_factored(rng):
     assert _rank1(k.astype(np.float32)) is None
     img = rng.normal(size=(40, 40)).astype(np.float32)
     _close(correlate2d(img, k), naive.correlate(img, k))
+
+
+@pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (2, 4), (7, 7), (1, 5)])
+@pytest.mark.parametrize("border", BORDERS)
+def test_small_image_numpy_path_is_bit_identical(k_shape, border, rng):
+    """Integer images with integer kernels take a numpy path (no numba to load) that equals the compiled one
+    bit for bit, for every border, padding, stride and dilation."""
+    from cnnfilter.filters import _exact_in_numpy
+
+    k = rng.integers(-8, 9, size=k_shape)
+    for C in (None, 3):
+        img = rng.integers(0, 256, size=(17, 13) if C is None else (17, 13, C)).astype(np.uint8)
+        assert _exact_in_numpy(img, k.astype(np.float32), img.shape[0] * img.shape[1], 2.0)
+        for (stride, dilation), padding in zip(GEOMETRY, PADDINGS):
+            kw = {"stride": stride, "dilation": dilation, "padding": padding, "border": border, "cval": 2.0}
+            try:
+                auto = correlate2d(img, k, **kw)
+            except ValueError:
+                continue
+            np.testing.assert_array_equal(auto, correlate2d(img, k, method="direct", **kw))
+            np.testing.assert_array_equal(auto, naive.correlate(img, k, stride, padding, dilation, border, 2.0))
+
+
+def test_small_path_only_when_exact():
+    """Float kernels, float images, a fractional cval or sums beyond 2**24 go to the compiled path."""
+    from cnnfilter.filters import _exact_in_numpy
+
+    k = np.ones((3, 3), np.float32)
+    u8 = np.zeros((8, 8), np.uint8)
+    assert _exact_in_numpy(u8, k, 64, 0.0)
+    assert not _exact_in_numpy(u8, k * 0.5, 64, 0.0)
+    assert not _exact_in_numpy(u8.astype(np.float32), k, 64, 0.0)
+    assert not _exact_in_numpy(u8, k, 64, 0.5)
+    assert not _exact_in_numpy(np.zeros((8, 8), np.uint32), k, 64, 0.0)
+    assert not _exact_in_numpy(u8, k, 2**21, 0.0)
