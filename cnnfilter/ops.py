@@ -137,27 +137,27 @@ def convolve_file(source, target, *, steps, fmt=None, quality=None, compress_lev
                   **options) -> None:
     """Read ``source``, :func:`filter_picture` it with ``steps`` and ``options``, write ``target`` atomically
     (creating its folder), and with ``raw`` also the unrounded float result. The unit of work of a batch."""
-    from pathlib import Path
-
-    from .io import read_picture, write_picture, write_raw
+    from .io import read_picture
 
     result = filter_picture(read_picture(source), steps, **options)
-    if target != "-":
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-    if raw is not None:
-        write_raw(result, raw)
-    write_picture(result, target, fmt=fmt, quality=quality, compress_level=compress_level)
+    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=raw)
 
 
 def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=None, raw=None, **options) -> None:
     """:func:`pool_picture` from file to file, as :func:`convolve_file`."""
-    from pathlib import Path
-
-    from .io import read_picture, write_picture, write_raw
+    from .io import read_picture
 
     result = pool_picture(read_picture(source), size, **options)
+    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=raw)
+
+
+def _write(result: Picture, target, *, raw, **save) -> None:
+    from pathlib import Path
+
+    from .io import write_picture, write_raw
+
     if target != "-":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         write_raw(result, raw)
-    write_picture(result, target, fmt=fmt, quality=quality, compress_level=compress_level)
+    write_picture(result, target, **save)
