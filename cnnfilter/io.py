@@ -6,7 +6,9 @@ computes by hand. Writing rounds half-to-even and clips to the output depth.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import glob
 import io as _io
 import os
 import sys
@@ -185,16 +187,25 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
         sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
         return
+    img = to_image(pic, name)
+    with atomic_file(target) as fh:
+        _save(img, fh, name, pic.info, **save_opts)
+
+
+@contextlib.contextmanager
+def atomic_file(target):
+    """Write ``target`` through a temporary file in its folder, renamed over it only once complete: a killed run
+    never leaves half a file under the target's name. The temporary is ``.NAME.*.part``; leftovers of killed runs
+    are removed when the target is next written. Keeps an existing target's mode, else the umask's."""
     path = Path(target)
     folder = path.parent if str(path.parent) else Path(".")
-    img = to_image(pic, name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
     except OSError as exc:
         raise ImageWriteError(f"cannot write {str(path)!r}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            _save(img, fh, name, pic.info, **save_opts)
+            yield fh
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -202,6 +213,8 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
         if isinstance(exc, OSError):
             raise ImageWriteError(f"cannot write {str(path)!r}: {exc}") from None
         raise
+    for stale in folder.glob(f".{glob.escape(path.name)}.*.part"):
+        stale.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -246,23 +259,16 @@ def write_raw(pic: Picture, target) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if suffix == ".npy":
-                np.save(fh, values, allow_pickle=False)
-            elif suffix == ".npz":
-                arrays = {"pixels": values}
-                if pic.alpha is not None:
-                    arrays["alpha"] = np.asarray(pic.alpha, np.float32)
-                np.savez_compressed(fh, **arrays)
-            else:
-                Image.fromarray(values).save(fh, format="TIFF")
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        if suffix == ".npy":
+            np.save(fh, values, allow_pickle=False)
+        elif suffix == ".npz":
+            arrays = {"pixels": values}
+            if pic.alpha is not None:
+                arrays["alpha"] = np.asarray(pic.alpha, np.float32)
+            np.savez_compressed(fh, **arrays)
+        else:
+            Image.fromarray(values).save(fh, format="TIFF")
 
 
 def load_image(path) -> np.ndarray:

@@ -136,3 +136,35 @@ def test_plan_refuses_to_overwrite_the_input(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     [res] = list(batch.plan([src], lambda s: s.path))
     assert res.status == "failed" and "--in-place" in res.message
+
+
+def test_a_killed_batch_leaves_no_partial_file_and_resumes(tmp_path, rng):
+    """SIGKILL in the middle of a batch: every output present is a whole image; --skip-existing finishes the job
+    and the killed run's temporary files are gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in range(40):
+        save_image(src / f"{n:02d}.png", rng.integers(0, 256, (300, 300, 3), np.uint8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cnnfilter", "convolve", str(src), "-k", "gaussian", "--sigma", "2", "-o", str(out),
+           "-j", "1", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = sorted(out.glob("*.png"))
+    assert 3 <= len(written) < 40
+    for p in written:
+        Image.open(p).load()  # whole, decodable files only
+    res = subprocess.run([*cmd, "--skip-existing"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(list(out.glob("*.png"))) == 40
+    assert not list(out.glob(".*.part"))
