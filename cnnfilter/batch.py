@@ -35,15 +35,18 @@ class Source:
     rel: Path
 
 
-def iter_sources(args: Iterable[str], *, recursive: bool = False) -> Iterator[Source | Result]:
+def iter_sources(args: Iterable[str], *, recursive: bool = False,
+                 exclude: Path | None = None) -> Iterator[Source | Result]:
     """Stream the files named by ``args``: files as given, folders (their images; all levels with ``recursive``)
     and glob patterns (``**`` when ``recursive``). Files inside folders are filtered by image suffix and sorted per
     folder; a file named explicitly is always taken (a bad one is reported when read). An argument that names
-    nothing yields a failed :class:`Result`."""
+    nothing yields a failed :class:`Result`. Files under ``exclude`` (the output folder) are never taken, so a
+    batch writing inside its own input folder does not feed on its results."""
+    skip = exclude.resolve() if exclude is not None else None
     for arg in args:
         p = Path(arg)
         if p.is_dir():
-            yield from _walk(p, recursive, image_suffixes())
+            yield from _walk(p, recursive, image_suffixes(), skip)
         elif p.exists():
             yield Source(p, Path(p.name))
         elif GLOB_CHARS & set(arg):
@@ -51,7 +54,7 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False) -> Iterator[So
             found = False
             for m in sorted(glob.iglob(arg, recursive=recursive)):
                 mp = Path(m)
-                if mp.is_file():
+                if mp.is_file() and not _inside(mp, skip):
                     found = True
                     yield Source(mp, mp.relative_to(root) if mp.is_relative_to(root) else Path(mp.name))
             if not found:
@@ -71,20 +74,44 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def _walk(root: Path, recursive: bool, suffixes: set[str]) -> Iterator[Source]:
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def _walk(root: Path, recursive: bool, suffixes: frozenset[str], skip: Path | None) -> Iterator[Source]:
+    if _inside(root, skip):
+        return
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        if not recursive:
-            dirs.clear()
+        dirs[:] = [] if not recursive else [d for d in dirs if not _inside(Path(folder) / d, skip)]
         for name in sorted(files):
             if Path(name).suffix.lower() in suffixes and not name.startswith("."):
                 path = Path(folder) / name
                 yield Source(path, path.relative_to(root))
 
 
+TEMPLATE_FIELDS = ("stem", "name", "kernel", "ext")
+
+
+def check_template(template: str) -> None:
+    """Only the plain fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}`` (no attributes, indexes or formats)."""
+    import string
+
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None or spec or conv]
+    except ValueError as exc:
+        msg = f"--name {template!r} is not a valid template: {exc}"
+        raise ValueError(msg) from None
+    bad = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if bad:
+        msg = f"--name {template!r} is not a valid template (fields: {{stem}}, {{name}}, {{kernel}}, {{ext}}; not {bad[0]!r})"
+        raise ValueError(msg)
+
+
 def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
     """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
     the input, or under ``out_dir`` at the input's relative path."""
+    check_template(template)
     try:
         name = template.format(stem=src.path.stem, name=src.path.name, kernel=label, ext=ext)
     except (KeyError, IndexError, ValueError) as exc:
@@ -117,11 +144,17 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
          skip_existing: bool = False, in_place: bool = False) -> Iterator[Job | Result]:
     """A :class:`Job` per source, or a :class:`Result` when it must not run: its output exists (``skipped`` with
     ``skip_existing``, else ``failed`` unless ``overwrite``) or is the input itself (unless ``in_place``)."""
+    claimed: set[Path] = set()
     for src in sources:
         if isinstance(src, Result):
             yield src
             continue
-        dst = src.path if in_place else name_for(src)
+        dst = src.path.resolve() if in_place else name_for(src)  # in place through a symlink: its target
+        key = dst.resolve()
+        if key in claimed:
+            yield Result(src.path, dst, "failed", f"another input already writes {str(dst)!r} (rename with --name)")
+            continue
+        claimed.add(key)
         if not in_place and dst.resolve() == src.path.resolve():
             yield Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it")
         elif dst.exists() and not in_place and not overwrite:
@@ -156,10 +189,16 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
     window = 2 * processes
     # spawn, not fork: a forked child would inherit whatever numba/OpenMP state the parent has
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-        pending: dict = {}  # Future -> Job
-        it = iter(items)
-        exhausted = False
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool():
+        return ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs)
+
+    pool = new_pool()
+    pending: dict = {}  # Future -> Job
+    it = iter(items)
+    exhausted = False
+    try:
         while True:
             while not exhausted and len(pending) < window:
                 item = next(it, None)
@@ -170,21 +209,36 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                     if fail_fast and item.status == "failed":
                         exhausted = True
                 else:
-                    pending[pool.submit(_attempt, work, item.source, item.target)] = item
+                    try:
+                        fut = pool.submit(_attempt, work, item.source, item.target)
+                    except BrokenProcessPool:  # a worker died earlier: start a fresh pool for the rest
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = new_pool()
+                        fut = pool.submit(_attempt, work, item.source, item.target)
+                    pending[fut] = item
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            stop = False
             for fut in done:
                 job = pending.pop(fut)
-                try:
-                    res = fut.result()
-                except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
-                    res = Result(job.source, job.target, "failed", f"worker process failed: {exc}")
+                res = _collect(fut, job)
                 yield res
-                if fail_fast and res.status == "failed":
-                    for other in pending:
-                        other.cancel()
-                    return
+                stop = stop or (fail_fast and res.status == "failed")
+            if stop:  # report what is already running, start nothing more
+                for fut in list(pending):
+                    if not fut.cancel():
+                        yield _collect(fut, pending[fut])
+                return
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _collect(fut, job: Job) -> Result:
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
+        return Result(job.source, job.target, "failed", f"worker process failed: {exc}")
 
 
 def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:

@@ -118,8 +118,16 @@ def _batch_options(fn):
     return fn
 
 
+def _many(images) -> bool:
+    """Several inputs: more than one argument, a folder, or a glob (a pattern that is not itself a file)."""
+    from .batch import GLOB_CHARS
+
+    return len(images) > 1 or any(Path(a).is_dir() or (GLOB_CHARS & set(a) and not Path(a).exists())
+                                  for a in images)
+
+
 def _raw(raw: str | None, images) -> str | None:
-    if raw is not None and (len(images) > 1 or Path(images[0]).is_dir() or "-" in images[1:]):
+    if raw is not None and _many(images):
         raise click.UsageError("--raw writes one file: give a single input image")
     if raw is not None:
         from .io import RAW_SUFFIXES
@@ -159,37 +167,46 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         with batch.pixel_limit(max_pixels):
             _run(lambda: work("-", output))
         return
-    if in_place and output is not None:
-        raise click.UsageError("--in-place writes over each input; it takes no -o/--output")
-    if template and suffix:
+    if in_place and (output is not None or fmt or template is not None or suffix is not None):
+        raise click.UsageError("--in-place writes over each input in its own format; it takes no -o, -f, --name "
+                               "or --suffix")
+    if template is not None and suffix is not None:
         raise click.UsageError("--name and --suffix are two ways to say the same thing; give one")
-    many = len(images) > 1 or any(Path(a).is_dir() or batch.GLOB_CHARS & set(a) for a in images)
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing contradict each other; give one")
+    many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
     if output == "-" and many:
         raise click.UsageError("-o - (standard output) takes a single input image")
     ext = _ext_for(fmt)
-    template = template or ("{stem}" + suffix + ".{ext}" if suffix else "{stem}.{kernel}.{ext}")
+    if template is None:
+        template = "{stem}" + suffix + ".{ext}" if suffix is not None else "{stem}.{kernel}.{ext}"
     if output is not None and not to_dir:
         if output != "-" and Path(output).resolve() == Path(images[0]).resolve():
             raise click.UsageError(f"output {output!r} is the input image; use --in-place to write over it")
         _run(lambda: check_target(output, fmt))
         name_for = lambda src: Path(output)  # noqa: E731
+        out_dir = None
     else:
-        out_dir = Path(output) if to_dir else None
+        out_dir: Path | None = Path(output) if to_dir else None
         if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
             raise click.UsageError(f"-o {output!r} is a file; several inputs need a folder")
         _run(lambda: check_target(f"x.{ext}", fmt))
         _run(lambda: batch.output_path(batch.Source(Path("x.png"), Path("x.png")), out_dir=None, template=template,
                                        label=label, ext=ext))
         name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
-    items = batch.plan(batch.iter_sources(images, recursive=recursive), name_for, overwrite=overwrite,
-                       skip_existing=skip_existing, in_place=in_place)
+    items = batch.plan(batch.iter_sources(images, recursive=recursive, exclude=out_dir), name_for,
+                       overwrite=overwrite, skip_existing=skip_existing, in_place=in_place)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
             with batch.pixel_limit(max_pixels):
                 _run(lambda: work(images[0], "-"))
             return
         item = next(items, None)
+        if isinstance(item, batch.Result) and item.status == "skipped":
+            if not quiet:
+                click.echo(f"skipped {item.target}: it exists", err=True)
+            return
         if isinstance(item, batch.Result):
             raise click.ClickException(item.message)
         with batch.pixel_limit(max_pixels):
@@ -203,13 +220,15 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures = []
     show = not quiet and sys.stderr.isatty()
-    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive)) if show else None
+    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir)) if show else None
     with _progress(show, total) as advance, batch.pixel_limit(max_pixels):
         for res in results:
             counts[res.status] += 1
             if res.status == "failed":
                 failures.append(res)
             advance()
+    if not any(counts.values()):
+        raise click.ClickException(f"no images found in {', '.join(map(repr, images))}")
     if failures or not quiet:
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k == "done")
         click.echo(f"cnnfilter: {summary}", err=True)

@@ -197,10 +197,11 @@ def atomic_file(target):
     """Write ``target`` through a temporary file in its folder, renamed over it only once complete: a killed run
     never leaves half a file under the target's name. The temporary is ``.NAME.*.part``; leftovers of killed runs
     are removed when the target is next written. Keeps an existing target's mode, else the umask's."""
+    tag = ".cnnf-"  # part of every temporary name, so that the cleanup below matches this target's only
     path = Path(target)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{tag}", suffix=".part", dir=folder)
     except OSError as exc:
         raise ImageWriteError(f"cannot write {str(path)!r}: {exc.strerror}") from None
     try:
@@ -213,7 +214,7 @@ def atomic_file(target):
         if isinstance(exc, OSError):
             raise ImageWriteError(f"cannot write {str(path)!r}: {exc}") from None
         raise
-    for stale in folder.glob(f".{glob.escape(path.name)}.*.part"):
+    for stale in folder.glob(f".{glob.escape(path.name)}{tag}*.part"):
         stale.unlink(missing_ok=True)
 
 

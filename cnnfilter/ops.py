@@ -45,6 +45,10 @@ def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, paddi
     if gray:
         pic = to_gray(pic)
     if alpha == "filter" and pic.alpha is not None:
+        if any(isinstance(k, Magnitude) or abs(float(np.sum(k))) <= 1e-9 * float(np.abs(k).max()) for k in kernels):
+            msg = ("--alpha filter weights colour by alpha, which needs kernels that keep it (smoothing, sum not 0); "
+                   "use --alpha keep with edge and derivative kernels")
+            raise ValueError(msg)
         return _filter_premultiplied(pic, kernels, flip=flip, stride=stride, padding=padding, dilation=dilation,
                                      border=border, cval=cval, method=method, bias=bias, output_range=output_range)
     op = convolve2d if flip else correlate2d
@@ -80,11 +84,13 @@ def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
     px = pic.pixels.astype(np.float32)
     colour = px * (a[:, :, None] if px.ndim == 3 else a)
     stacked = np.dstack([colour, pic.alpha.astype(np.float32)])
-    out = filter_picture(Picture(stacked, None, pic.depth, dict(pic.info)), kernels, **options)
+    bias, output_range = options.pop("bias", 0.0), options.pop("output_range", None)
+    out = filter_picture(Picture(stacked, None, pic.depth, dict(pic.info)), kernels, output_range="clip", **options)
     values = out.pixels
     new_alpha = np.clip(values[:, :, -1], 0, top)
     scale = np.where(new_alpha > 0, top / np.maximum(new_alpha, 1e-12), 0).astype(np.float32)
     colour = values[:, :, :-1] * scale[:, :, None]
+    colour = map_output(colour + parse_bias(bias, pic.depth), output_range or "clip", pic.depth)
     return Picture(colour[:, :, 0] if px.ndim == 2 else colour, new_alpha, pic.depth, out.info)
 
 

@@ -168,3 +168,56 @@ def test_a_killed_batch_leaves_no_partial_file_and_resumes(tmp_path, rng):
     assert res.returncode == 0, res.stderr
     assert len(list(out.glob("*.png"))) == 40
     assert not list(out.glob(".*.part"))
+
+
+def test_review_regressions(folder, tmp_path, rng):
+    """An output folder inside the input is never re-read; two inputs for one output are refused; --suffix ''
+    works; --in-place refuses -f; a single skipped file exits 0; an empty folder is an error; a file with glob
+    characters is one file; templates take plain fields only."""
+    res = _run("convolve", folder, "-r", "-k", "box", "-o", folder / "sub" / "out", "-j", "1")
+    assert res.exit_code == 1 and "6 done, 2 failed" in res.stderr
+    res = _run("convolve", folder, "-r", "-k", "box", "-o", folder / "sub" / "out", "-j", "1", "--skip-existing")
+    assert "0 done, 6 skipped, 2 failed" in res.stderr
+    assert not (folder / "sub" / "out" / "sub" / "out").exists()
+    res = _run("convolve", folder / "grey.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "d", "-j", "1")
+    assert res.exit_code == 1 and "another input already writes" in res.stderr
+    res = _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "")  # names the output as the input
+    assert res.exit_code == 1 and "--in-place" in res.stderr
+    assert _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "", "-o", f"{tmp_path / 'same'}/").exit_code == 0
+    assert (tmp_path / "same" / "grey.png").is_file()
+    res = _run("convolve", folder / "grey.png", "-k", "box", "--in-place", "-f", "jpeg")
+    assert res.exit_code == 2 and "in its own format" in res.stderr
+    out = tmp_path / "one.png"
+    assert _run("convolve", folder / "grey.png", "-k", "box", "-o", out).exit_code == 0
+    res = _run("convolve", folder / "grey.png", "-k", "box", "-o", out, "--skip-existing")
+    assert res.exit_code == 0 and "skipped" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _run("convolve", tmp_path / "empty", "-k", "box")
+    assert res.exit_code == 1 and "no images found" in res.stderr
+    odd = tmp_path / "shot[1].png"
+    save_image(odd, rng.integers(0, 256, (6, 6), np.uint8))
+    assert _run("convolve", odd, "-k", "box", "-o", tmp_path / "odd.png").exit_code == 0
+    assert (tmp_path / "odd.png").is_file()
+    res = _run("convolve", folder / "grey.png", "-k", "box", "--name", "{stem.__class__}.png")
+    assert res.exit_code == 2 and "not a valid template" in res.stderr
+
+
+def test_alpha_filter_refuses_zero_sum_kernels(folder):
+    res = _run("convolve", folder / "rgba.png", "-k", "edge", "--alpha", "filter")
+    assert res.exit_code == 2 and "--alpha keep" in res.stderr
+
+
+def _die(src, dst):  # a worker that dies on one file
+    import os
+
+    if Path(src).name == "1.png":
+        os._exit(3)
+    Path(dst).write_text("ok")
+
+
+def test_a_dying_worker_fails_its_files_not_the_batch(tmp_path):
+    jobs = [batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out") for n in range(8)]
+    results = list(batch.run(jobs, _die, processes=2))
+    assert len(results) == 8
+    assert any(r.status == "failed" and "worker process failed" in r.message for r in results)
+    assert sum(r.status == "done" for r in results) >= 4
