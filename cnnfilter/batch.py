@@ -274,8 +274,26 @@ def pixel_limit(max_pixels: int | None):
         Image.MAX_IMAGE_PIXELS = old
 
 
+@contextlib.contextmanager
+def compiled_kernels():
+    """Within a batch, small images use the compiled kernels too: loading numba once (~0.8 s) is repaid after a
+    few files, and the compiled 3x3 loop is about 3x faster than the exact numpy path (same results)."""
+    from . import filters
+
+    old = filters.SMALL_PIXELS
+    filters.SMALL_PIXELS = 0
+    try:
+        yield
+    finally:
+        filters.SMALL_PIXELS = old
+
+
 def worker_init(max_pixels: int | None, threads: int | None) -> None:
-    """Per worker: Pillow's decompression-bomb limit, and one numba thread when several processes share cores."""
+    """Per worker: Pillow's decompression-bomb limit, one numba thread when several processes share cores, and
+    the compiled kernels for every image (see compiled_kernels)."""
+    from . import filters
+
+    filters.SMALL_PIXELS = 0
     if max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = max_pixels
     if threads is not None:

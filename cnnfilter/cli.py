@@ -221,7 +221,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     failures = []
     show = not quiet and sys.stderr.isatty()
     total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir)) if show else None
-    with _progress(show, total) as advance, batch.pixel_limit(max_pixels):
+    with _progress(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels():
         for res in results:
             counts[res.status] += 1
             if res.status == "failed":

@@ -89,10 +89,11 @@ def read_picture(source) -> Picture:
     """
     img = _open(source)
     info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
+        img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in ("1", "L"):
-        return Picture(np.asarray(img.convert("L")), None, 8, info)
+        return Picture(np.asarray(img if mode == "L" else img.convert("L")), None, 8, info)
     if mode in ("LA", "La"):
         arr = np.asarray(img.convert("LA"))
         return Picture(arr[:, :, 0].copy(), arr[:, :, 1].copy(), 8, info)
@@ -102,9 +103,9 @@ def read_picture(source) -> Picture:
         return Picture(np.asarray(img).astype(np.float32), None, 32, info)
     has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info)
     if has_alpha:
-        arr = np.asarray(img.convert("RGBA"))
+        arr = np.asarray(img if mode == "RGBA" else img.convert("RGBA"))
         return Picture(arr[:, :, :3].copy(), arr[:, :, 3].copy(), 8, info)
-    return Picture(np.asarray(img.convert("RGB")), None, 8, info)
+    return Picture(np.asarray(img if mode == "RGB" else img.convert("RGB")), None, 8, info)
 
 
 def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
@@ -112,8 +113,11 @@ def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
     if depth == 32:
         return np.asarray(values, np.float32)
     top = 255 if depth == 8 else 65535
-    out = np.rint(np.nan_to_num(values, nan=0.0, posinf=top, neginf=0.0))
-    return np.clip(out, 0, top).astype(np.uint8 if depth == 8 else np.uint16)
+    work = np.rint(values)  # one temporary, rounded, clipped and (rarely) cleaned in place
+    np.clip(work, 0, top, out=work)
+    if work.dtype.kind == "f" and np.isnan(work).any():
+        np.nan_to_num(work, copy=False, nan=0.0)
+    return work.astype(np.uint8 if depth == 8 else np.uint16)
 
 
 def _format_for(path: str, fmt: str | None) -> str:
