@@ -110,8 +110,7 @@ def check_template(template: str) -> None:
 
 def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
     """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
-    the input, or under ``out_dir`` at the input's relative path."""
-    check_template(template)
+    the input, or under ``out_dir`` at the input's relative path (``template`` checked by :func:`check_template`)."""
     try:
         name = template.format(stem=src.path.stem, name=src.path.name, kernel=label, ext=ext)
     except (KeyError, IndexError, ValueError) as exc:

@@ -164,9 +164,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         if output is None:
             raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
         _run(lambda: check_target(output, fmt))
-        with batch.pixel_limit(max_pixels):
-            _run(lambda: work("-", output))
-        return
+        return _work_here(work, "-", output, max_pixels)
     if in_place and (output is not None or fmt or template is not None or suffix is not None):
         raise click.UsageError("--in-place writes over each input in its own format; it takes no -o, -f, --name "
                                "or --suffix")
@@ -192,16 +190,13 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
             raise click.UsageError(f"-o {output!r} is a file; several inputs need a folder")
         _run(lambda: check_target(f"x.{ext}", fmt))
-        _run(lambda: batch.output_path(batch.Source(Path("x.png"), Path("x.png")), out_dir=None, template=template,
-                                       label=label, ext=ext))
+        _run(lambda: batch.check_template(template))
         name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
     items = batch.plan(batch.iter_sources(images, recursive=recursive, exclude=out_dir), name_for,
                        overwrite=overwrite, skip_existing=skip_existing, in_place=in_place)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
-            with batch.pixel_limit(max_pixels):
-                _run(lambda: work(images[0], "-"))
-            return
+            return _work_here(work, images[0], "-", max_pixels)
         item = next(items, None)
         if isinstance(item, batch.Result) and item.status == "skipped":
             if not quiet:
@@ -209,8 +204,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             return
         if isinstance(item, batch.Result):
             raise click.ClickException(item.message)
-        with batch.pixel_limit(max_pixels):
-            _run(lambda: work(item.source, item.target))
+        _work_here(work, item.source, item.target, max_pixels)
         if not quiet:
             click.echo(f"wrote {item.target}", err=True)
         return
@@ -236,6 +230,14 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             click.echo(f"  failed: {res.source}: {res.message}", err=True)
     if failures:
         sys.exit(1)
+
+
+def _work_here(work, source, target, max_pixels) -> None:
+    """One file in this process, its errors mapped to exit codes like any other usage error or failure."""
+    from .batch import pixel_limit
+
+    with pixel_limit(max_pixels):
+        _run(lambda: work(source, target))
 
 
 class _progress:

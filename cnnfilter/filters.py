@@ -97,7 +97,7 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
         _correlate_numpy(img, kd, res.reshape(Ho, Wo, C), (sh, sw), (dh, dw), (top, bottom, left, right), border,
                          cval)
         return res
-    chosen, factors = _choose(method, kd, (sh, sw), (dh, dw), H * W)
+    chosen, factors = _choose(method, kd, (sh, sw), H * W)
     if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
         chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
     unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
@@ -161,7 +161,7 @@ def _correlate_numpy(img, k, out3, stride, dilation, pads, border, cval) -> None
                 out3 += k[a, b] * p[r : r + (Ho - 1) * sh + 1 : sh, c : c + (Wo - 1) * sw + 1 : sw]
 
 
-def _choose(method: str, k: np.ndarray, stride, dilation, pixels: int):
+def _choose(method: str, k: np.ndarray, stride, pixels: int):
     """``(path, rank-1 factors or None)`` by the documented ``auto`` rule, or as asked."""
     taps = k.size
     if method == "separable":

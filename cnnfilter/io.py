@@ -42,11 +42,6 @@ class Picture:
     depth: int = 8  # 8 or 16 bits per sample; 32 for float images
     info: dict = field(default_factory=dict)  # what is carried to the output: icc_profile, dpi
 
-    @property
-    def mode(self) -> str:
-        base = "L" if self.pixels.ndim == 2 else "RGB"
-        return base + ("A" if self.alpha is not None else "")
-
 
 def _open(source) -> Image.Image:
     name = "<stdin>" if source == "-" else str(source)

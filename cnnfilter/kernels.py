@@ -387,16 +387,17 @@ def resolve_kernel(spec: str, **params) -> tuple[str, np.ndarray | Magnitude]:
             raise ValueError(msg)
         x, y = MAGNITUDES[key]
         return key, Magnitude(get_kernel(x), get_kernel(y))
-    custom = _IM_HEAD.match(text) or Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES or (
-        text and (text[0].isdigit() or text[0] in "-+.;,") and any(ch.isdigit() for ch in text))
-    if custom and given:
+    imagemagick = _IM_HEAD.match(text) is not None
+    from_file = Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES
+    inline = bool(text) and (text[0].isdigit() or text[0] in "-+.;,") and any(ch.isdigit() for ch in text)
+    if (imagemagick or from_file or inline) and given:
         msg = f"options {', '.join(sorted(given))} are for named sized kernels, not for {text!r}"
         raise ValueError(msg)
-    if _IM_HEAD.match(text):
+    if imagemagick:
         return "custom", parse_imagemagick(text)
-    if Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES:
+    if from_file:
         return Path(text).stem, load_kernel_file(text)
-    if custom:
+    if inline:
         return "custom", parse_matrix(text)
     return key, get_kernel(text, **params)
 

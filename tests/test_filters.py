@@ -279,7 +279,7 @@ def test_auto_picks_paths_by_the_documented_rule():
     g = cnnfilter.get_kernel("gaussian", sigma=2)
     dense = np.random.default_rng(0).normal(size=(15, 15))
     def path(k, stride=(1, 1), pixels=10**6):
-        return _choose("auto", k, stride, (1, 1), pixels)[0]
+        return _choose("auto", k, stride, pixels)[0]
 
     assert path(g) == "separable"
     assert path(dense) == "fft"
