@@ -1,0 +1,387 @@
+"""``cnnfilter train-tiny`` and ``cnnfilter predict``: parse, call cnnfilter.nn, render. No arithmetic here."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _lib(fn):
+    """Map cnnfilter.nn's errors: bad data/model/arch files are failures (exit 1), bad values usage (exit 2)."""
+    from .io import ImageReadError, ImageWriteError
+    from .nn import ArchError, DataError, ModelError
+
+    try:
+        return fn()
+    except ArchError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (DataError, ModelError, ImageReadError, ImageWriteError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except FloatingPointError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _size(text: str | None):
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text.lower())
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise click.BadParameter(f"{text!r} is not N or HxW with positive sizes", param_hint="--size")
+    h = int(m.group(1))
+    return (h, int(m.group(2)) if m.group(2) else h)
+
+
+def _bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size such as 512MiB or 2GiB", param_hint="--max-memory")
+    return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))
+
+
+def _threads(jobs: int | None) -> None:
+    if jobs is None:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(jobs, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _err() -> object:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@click.command("train-tiny", context_settings=_CONTEXT)
+@click.argument("data", metavar="DATA", required=False, type=click.Path(file_okay=False))
+@click.option("-o", "--output", metavar="MODEL", help="Model file to write (.cnnf).")
+@click.option("--arch", metavar="ARCH", help="Architecture string; 'help' explains the grammar "
+              "[default: LeNet-like, fitted to the input size].")
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: 0.003 adam, 0.05 sgd].")
+@click.option("--optimizer", type=click.Choice(("adam", "sgd")), default="adam", show_default=True)
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+              help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, split, shuffling.")
+@click.option("--size", metavar="N|HxW", help="Resize every image to this [default: the most common size].")
+@click.option("--channels", type=click.Choice(("1", "3")), default="1", show_default=True,
+              help="Greyscale or RGB input.")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Fraction of each class held out for validation (stratified, seeded).")
+@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A separate validation folder (same layout) instead of --val-split.")
+@click.option("--augment", type=click.Choice(("none", "shift")), default="none", show_default=True,
+              help="shift: random translations of up to 10% of the size each batch.")
+@click.option("-j", "--jobs", type=click.IntRange(1), help="Threads for the compiled kernels [default: all cores].")
+@click.option("--log", "log_path", metavar="CSV", help="Write per-epoch metrics to this CSV file.")
+@click.option("--plot", "plot_path", metavar="PNG", help="Draw the loss and accuracy curves to this PNG.")
+@click.option("--checkpoint", is_flag=True, help="Keep the best epoch by validation accuracy (written as it "
+              "improves) instead of the last one.")
+@click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE",
+              help="Refuse a dataset whose float32 array would be larger.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, size, channels,
+               val_split, val_dir, augment, jobs, log_path, plot_path, checkpoint, max_memory, overwrite, quiet):
+    """Train a small CNN from scratch on a folder of labelled images.
+
+    DATA holds one sub-folder of images per class (torchvision's ImageFolder layout). Images are converted to
+    --channels, resized to --size, scaled to 0..1 and standardised with the training set's mean and std (kept in
+    the model). Ctrl-C stops after writing the best model so far.
+
+    \b
+    Examples:
+      cnnfilter train-tiny samples/digits -o digits.cnnf
+      cnnfilter train-tiny samples/digits -o d.cnnf --arch c8k3p1-relu-max2-fc10 --epochs 10
+      cnnfilter train-tiny photos/ -o m.cnnf --channels 3 --size 32x32 --augment shift --log m.csv --plot m.png
+      cnnfilter train-tiny --arch help
+    """
+    from . import nn
+
+    if arch is not None and arch.strip().lower() == "help":
+        click.echo(nn.ARCH_HELP)
+        return
+    if data is None:
+        raise click.UsageError("missing DATA (a folder with one sub-folder of images per class)")
+    if output is None:
+        raise click.UsageError("missing -o/--output MODEL (the model file to write, e.g. model.cnnf)")
+    if val_dir is not None and val_split not in (0, 0.2):
+        raise click.UsageError("--val and --val-split are two ways to choose validation data; give one")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise click.UsageError(f"{output!r} exists; use --overwrite to replace it")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise click.UsageError(f"cannot write {output!r}: folder {str(out.parent)!r} does not exist")
+    max_bytes = _bytes(max_memory)
+    hw = _size(size)
+    if arch is not None:
+        _lib(lambda: nn.parse(arch))  # a typo fails before the data is read
+    err = _err()
+    say = (lambda *a, **k: None) if quiet else err.print
+    start = time.perf_counter()
+    prep = _lib(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
+                                         val=val_dir, seed=seed, max_memory=max_bytes))
+    for path, why in prep.skipped:
+        err.print(f"cnnfilter: warning: skipped {str(path)!r}: {why}", markup=False)
+    C, H, W = prep.input_shape
+    arch = arch or nn.default_arch(H, W, len(prep.classes))
+    rng = np.random.default_rng(seed)
+    net = _lib(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
+    n_val = 0 if prep.y_val is None else len(prep.y_val)
+    say(f"data: {prep.total} images in {len(prep.classes)} classes, {C}x{H}x{W}; train {len(prep.y)}, "
+        f"validation {n_val}" + (f"; {len(prep.skipped)} skipped" if prep.skipped else ""), markup=False)
+    if not quiet:
+        _summary(err, net)
+    _threads(jobs)
+    trainer = nn.Trainer(net, prep.x, prep.y, prep.x_val, prep.y_val, epochs=epochs, batch_size=batch_size,
+                         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                         augment=None if augment == "none" else augment, fill=prep.fill)
+    say(f"optimizer: {trainer.optimizer!r}, batch size {batch_size}, {epochs} epochs, seed {seed}", markup=False)
+
+    def meta(final: bool) -> dict:
+        from . import __version__
+
+        hist = trainer.history
+        chosen = trainer.best_epoch if (checkpoint or not final) and trainer.best_params is not None else len(hist)
+        ev = hist[chosen - 1] if hist else None
+        return {"epochs": len(hist), "epoch_saved": chosen, "seed": seed, "optimizer": optimizer,
+                "lr": trainer.optimizer.lr, "batch_size": batch_size, "augment": augment,
+                "train_loss": ev and ev.train_loss, "train_acc": ev and ev.train_acc,
+                "val_loss": ev and ev.val_loss, "val_acc": ev and ev.val_acc,
+                "train_samples": len(prep.y), "val_samples": n_val, "data": str(data),
+                "seconds": round(time.perf_counter() - start, 2), "cnnfilter": __version__}
+
+    def save(use_best: bool, final: bool) -> None:
+        current = [p.copy() for p in net.params()] if use_best else None
+        if use_best:
+            trainer.restore_best()
+        model = nn.Model(net, prep.classes, prep.mean, prep.std, meta(final))
+        _lib(lambda: nn.save_model(model, out))
+        if current is not None:  # training goes on from where it was
+            for p, c in zip(net.params(), current):
+                p[...] = c
+
+    bar = _Bar(show=not quiet and sys.stderr.isatty(), console=err)
+    try:
+        with bar:
+            for ev in trainer.run():
+                if isinstance(ev, nn.BatchEvent):
+                    bar.update(ev)
+                    continue
+                val = "" if ev.val_acc is None else f"  val loss {ev.val_loss:.4f} acc {100 * ev.val_acc:5.1f}%"
+                say(f"epoch {ev.epoch:{len(str(epochs))}d}/{epochs}  train loss {ev.train_loss:.4f} acc "
+                    f"{100 * ev.train_acc:5.1f}%{val}  {ev.seconds:.2f} s" + ("  *" if ev.best and n_val else ""),
+                    markup=False)
+                if log_path:
+                    _write_log(log_path, trainer.history)
+                if checkpoint and ev.best:
+                    save(use_best=False, final=False)
+    except KeyboardInterrupt:
+        done = len(trainer.history)
+        if trainer.best_params is None:
+            err.print(f"cnnfilter: interrupted in epoch {done + 1}, before any epoch finished; nothing written")
+            sys.exit(130)
+        save(use_best=True, final=False)
+        if plot_path:
+            nn.plot_curves(trainer.history, plot_path)
+        err.print(f"cnnfilter: interrupted after epoch {done}; wrote the best model so far (epoch "
+                  f"{trainer.best_epoch}) to {output!r}", markup=False)
+        sys.exit(130)
+    except FloatingPointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    save(use_best=checkpoint, final=True)
+    if plot_path:
+        _lib(lambda: nn.plot_curves(trainer.history, plot_path))
+    last = trainer.history[-1]
+    kept = trainer.history[trainer.best_epoch - 1] if checkpoint else last
+    acc = "" if kept.val_acc is None else f", validation accuracy {100 * kept.val_acc:.2f}%"
+    say(f"wrote {output!r}: epoch {kept.epoch}{acc}, {time.perf_counter() - start:.1f} s in all", markup=False)
+
+
+def _summary(err, net) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, just in (("layer", "left"), ("", "left"), ("output", "right"), ("parameters", "right")):
+        table.add_column(col, justify=just)
+    table.add_row("input", "", "x".join(map(str, net.input_shape)), "")
+    for name, rep, shape, count in net.summary():
+        table.add_row(name, rep, "x".join(map(str, shape)), f"{count:,}" if count else "")
+    table.add_row("", "", "total", f"{net.count():,}")
+    err.print(table)
+
+
+def _write_log(path, history) -> None:
+    from .io import atomic_file
+
+    lines = ["epoch,train_loss,train_acc,val_loss,val_acc,seconds"]
+    fmt = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
+    for e in history:
+        lines.append(",".join([str(e.epoch), fmt(e.train_loss), fmt(e.train_acc), fmt(e.val_loss), fmt(e.val_acc),
+                               f"{e.seconds:.3f}"]))
+    with atomic_file(path) as fh:
+        fh.write(("\n".join(lines) + "\n").encode())
+
+
+class _Bar:
+    """A transient rich progress bar for the batches of an epoch (batches, samples/s, running loss)."""
+
+    def __init__(self, show: bool, console):
+        self.show, self.console, self.task = show, console, None
+
+    def __enter__(self):
+        if self.show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+            self.bar.start()
+        return self
+
+    def update(self, ev) -> None:
+        if not self.show:
+            return
+        if self.task is None or ev.batch == 1:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(f"epoch {ev.epoch}/{ev.epochs}", total=ev.batches, info="")
+        self.bar.update(self.task, completed=ev.batch,
+                        info=f"{ev.samples_per_s:,.0f} samples/s  loss {ev.loss:.4f}")
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.stop()
+        return False
+
+
+@click.command("predict", context_settings=_CONTEXT)
+@click.argument("model", metavar="MODEL")
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, help="How many classes to show.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout (one object per image), for scripts.")
+@click.option("-q", "--quiet", is_flag=True, help="No table: one 'IMAGE CLASS PROBABILITY' line per image.")
+def predict(model, images, top_k, as_json, quiet):
+    """Classify images with a trained model.
+
+    MODEL is a model file written by train-tiny, or 'digits' for the bundled digits model.
+    IMAGE is a file, a folder of images, or a folder in the ImageFolder layout (one sub-folder per class): then
+    the accuracy and a confusion matrix are printed instead. Unreadable files are reported; the exit code is 1
+    if any failed.
+
+    \b
+    Examples:
+      cnnfilter predict digits samples/digits/3/0003.png
+      cnnfilter predict model.cnnf photos/*.png --top-k 1 --json
+      cnnfilter predict digits samples/digits            # accuracy + confusion matrix
+    """
+    from . import nn
+
+    mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
+    if len(images) == 1 and Path(images[0]).is_dir() and any(
+            p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
+        _evaluate(mdl, images[0], as_json)
+        return
+    files = []
+    for item in images:
+        p = Path(item)
+        if p.is_dir():
+            suffixes = nn.data.image_suffixes()
+            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes))
+        else:
+            files.append(p)
+    k = min(top_k, len(mdl.classes))
+    failed = 0
+    rows = []
+    for path, probs, error in nn.predict_files(mdl, files):
+        if error is not None:
+            failed += 1
+            if as_json:
+                click.echo(json.dumps({"image": str(path), "error": error}))
+            else:
+                click.echo(f"cnnfilter: error: {error}", err=True)
+            continue
+        order = np.argsort(-probs, kind="stable")[:k]
+        top = [(mdl.classes[i], float(probs[i])) for i in order]
+        if as_json:
+            click.echo(json.dumps({"image": str(path), "class": top[0][0], "probability": round(top[0][1], 6),
+                                   "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
+        elif quiet:
+            click.echo(f"{path}\t{top[0][0]}\t{top[0][1]:.4f}")
+        else:
+            rows.append((str(path), top))
+    if rows:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        table.add_column("image")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        if k > 1:
+            table.add_column("next")
+        for name, top in rows:
+            rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
+            table.add_row(name, top[0][0], f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
+        Console(highlight=False, soft_wrap=True).print(table)
+    if failed:
+        click.echo(f"cnnfilter: {failed} of {len(files)} image(s) failed", err=True)
+        sys.exit(1)
+
+
+def _evaluate(mdl, folder, as_json) -> None:
+    from . import nn
+
+    classes, items = _lib(lambda: nn.data.scan(folder))
+    unknown = [c for c in classes if c not in mdl.classes]
+    if unknown:
+        raise click.UsageError(f"class folder(s) {', '.join(map(repr, unknown))} are not classes of the model "
+                               f"({', '.join(mdl.classes)})")
+    index = {c: mdl.classes.index(c) for c in classes}
+    truth, pred, failed = [], [], 0
+    paths = [p for p, _ in items]
+    labels = {p: index[classes[label]] for p, label in items}
+    for path, probs, error in nn.predict_files(mdl, paths):
+        if error is not None:
+            failed += 1
+            click.echo(f"cnnfilter: error: {error}", err=True)
+            continue
+        truth.append(labels[path])
+        pred.append(int(np.argmax(probs)))
+    n = len(mdl.classes)
+    conf = np.zeros((n, n), np.int64)
+    np.add.at(conf, (np.asarray(truth, np.int64), np.asarray(pred, np.int64)), 1)
+    acc = float(np.trace(conf) / max(conf.sum(), 1))
+    if as_json:
+        click.echo(json.dumps({"accuracy": round(acc, 6), "images": int(conf.sum()), "failed": failed,
+                               "classes": mdl.classes, "confusion": conf.tolist()}))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Console(highlight=False)
+        out.print(f"accuracy {100 * acc:.2f}% ({int(np.trace(conf))} of {int(conf.sum())} images)")
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)", box=None, pad_edge=False,
+                      header_style="bold", title_justify="left")
+        table.add_column("")
+        for c in mdl.classes:
+            table.add_column(c, justify="right")
+        table.add_column("recall", justify="right")
+        for i, c in enumerate(mdl.classes):
+            total = conf[i].sum()
+            cells = [(f"[bold]{v}[/bold]" if i == j and v else (str(v) if v else "·")) for j, v in enumerate(conf[i])]
+            table.add_row(c, *cells, f"{100 * conf[i, i] / total:.1f}%" if total else "")
+        out.print(table)
+    if failed:
+        click.echo(f"cnnfilter: {failed} of {len(paths)} image(s) failed", err=True)
+        sys.exit(1)
+

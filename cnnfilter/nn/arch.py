@@ -1,0 +1,226 @@
+"""The architecture string: a compact, readable description of a tiny CNN, and the network built from it.
+
+Grammar (tokens joined by ``-``, case-insensitive)::
+
+    c<out>k<k>[s<stride>][p<pad>]   Conv2d: <out> filters of <k>x<k>, stride (default 1), zero padding (default 0)
+    relu                            ReLU
+    max<k>[s<stride>][p<pad>]       MaxPool2d: <k>x<k> windows, stride (default <k>), padding (at most <k>/2)
+    avg<k>[s<stride>][p<pad>]       AvgPool2d, the same
+    fc<n>                           Dense layer of <n> outputs (a Flatten is inserted before the first one)
+    drop<p>                         Dropout with probability <p> (0 <= p < 1), active in training only
+    flatten                         Flatten, explicitly
+
+The last layer must be ``fc<classes>``; when the string does not end with an ``fc``, one is added.
+Example: ``c8k3p1-relu-max2-c16k3p1-relu-max2-fc10``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers as L
+
+HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
+
+_TOKENS = [
+    ("conv", re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?")),
+    ("relu", re.compile(r"relu")),
+    ("max", re.compile(r"max(\d+)(?:s(\d+))?(?:p(\d+))?")),
+    ("avg", re.compile(r"avg(\d+)(?:s(\d+))?(?:p(\d+))?")),
+    ("fc", re.compile(r"fc(\d+)")),
+    ("drop", re.compile(r"drop(0(?:\.\d*)?|\.\d+)")),
+    ("flatten", re.compile(r"flatten")),
+]
+
+
+class ArchError(ValueError):
+    """An architecture string that does not parse, or does not fit the input."""
+
+
+def parse(arch: str) -> list[tuple]:
+    """``"c8k3p1-relu-max2-fc10"`` -> ``[("conv", 8, 3, 1, 1), ("relu",), ("max", 2, 2, 0), ("fc", 10)]``."""
+    spec = []
+    text = arch.strip().lower()
+    if not text:
+        raise ArchError("architecture is empty; see --arch help")
+    for pos, tok in enumerate(text.split("-"), 1):
+        for kind, rx in _TOKENS:
+            m = rx.fullmatch(tok)
+            if m:
+                break
+        else:
+            msg = (f"architecture token {pos} {tok!r} is not one of c<out>k<k>[s<s>][p<p>], relu, max<k>, avg<k>, "
+                   f"fc<n>, drop<p>, flatten; see --arch help")
+            raise ArchError(msg)
+        g = [None if v is None else (float(v) if kind == "drop" else int(v)) for v in m.groups()]
+        if kind == "conv":
+            out, k, s, p = g[0], g[1], g[2] or 1, g[3] or 0
+            if min(out, k, s) < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: filters, kernel and stride must be at least 1")
+            spec.append(("conv", out, k, s, p))
+        elif kind in ("max", "avg"):
+            k, s, p = g[0], g[1] or g[0], g[2] or 0
+            if min(k, s) < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: window and stride must be at least 1")
+            if p > k // 2:
+                raise ArchError(f"architecture token {pos} {tok!r}: padding {p} is more than half the window {k}")
+            spec.append((kind, k, s, p))
+        elif kind == "fc":
+            if g[0] < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: a layer needs at least 1 output")
+            spec.append(("fc", g[0]))
+        elif kind == "drop":
+            if not 0 <= g[0] < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: dropout probability must be in [0, 1)")
+            spec.append(("drop", g[0]))
+        else:
+            spec.append((kind,))
+    return spec
+
+
+def to_string(spec: list[tuple]) -> str:
+    """The canonical string of a parsed spec (defaults spelled out)."""
+    out = []
+    for t in spec:
+        if t[0] == "conv":
+            out.append(f"c{t[1]}k{t[2]}" + (f"s{t[3]}" if t[3] != 1 else "") + (f"p{t[4]}" if t[4] else ""))
+        elif t[0] in ("max", "avg"):
+            out.append(f"{t[0]}{t[1]}" + (f"s{t[2]}" if t[2] != t[1] else "") + (f"p{t[3]}" if t[3] else ""))
+        elif t[0] == "fc":
+            out.append(f"fc{t[1]}")
+        elif t[0] == "drop":
+            out.append(f"drop{t[1]:g}")
+        else:
+            out.append(t[0])
+    return "-".join(out)
+
+
+def default_arch(height: int, width: int, classes: int) -> str:
+    """A LeNet-like network that fits the input: LeNet-5's 5x5 convolutions from 28x28 up, 3x3 ones with two
+    2x2 poolings from 8x8 (the digits), fewer poolings below."""
+    side = min(height, width)
+    if side >= 28:
+        return f"c6k5p2-relu-max2-c16k5-relu-max2-fc120-relu-fc84-relu-fc{classes}"
+    if side >= 8:
+        return f"c16k3p1-relu-max2-c32k3p1-relu-max2-fc{classes}"
+    if side >= 4:
+        return f"c16k3p1-relu-max2-c32k3p1-relu-fc{classes}"
+    return f"c16k3p1-relu-c32k3p1-relu-fc{classes}"
+
+
+@dataclass
+class Network:
+    """Layers in order, with their names (conv1, relu1, pool1, ..., fc1) and output shapes."""
+
+    layers: list
+    names: list[str]
+    shapes: list[tuple]  # output shape of each layer, without the batch axis
+    input_shape: tuple  # (C, H, W)
+    arch: str
+
+    def forward(self, x: np.ndarray, train: bool = False, *, upto: int | None = None) -> np.ndarray:
+        for layer in self.layers[: upto]:
+            x = layer.forward(x, train)
+        return x
+
+    def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's output for the batch ``x``, by layer name, in order (inference mode)."""
+        acts = {}
+        for name, layer in zip(self.names, self.layers):
+            x = layer.forward(x, False)
+            acts[name] = x
+        return acts
+
+    def backward(self, dy: np.ndarray) -> None:
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+
+    def params(self) -> list[np.ndarray]:
+        return [p for layer in self.layers for p in layer.params()]
+
+    def grads(self) -> list[np.ndarray]:
+        return [g for layer in self.layers for g in layer.grads()]
+
+    def param_names(self) -> list[str]:
+        return [f"{name}.{part}" for name, layer in zip(self.names, self.layers)
+                for part in ("weight", "bias")[: len(layer.params())]]
+
+    def count(self) -> int:
+        return int(sum(p.size for p in self.params()))
+
+    def summary(self) -> list[tuple[str, str, tuple, int]]:
+        """``(name, layer repr, output shape, parameter count)`` per layer."""
+        return [(n, repr(lay), s, int(sum(p.size for p in lay.params())))
+                for n, lay, s in zip(self.names, self.layers, self.shapes)]
+
+    def __repr__(self):
+        return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"
+
+
+def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.random.Generator | None = None,
+          dtype=np.float32) -> Network:
+    """The network of ``arch`` for inputs of ``input_shape = (C, H, W)``, He-initialised from ``rng``.
+
+    With ``classes``, an ``fc<classes>`` is appended when ``arch`` does not end with an ``fc``, and a last
+    ``fc`` of another size is an error.
+    """
+    spec = parse(arch)
+    if classes is not None:
+        if spec[-1][0] != "fc":
+            spec.append(("fc", classes))
+        elif spec[-1][1] != classes:
+            raise ArchError(f"architecture ends with fc{spec[-1][1]} but the data has {classes} classes")
+    elif spec[-1][0] != "fc":
+        raise ArchError("architecture must end with fc<classes>")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    shape = tuple(int(v) for v in input_shape)
+    layers, names, shapes, counts = [], [], [], {}
+
+    def add(layer, base):
+        counts[base] = counts.get(base, 0) + 1
+        layers.append(layer)
+        names.append(base if base == "flatten" else f"{base}{counts[base]}")
+        shapes.append(layer.out_shape(shape))
+
+    for pos, t in enumerate(spec, 1):
+        kind = t[0]
+        if kind in ("conv", "max", "avg") and len(shape) != 3:
+            raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
+        if kind == "conv":
+            layer, base = L.Conv2d(shape[0], t[1], t[2], t[3], t[4], rng=rng, dtype=dtype), "conv"
+        elif kind in ("max", "avg"):
+            layer = (L.MaxPool2d if kind == "max" else L.AvgPool2d)(t[1], t[2], t[3])
+            base = "pool"
+        elif kind == "relu":
+            layer, base = L.ReLU(), "relu"
+        elif kind == "drop":
+            layer, base = L.Dropout(t[1], rng=rng), "dropout"
+        elif kind == "flatten":
+            if len(shape) != 3:
+                raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
+            layer, base = L.Flatten(), "flatten"
+        else:
+            if len(shape) == 3:
+                add(L.Flatten(), "flatten")
+                shape = shapes[-1]
+            layer, base = L.Dense(shape[0], t[1], rng=rng, dtype=dtype), "fc"
+        new = layer.out_shape(shape)
+        if min(new) < 1:
+            msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
+                   f"the output would be {'x'.join(map(str, new))}")
+            raise ArchError(msg)
+        add(layer, base)
+        shape = new
+    # the first convolution's input gradient is never needed
+    for layer in layers:
+        if isinstance(layer, L.Conv2d):
+            layer.input_grad = False
+            break
+        if layer.params():
+            break
+    return Network(layers, names, shapes, tuple(int(v) for v in input_shape), to_string(spec))

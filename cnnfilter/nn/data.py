@@ -1,0 +1,146 @@
+"""Datasets in the ImageFolder layout (one sub-folder per class), loaded into one float32 array."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be used (no classes, an empty class, too large for memory)."""
+
+
+@dataclass
+class Dataset:
+    """``x (N, C, H, W)`` float32 in 0..1, ``y (N,)`` class indices, ``classes`` their names."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
+
+
+def image_suffixes() -> set[str]:
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def scan(folder) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names (sorted sub-folder names) and ``(file, class index)`` for every image file under each."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is not a folder (expected one sub-folder of images per class)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{str(root)!r} has no class sub-folders (expected DATA/<class>/<image>)")
+    suffixes = image_suffixes()
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*")
+                       if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"class folder {str(root / name)!r} has no images")
+        items.extend((p, label) for p in files)
+    return classes, items
+
+
+def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """A Pillow image as ``(channels, H, W)`` float32 in 0..1: EXIF orientation applied, 16-bit greyscale
+    scaled by 65535, everything else converted to L or RGB, resized (bilinear) to ``size = (H, W)``."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        scale = 65535.0 if img.mode != "F" else 1.0
+        arr = np.asarray(img, np.float32) / scale
+        if size is not None and arr.shape != tuple(size):
+            arr = np.asarray(Image.fromarray(arr, "F").resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        arr = np.clip(arr, 0, 1)[None]
+        return np.repeat(arr, channels, axis=0) if channels == 3 else arr
+    img = img.convert("L" if channels == 1 else "RGB")
+    if size is not None and (img.height, img.width) != tuple(size):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, np.float32) / 255.0
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = None,
+                max_memory: int = 2 << 30) -> Dataset:
+    """Every image under ``folder/<class>/`` as one array. ``size`` defaults to the most common size; files
+    Pillow cannot read are skipped and listed in ``skipped``. Raises DataError when the array would need more
+    than ``max_memory`` bytes."""
+    classes, items = scan(folder)
+    sizes, readable, skipped = collections.Counter(), [], []
+    for path, label in items:  # headers only: cheap
+        try:
+            with Image.open(path) as im:
+                sizes[(im.height, im.width)] += 1
+            readable.append((path, label))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and reported
+            skipped.append((path, _reason(exc)))
+    if not readable:
+        raise DataError(f"no readable images under {str(folder)!r}")
+    if size is None:
+        size = sizes.most_common(1)[0][0]
+    need = len(readable) * channels * size[0] * size[1] * 4
+    if need > max_memory:
+        msg = (f"{len(readable)} images of {channels}x{size[0]}x{size[1]} need {need / 2**20:.0f} MiB as float32, "
+               f"over --max-memory {max_memory / 2**20:.0f} MiB; use a smaller --size or raise --max-memory")
+        raise DataError(msg)
+    x = np.empty((len(readable), channels, size[0], size[1]), np.float32)
+    y, paths, n = [], [], 0
+    for path, label in readable:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                x[n] = to_array(im, channels, size)
+        except Exception as exc:  # noqa: BLE001
+            skipped.append((path, _reason(exc)))
+            continue
+        y.append(label)
+        paths.append(path)
+        n += 1
+    present = set(y)
+    for label, name in enumerate(classes):
+        if label not in present:
+            raise DataError(f"class folder {name!r} has no readable images")
+    return Dataset(x[:n], np.asarray(y, np.int64), classes, paths, skipped)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "cannot identify image file" in text:
+        return "not an image (or a format Pillow cannot decode)"
+    return text.splitlines()[0]
+
+
+def split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: ``round(fraction * n_c)`` of each class's indices (at least one when ``n_c >= 2``) go to
+    validation. Returns ``(train indices, validation indices)``, each sorted."""
+    train, val = [], []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        val.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))
+
+
+def shift_batch(x: np.ndarray, rng: np.random.Generator, fill: np.ndarray, max_shift: int) -> np.ndarray:
+    """Each image translated by a random ``(dy, dx)`` in ``-max_shift..max_shift``; uncovered pixels get ``fill``
+    (per channel: the standardised value of black)."""
+    out = np.empty_like(x)
+    out[:] = fill.reshape(1, -1, 1, 1)
+    N, C, H, W = x.shape
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(N, 2))
+    for n, (dy, dx) in enumerate(shifts):
+        ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
+        xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+        out[n, :, yd, xd] = x[n, :, ys, xs]
+    return out

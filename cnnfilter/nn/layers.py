@@ -1,0 +1,318 @@
+"""Layers of the tiny CNN, each with its backward pass right under its forward.
+
+Activations are ``(N, C, H, W)`` float32 (float64 works too, for gradient checks). ``forward(x, train)``
+keeps what ``backward`` needs only when ``train`` is true; ``backward(dy)`` returns ``dL/dx`` and fills
+``grads()`` (same order as ``params()``). Parameters are updated in place by the optimisers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+
+# Below this many multiply-adds a kernel runs on one thread: waking the others costs more than it saves, and
+# far more when other processes hold the cores.
+PARALLEL_WORK = 1 << 18
+
+
+@contextlib.contextmanager
+def _threads(work: int):
+    """Run the kernels inside on one thread when ``work`` is small; yields the number of threads (tasks)."""
+    import numba
+
+    n = numba.get_num_threads()
+    if work >= PARALLEL_WORK or n == 1:
+        yield n
+        return
+    numba.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        numba.set_num_threads(n)
+
+
+def _out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """Output length of a window of ``k`` taps (dilation ``d``), stride ``s``, ``p`` zeros on each side."""
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+class Layer:
+    """Base: no parameters, shape unchanged."""
+
+    name = "layer"
+
+    def params(self) -> list[np.ndarray]:
+        return []
+
+    def grads(self) -> list[np.ndarray]:
+        return []
+
+    def out_shape(self, shape: tuple) -> tuple:
+        return shape
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Conv2d(Layer):
+    """``y[n, o] = bias[o] + sum_c correlate(x[n, c], weight[o, c])`` with ``padding`` zeros on every side
+    (PyTorch's Conv2d). Output ``H' = (H + 2p - k) // s + 1``. Computed as im2col (compiled) and one matrix
+    product per sample (BLAS); backward: two more products and col2im (compiled)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, *,
+                 rng: np.random.Generator | None = None, dtype=np.float32):
+        self.cin, self.cout, self.k, self.stride, self.padding = cin, cout, k, stride, padding
+        fan_in = cin * k * k
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.weight = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / fan_in)).astype(dtype)  # He
+        self.bias = np.zeros(cout, dtype)
+        self.dweight = np.zeros_like(self.weight)
+        self.dbias = np.zeros_like(self.bias)
+        self.input_grad = True  # the first layer's input gradient is never used: skip it
+        self._cols = None
+        self._xshape = None
+
+    def params(self):
+        return [self.weight, self.bias]
+
+    def grads(self):
+        return [self.dweight, self.dbias]
+
+    def out_shape(self, shape):
+        c, h, w = shape
+        return (self.cout, _out(h, self.k, self.stride, self.padding), _out(w, self.k, self.stride, self.padding))
+
+    def forward(self, x, train=False):
+        from . import _kernels
+
+        x = np.ascontiguousarray(x, self.weight.dtype)
+        N, C, H, W = x.shape
+        k, s, p = self.k, self.stride, self.padding
+        Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+        out = np.empty((N, self.cout, Ho * Wo), x.dtype)
+        cols = np.empty((N, C * k * k, Ho * Wo) if train else (1, 1, 1), x.dtype)
+        with _threads(N * self.cout * Ho * Wo * C * k * k):
+            _kernels.conv_forward(x, self.weight.reshape(self.cout, -1), self.bias, out, cols, train,
+                                  k, k, s, s, 1, 1, p, p, Ho, Wo)
+        if train:
+            self._cols, self._xshape = cols, x.shape
+        return out.reshape(N, self.cout, Ho, Wo)
+
+    def backward(self, dy):
+        from . import _kernels
+
+        N, O, Ho, Wo = dy.shape
+        dy = np.ascontiguousarray(dy, self.weight.dtype)
+        w2 = self.weight.reshape(O, -1)
+        work = self._cols.size * O
+        with _threads(work) as tasks:
+            dwp = np.empty((tasks, O, w2.shape[1]), dy.dtype)
+            dbp = np.empty((tasks, O), dy.dtype)
+            _kernels.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
+        np.sum(dwp, axis=0, out=self.dweight.reshape(O, -1))
+        np.sum(dbp, axis=0, out=self.dbias)
+        if not self.input_grad:
+            return None
+        dx = np.empty(self._xshape, dy.dtype)
+        k, s, p = self.k, self.stride, self.padding
+        with _threads(work):
+            _kernels.conv_backward_input(w2, dy.reshape(N, O, -1), dx, k, k, s, s, 1, 1, p, p, Ho, Wo)
+        return dx
+
+    def __repr__(self):
+        return f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, padding {self.padding})"
+
+
+class ReLU(Layer):
+    """``max(x, 0)``; the gradient passes where ``x > 0``."""
+
+    name = "relu"
+
+    def __init__(self):
+        self._mask = None
+
+    def forward(self, x, train=False):
+        if train:
+            self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        return dy * self._mask
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class _Pool(Layer):
+    def __init__(self, k: int, stride: int | None = None, padding: int = 0):
+        self.k, self.stride, self.padding = k, stride or k, padding
+        self._xshape = None
+
+    def out_shape(self, shape):
+        c, h, w = shape
+        return (c, _out(h, self.k, self.stride, self.padding), _out(w, self.k, self.stride, self.padding))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.k}x{self.k}, stride {self.stride}, padding {self.padding})"
+
+
+class MaxPool2d(_Pool):
+    """Max over ``k x k`` windows (padding ignored, at most ``k // 2``); the gradient goes to each window's
+    maximum (the first one met, in row-major order, on ties)."""
+
+    def forward(self, x, train=False):
+        from . import _kernels
+
+        x = np.ascontiguousarray(x)
+        N, C, H, W = x.shape
+        _, Ho, Wo = self.out_shape((C, H, W))
+        out = np.empty((N, C, Ho, Wo), x.dtype)
+        arg = np.empty((N, C, Ho, Wo), np.int32)
+        k, s, p = self.k, self.stride, self.padding
+        with _threads(x.size):
+            _kernels.maxpool_forward(x, out, arg, k, k, s, s, p, p)
+        if train:
+            self._arg, self._xshape = arg, x.shape
+        return out
+
+    def backward(self, dy):
+        from . import _kernels
+
+        dx = np.empty(self._xshape, dy.dtype)
+        with _threads(dx.size):
+            _kernels.maxpool_backward(np.ascontiguousarray(dy), self._arg, dx)
+        return dx
+
+
+class AvgPool2d(_Pool):
+    """Mean over ``k x k`` windows, padding counted as zeros (PyTorch's default); the gradient is spread evenly."""
+
+    def forward(self, x, train=False):
+        from . import _kernels
+
+        x = np.ascontiguousarray(x)
+        N, C, H, W = x.shape
+        _, Ho, Wo = self.out_shape((C, H, W))
+        out = np.empty((N, C, Ho, Wo), x.dtype)
+        k, s, p = self.k, self.stride, self.padding
+        with _threads(x.size):
+            _kernels.avgpool_forward(x, out, k, k, s, s, p, p)
+        if train:
+            self._xshape = x.shape
+        return out
+
+    def backward(self, dy):
+        from . import _kernels
+
+        dx = np.empty(self._xshape, dy.dtype)
+        k, s, p = self.k, self.stride, self.padding
+        with _threads(dx.size * k * k):
+            _kernels.avgpool_backward(np.ascontiguousarray(dy), dx, k, k, s, s, p, p)
+        return dx
+
+
+class Flatten(Layer):
+    """``(N, C, H, W) -> (N, C*H*W)`` in C order (as ``torch.flatten(x, 1)``)."""
+
+    def __init__(self):
+        self._xshape = None
+
+    def out_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+    def forward(self, x, train=False):
+        self._xshape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._xshape)
+
+
+class Dense(Layer):
+    """``y = x @ weight.T + bias`` with ``weight (out, in)`` (PyTorch's Linear)."""
+
+    def __init__(self, nin: int, nout: int, *, rng: np.random.Generator | None = None, dtype=np.float32):
+        self.nin, self.nout = nin, nout
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.weight = (rng.standard_normal((nout, nin)) * np.sqrt(2.0 / nin)).astype(dtype)  # He
+        self.bias = np.zeros(nout, dtype)
+        self.dweight = np.zeros_like(self.weight)
+        self.dbias = np.zeros_like(self.bias)
+        self._x = None
+
+    def params(self):
+        return [self.weight, self.bias]
+
+    def grads(self):
+        return [self.dweight, self.dbias]
+
+    def out_shape(self, shape):
+        return (self.nout,)
+
+    def forward(self, x, train=False):
+        if train:
+            self._x = x
+        return x @ self.weight.T + self.bias
+
+    def backward(self, dy):
+        np.matmul(dy.T, self._x, out=self.dweight)
+        self.dbias[:] = dy.sum(axis=0)
+        return dy @ self.weight
+
+    def __repr__(self):
+        return f"Dense({self.nin}->{self.nout})"
+
+
+class Dropout(Layer):
+    """In training, zero each value with probability ``p`` and scale the rest by ``1 / (1 - p)`` (inverted
+    dropout); the identity at inference."""
+
+    def __init__(self, p: float, *, rng: np.random.Generator | None = None):
+        self.p = p
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self._mask = None
+
+    def forward(self, x, train=False):
+        if not train or self.p == 0:
+            self._mask = None
+            return x
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) >= self.p).astype(x.dtype) / (1 - self.p)
+        return x * self._mask
+
+    def backward(self, dy):
+        return dy if self._mask is None else dy * self._mask
+
+    def __repr__(self):
+        return f"Dropout(p={self.p:g})"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so that no exponent overflows."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean softmax cross-entropy, fused: ``loss = mean(logsumexp(z) - z[label])`` (stable for any logits).
+
+    Returns ``(loss, probabilities, dL/dlogits)``; the gradient is ``(softmax(z) - onehot) / N``.
+    """
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    rows = np.arange(n)
+    loss = float(np.mean(lse - z[rows, labels]))
+    probs = np.exp(z - lse[:, None])
+    grad = probs.copy()
+    grad[rows, labels] -= 1
+    grad /= n
+    return loss, probs, grad

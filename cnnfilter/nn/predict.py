@@ -1,0 +1,75 @@
+"""Classifying images with a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import to_array
+from .model import Model
+
+
+def prepare(model: Model, image) -> np.ndarray:
+    """One image (a path, a Pillow image, or an array in 0..1 / uint8 / uint16) as the model's input
+    ``(C, H, W)`` float32 in 0..1: converted to its channels and resized (bilinear) to its size."""
+    C, H, W = model.input_shape
+    if isinstance(image, (str, Path)):
+        from ..io import _open
+
+        with _open(image) as img:
+            return to_array(img, C, (H, W))
+    if isinstance(image, Image.Image):
+        return to_array(image, C, (H, W))
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535
+    arr = np.asarray(arr, np.float32)
+    if arr.ndim == 3 and arr.shape[0] == C and arr.shape[1:] == (H, W):
+        return arr
+    if arr.ndim == 2:
+        img = Image.fromarray(arr, "F")
+        return to_array(img, C, (H, W))
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = Image.fromarray(np.clip(np.rint(arr[:, :, :3] * 255), 0, 255).astype(np.uint8), "RGB")
+        return to_array(rgb, C, (H, W))
+    msg = f"image has shape {arr.shape}; expected (H, W), (H, W, 3|4) or the model's input {model.input_shape}"
+    raise ValueError(msg)
+
+
+def predict(model: Model, images) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` for a list of images (paths, Pillow images or arrays; see
+    :func:`prepare`) or an array ``(N, C, H, W)`` in 0..1."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        x = np.asarray(images, np.float32)
+    else:
+        x = np.stack([prepare(model, im) for im in images]) if len(images) else np.empty((0, *model.input_shape))
+    return model.probabilities(x)
+
+
+def predict_files(model: Model, paths, batch: int = 256):
+    """``(path, probabilities or None, error or None)`` per file, in order, ``batch`` images at a time: a file
+    that cannot be read gives its error and the rest go on."""
+    from ..io import ImageReadError
+
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush():
+        if pending:
+            probs = model.probabilities(np.stack([a for _, a in pending]))
+            yield from ((p, pr, None) for (p, _), pr in zip(pending, probs))
+            pending.clear()
+
+    for path in paths:
+        try:
+            pending.append((path, prepare(model, path)))
+        except (ImageReadError, OSError, ValueError) as exc:
+            yield from flush()
+            yield path, None, str(exc)
+            continue
+        if len(pending) >= batch:
+            yield from flush()
+    yield from flush()

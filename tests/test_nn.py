@@ -1,0 +1,238 @@
+"""The tiny CNN's layers: forward against slow references, backward against finite differences (float64)."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import cnnfilter
+from cnnfilter.nn import layers as L
+from cnnfilter.nn.arch import ArchError, build, default_arch, parse, to_string
+
+from . import naive
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of the scalar ``f()`` with respect to every element of ``x`` (changed in place)."""
+    g = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        hi = f()
+        flat[i] = old - eps
+        lo = f()
+        flat[i] = old
+        gflat[i] = (hi - lo) / (2 * eps)
+    return g
+
+
+def check_layer(layer, x, rng, params=()):
+    """Backward of ``sum(w * layer(x))`` equals the finite differences, for the input and every parameter."""
+    y = layer.forward(x, train=True)
+    w = rng.standard_normal(y.shape)
+    dx = layer.backward(w)
+    loss = lambda: float(np.sum(w * layer.forward(x, train=False)))  # noqa: E731
+    if dx is not None:
+        np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-6)
+    for p, g in zip(layer.params(), layer.grads()):
+        np.testing.assert_allclose(g, numeric_grad(loss, p), rtol=1e-5, atol=1e-6)
+
+
+CONV_CASES = [  # (N, C, H, W, O, k, stride, padding)
+    (1, 1, 1, 1, 1, 1, 1, 0),  # 1x1 everything
+    (2, 3, 1, 7, 2, 1, 1, 0),  # 1xN input, 1x1 kernel
+    (2, 2, 5, 4, 3, 3, 1, 1),  # non-square, same-size padding
+    (1, 2, 2, 2, 2, 5, 1, 2),  # kernel larger than the image (padding makes it fit)
+    (2, 1, 7, 6, 2, 2, 1, 0),  # even kernel
+    (2, 2, 7, 9, 3, 3, 2, 1),  # stride 2
+    (1, 3, 8, 5, 2, 4, 3, 2),  # stride 3, even kernel, padding
+]
+
+
+@pytest.mark.parametrize(("N", "C", "H", "W", "O", "k", "s", "p"), CONV_CASES)
+def test_conv_forward_matches_naive(rng, N, C, H, W, O, k, s, p):
+    """Conv2d forward = the by-definition CNN layer of tests/naive.py, float64 and float32."""
+    layer = L.Conv2d(C, O, k, s, p, rng=rng, dtype=np.float64)
+    layer.bias[:] = rng.standard_normal(O)
+    x = rng.standard_normal((N, C, H, W))
+    ref = naive.conv2d(x, layer.weight, layer.bias, stride=s, padding=p)
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.forward(x, train=True), ref, rtol=1e-12, atol=1e-12)
+    l32 = L.Conv2d(C, O, k, s, p, rng=rng)
+    l32.weight[:] = layer.weight
+    l32.bias[:] = layer.bias
+    np.testing.assert_allclose(l32.forward(x.astype(np.float32)), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_forward_matches_core_conv2d(rng):
+    """The training layer and the library's conv2d agree on a LeNet-sized batch."""
+    layer = L.Conv2d(8, 16, 3, 1, 1, rng=rng)
+    layer.bias[:] = rng.standard_normal(16)
+    x = rng.standard_normal((5, 8, 14, 14)).astype(np.float32)
+    ref = cnnfilter.conv2d(x, layer.weight, layer.bias, padding=1)
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("N", "C", "H", "W", "O", "k", "s", "p"), CONV_CASES)
+def test_conv_backward_is_the_gradient(rng, N, C, H, W, O, k, s, p):
+    """Conv2d's input, weight and bias gradients equal central differences."""
+    layer = L.Conv2d(C, O, k, s, p, rng=rng, dtype=np.float64)
+    check_layer(layer, rng.standard_normal((N, C, H, W)), rng)
+
+
+def test_conv_gradient_with_many_samples_uses_every_task(rng):
+    """A batch large enough to run on several threads still sums every sample's weight gradient once."""
+    layer = L.Conv2d(3, 4, 3, 1, 1, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((37, 3, 12, 12))
+    y = layer.forward(x, train=True)
+    g = rng.standard_normal(y.shape)
+    layer.backward(g)
+    ref = sum(np.einsum("ol,kl->ok", g[n].reshape(4, -1),
+                        np.stack([np.pad(x[n, c], 1)[a : a + 12, b : b + 12].ravel()
+                                  for c in range(3) for a in range(3) for b in range(3)])) for n in range(37))
+    np.testing.assert_allclose(layer.dweight.reshape(4, -1), ref, rtol=1e-10)
+    np.testing.assert_allclose(layer.dbias, g.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_first_conv_skips_its_input_gradient(rng):
+    """The first layer's input gradient is not computed (nothing uses it); its weight gradient still is."""
+    net = build("c2k3p1-relu-fc3", (1, 4, 4))
+    assert net.layers[0].input_grad is False
+    y = net.forward(rng.standard_normal((2, 1, 4, 4)).astype(np.float32), train=True)
+    net.backward(np.ones_like(y))
+    assert np.abs(net.layers[0].dweight).sum() > 0
+
+
+@pytest.mark.parametrize(("cls", "k", "s", "p", "shape"), [
+    (L.MaxPool2d, 2, 2, 0, (2, 3, 6, 5)),
+    (L.MaxPool2d, 3, 2, 1, (1, 2, 7, 7)),
+    (L.MaxPool2d, 2, 1, 0, (2, 1, 5, 4)),  # overlapping windows
+    (L.AvgPool2d, 2, 2, 0, (2, 3, 6, 5)),
+    (L.AvgPool2d, 3, 2, 1, (1, 2, 7, 7)),
+    (L.AvgPool2d, 3, 1, 1, (1, 1, 1, 1)),
+])
+def test_pooling_forward_and_backward(rng, cls, k, s, p, shape):
+    """Pooling = naive.pool (PyTorch's definition, padding counted in averages); backward = finite differences."""
+    layer = cls(k, s, p)
+    x = rng.standard_normal(shape)
+    mode = "max" if cls is L.MaxPool2d else "avg"
+    ref = np.stack([np.stack([naive.pool(x[n, c], k, s, p, mode) for c in range(shape[1])]) for n in range(shape[0])])
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-12)
+    check_layer(layer, x, rng)
+
+
+def test_maxpool_matches_core_pool2d(rng):
+    """The training layer and the library's pool2d agree (float32)."""
+    x = rng.standard_normal((3, 4, 10, 12)).astype(np.float32)
+    ref = cnnfilter.pool2d(x.transpose(2, 3, 0, 1).reshape(10, 12, 12), 2).reshape(5, 6, 3, 4).transpose(2, 3, 0, 1)
+    np.testing.assert_array_equal(L.MaxPool2d(2).forward(x), ref)
+
+
+def test_maxpool_gradient_goes_to_the_maximum():
+    """The seeds' 2x2 max pooling: each window's gradient lands on its largest value only."""
+    x = np.array([[[[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]]]], np.float64)
+    layer = L.MaxPool2d(2)
+    np.testing.assert_array_equal(layer.forward(x, train=True)[0, 0], [[6, 8], [3, 4]])
+    dx = layer.backward(np.array([[[[10.0, 20.0], [30.0, 40.0]]]]))
+    expected = np.zeros((4, 4))
+    expected[1, 1], expected[1, 3], expected[2, 0], expected[3, 3] = 10, 20, 30, 40
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("layer", [L.ReLU(), L.Flatten(), L.Dense(12, 5, rng=np.random.default_rng(1),
+                                                                      dtype=np.float64)])
+def test_simple_layers_backward(rng, layer):
+    """ReLU, Flatten and Dense gradients equal central differences."""
+    x = rng.standard_normal((3, 12)) if isinstance(layer, L.Dense) else rng.standard_normal((3, 2, 2, 3))
+    x[np.abs(x) < 1e-3] = 0.5  # keep ReLU away from its kink
+    check_layer(layer, x, rng)
+
+
+def test_dropout_scales_kept_values_and_is_off_in_inference(rng):
+    """Inverted dropout: kept values scaled by 1/(1-p), dropped ones 0, about p dropped; identity at inference."""
+    layer = L.Dropout(0.25, rng=np.random.default_rng(3))
+    x = np.ones((200, 50))
+    y = layer.forward(x, train=True)
+    assert set(np.unique(y)) == {0.0, 1 / 0.75}
+    assert abs((y == 0).mean() - 0.25) < 0.02
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
+    np.testing.assert_array_equal(layer.forward(x), x)
+
+
+def test_cross_entropy_is_stable_and_its_gradient_is_right(rng):
+    """Huge logits give a finite loss equal to log-sum-exp minus the label's logit; the gradient is
+    (softmax - onehot) / N and matches finite differences."""
+    z = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]])
+    loss, probs, _ = L.cross_entropy(z, np.array([1, 2]))
+    assert np.isfinite(loss)
+    np.testing.assert_allclose(loss, (1000.0 + np.log(3)) / 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1)
+    z = rng.standard_normal((4, 5))
+    y = np.array([0, 3, 4, 3])
+    _, _, grad = L.cross_entropy(z, y)
+    np.testing.assert_allclose(grad, numeric_grad(lambda: L.cross_entropy(z, y)[0], z), rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(4, 9), st.integers(4, 9), st.sampled_from([1, 2, 3]),
+       st.integers(1, 2), st.integers(0, 1), st.integers(0, 2**31))
+def test_whole_network_gradient(N, C, H, W, k, s, p, seed):
+    """Property: for random small networks, the loss gradient of every parameter equals finite differences."""
+    rng = np.random.default_rng(seed)
+    try:
+        net = build(f"c3k{k}s{s}p{p}-relu-avg2-fc4", (C, H, W), rng=rng, dtype=np.float64)
+    except ArchError:
+        assume(False)  # the pooling does not fit this input
+    for layer in net.layers[:1]:  # a zero bias would put padded outputs exactly on ReLU's kink
+        layer.bias[:] = rng.uniform(0.1, 1, layer.bias.shape) * rng.choice([-1, 1], layer.bias.shape)
+    x = rng.standard_normal((N, C, H, W))
+    y = rng.integers(0, 4, N)
+    loss, _, g = L.cross_entropy(net.forward(x, train=True), y)
+    net.backward(g)
+    f = lambda: L.cross_entropy(net.forward(x), y)[0]  # noqa: E731
+    for p_, g_ in zip(net.params(), net.grads()):
+        np.testing.assert_allclose(g_, numeric_grad(f, p_), rtol=1e-5, atol=1e-7)
+
+
+def test_arch_grammar_round_trip_and_shapes():
+    """The grammar parses every token; defaults spelled out; shapes follow the output-size formula."""
+    assert parse("c8k3p1-relu-max2-c16k3s2-avg3s1p1-drop0.5-fc10") == [
+        ("conv", 8, 3, 1, 1), ("relu",), ("max", 2, 2, 0), ("conv", 16, 3, 2, 0), ("avg", 3, 1, 1), ("drop", 0.5),
+        ("fc", 10)]
+    assert to_string(parse("C8K3S1P0-MAX2S2")) == "c8k3-max2"
+    net = build("c8k3p1-relu-max2-c16k3p1-relu-max2-fc10", (1, 28, 28))
+    assert net.names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1"]
+    assert net.shapes[-2:] == [(784,), (10,)]
+    assert net.count() == 80 + 1168 + 7850  # PyTorch's count for the same network
+
+
+@pytest.mark.parametrize(("arch", "shape", "classes", "message"), [
+    ("c8k3-bogus-fc10", (1, 8, 8), None, "architecture token 2 'bogus' is not one of"),
+    ("", (1, 8, 8), None, "architecture is empty"),
+    ("c8k9-fc10", (1, 8, 8), None, "does not fit its input 1x8x8"),
+    ("max3p2-fc10", (1, 8, 8), None, "padding 2 is more than half the window 3"),
+    ("drop1.5-fc3", (1, 8, 8), None, "architecture token 1 'drop1.5' is not one of"),
+    ("c4k3-fc5", (1, 8, 8), 10, "ends with fc5 but the data has 10 classes"),
+    ("fc5-c4k3-fc5", (1, 8, 8), None, "comes after the features were flattened"),
+    ("c4k3", (1, 8, 8), None, "must end with fc<classes>"),
+])
+def test_arch_errors(arch, shape, classes, message):
+    """Every malformed or ill-fitting architecture is one clear error."""
+    with pytest.raises(ArchError, match=message):
+        build(arch, shape, classes)
+
+
+@pytest.mark.parametrize("side", [1, 3, 5, 8, 20, 28, 64])
+def test_default_arch_fits_every_input_size(side):
+    """The default LeNet-like network builds for tiny to large inputs, square or not."""
+    net = build(default_arch(side, side + 3, 7), (3, side, side + 3), 7)
+    assert net.shapes[-1] == (7,)
+
+
+def test_he_initialisation_is_seeded():
+    """Same seed, same weights; He scale sqrt(2 / fan_in)."""
+    a = build("c64k5-fc10", (4, 16, 16), rng=np.random.default_rng(5))
+    b = build("c64k5-fc10", (4, 16, 16), rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(a.params()[0], b.params()[0])
+    assert abs(a.params()[0].std() - np.sqrt(2 / (4 * 25))) < 0.01
