@@ -148,7 +148,11 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
         if isinstance(src, Result):
             yield src
             continue
-        dst = src.path.resolve() if in_place else name_for(src)  # in place through a symlink: its target
+        try:
+            dst = src.path.resolve() if in_place else name_for(src)  # in place through a symlink: its target
+        except ValueError as exc:  # --name gives no file name for this input (e.g. '{stem}' of '..png')
+            yield Result(src.path, None, "failed", str(exc))
+            continue
         key = dst.resolve()
         if key in claimed:
             yield Result(src.path, dst, "failed", f"another input already writes {str(dst)!r} (rename with --name)")

@@ -158,13 +158,6 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     from . import batch
     from .io import check_target
 
-    if "-" in images:
-        if len(images) > 1:
-            raise click.UsageError("- (standard input) cannot be mixed with other inputs")
-        if output is None:
-            raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
-        _run(lambda: check_target(output, fmt))
-        return _work_here(work, "-", output, max_pixels)
     if in_place and (output is not None or fmt or template is not None or suffix is not None):
         raise click.UsageError("--in-place writes over each input in its own format; it takes no -o, -f, --name "
                                "or --suffix")
@@ -172,6 +165,19 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         raise click.UsageError("--name and --suffix are two ways to say the same thing; give one")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other; give one")
+    if "-" in images:
+        if len(images) > 1:
+            raise click.UsageError("- (standard input) cannot be mixed with other inputs")
+        if output is None:
+            raise click.UsageError("reading standard input needs -o/--output (a file, or - for standard output)")
+        _run(lambda: check_target(output, fmt))
+        if output != "-" and Path(output).exists() and not overwrite:  # the rule for every other input
+            if skip_existing:
+                if not quiet:
+                    click.echo(f"skipped {output}: it exists", err=True)
+                return None
+            raise click.ClickException(f"{output!r} exists; use --overwrite or --skip-existing")
+        return _work_here(work, "-", output, max_pixels)
     many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
     if output == "-" and many:
@@ -191,6 +197,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             raise click.UsageError(f"-o {output!r} is a file; several inputs need a folder")
         _run(lambda: check_target(f"x.{ext}", fmt))
         _run(lambda: batch.check_template(template))
+        probe = batch.Source(Path("x.png"), Path("x.png"))  # a template that names no file is a usage error
+        _run(lambda: batch.output_path(probe, out_dir=out_dir, template=template, label=label, ext=ext))
         name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
     items = batch.plan(batch.iter_sources(images, recursive=recursive, exclude=out_dir), name_for,
                        overwrite=overwrite, skip_existing=skip_existing, in_place=in_place)
@@ -445,6 +453,16 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
     work = functools.partial(pool_file, size=win, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), **kwargs)
     _process(images, output, label, work, fmt, quiet, **batch_opts)
+
+
+def _register() -> None:
+    from .cli_nn import predict, train_tiny
+
+    cli.add_command(train_tiny)
+    cli.add_command(predict)
+
+
+_register()
 
 
 def main() -> None:
