@@ -1,7 +1,8 @@
 """Pillow <-> numpy: image modes, EXIF orientation, alpha, bit depth, and atomic writes.
 
 Pixel values keep their scale (0..255 for 8-bit, 0..65535 for 16-bit): a filter's numbers are the numbers a person
-computes by hand. Writing rounds half-to-even and clips to the output depth.
+computes by hand. Writing rounds half-to-even and clips to the output depth. 16-bit RGB, RGBA and grey + alpha
+PNGs, which Pillow reads as 8-bit and cannot write, are read and written by ``cnnfilter._png``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import _png
 
 
 class ImageReadError(Exception):
@@ -43,7 +46,8 @@ class Picture:
     info: dict = field(default_factory=dict)  # what is carried to the output: icc_profile, dpi
 
 
-def _open(source) -> Image.Image:
+def _open(source) -> Image.Image | Picture:
+    """A loaded Pillow image, or a Picture for a 16-bit colour PNG (which Pillow would read as 8-bit)."""
     name = "<stdin>" if source == "-" else str(source)
     try:
         with warnings.catch_warnings():  # Image.open warns about bombs; make that an error
@@ -52,8 +56,15 @@ def _open(source) -> Image.Image:
                 data = sys.stdin.buffer.read()
                 if not data:
                     raise ImageReadError("cannot read '-': standard input is empty")
+                if _png.sniff16(data[:33]):
+                    return _read_png16(data)
                 img = Image.open(_io.BytesIO(data))
             else:
+                if isinstance(source, (str, os.PathLike)):
+                    with open(source, "rb") as fh:
+                        head = fh.read(33)
+                        if _png.sniff16(head):
+                            return _read_png16(head + fh.read())
                 img = Image.open(source)
             img.load()
     except ImageReadError:
@@ -75,14 +86,44 @@ def _open(source) -> Image.Image:
     return img
 
 
+# EXIF orientation -> the numpy form of what ImageOps.exif_transpose does (rows first, then columns)
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a),
+}
+
+
+def _read_png16(data: bytes) -> Picture:
+    """A 16-bit RGB, RGBA or grey + alpha PNG, decoded by our own codec (Pillow would drop the low bytes)."""
+    width, height = _png.png_size(data)
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError("too many pixels")
+    pixels, alpha, found = _png.read_png16(data)
+    info = {k: found[k] for k in ("icc_profile", "dpi") if k in found}
+    if "exif" in found:  # an eXIf chunk's orientation, applied as for every other image
+        exif = Image.Exif()
+        try:
+            exif.load(found["exif"])
+            turn = _ORIENT.get(exif.get(0x0112, 1))
+        except Exception:  # noqa: BLE001 - unreadable EXIF is ignored, as Pillow does
+            turn = None
+        if turn is not None:
+            pixels = np.ascontiguousarray(turn(pixels))
+            alpha = None if alpha is None else np.ascontiguousarray(turn(alpha))
+    return Picture(pixels, alpha, 16, info)
+
+
 def read_picture(source) -> Picture:
     """Read an image file (or ``"-"`` for standard input) into a :class:`Picture`.
 
     Modes: 1 and L become greyscale; LA greyscale + alpha; P, CMYK, YCbCr and others become RGB (RGBA when the
     palette has transparency); I;16 stays 16-bit greyscale; I and F become float32 greyscale. EXIF orientation is
-    applied.
+    applied. 16-bit RGB, RGBA and grey + alpha PNGs stay 16-bit (read by ``cnnfilter._png``).
     """
     img = _open(source)
+    if isinstance(img, Picture):
+        return img
     info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
     if img.getexif().get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
         img = ImageOps.exif_transpose(img)
@@ -152,12 +193,25 @@ def check_target(target, fmt: str | None = None) -> str:
     return name
 
 
-def to_image(pic: Picture, fmt: str) -> Image.Image:
-    """A Pillow image for ``pic``, in a mode ``fmt`` can store (alpha dropped for JPEG, 16-bit kept for PNG/TIFF)."""
+def _samples(pic: Picture) -> tuple[np.ndarray, np.ndarray | None]:
+    """``pic``'s pixels and alpha as stored: rounded and clipped to uint8 / uint16 unless they already are."""
     px, alpha = pic.pixels, pic.alpha
     if pic.depth in (8, 16):
         px = px if px.dtype.kind == "u" else to_depth(px, pic.depth)
         alpha = alpha if alpha is None or alpha.dtype.kind == "u" else to_depth(alpha, pic.depth)
+    return px, alpha
+
+
+def _to8(values: np.ndarray) -> np.ndarray:
+    """16-bit samples to 8-bit, to the nearest (65535 -> 255; x / 257 is never a tie)."""
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def to_image(pic: Picture, fmt: str) -> Image.Image:
+    """A Pillow image for ``pic``, in a mode ``fmt`` can store: alpha dropped for JPEG; 16-bit greyscale kept for
+    PNG/TIFF; other 16-bit images rounded to 8-bit, as Pillow has no 16-bit colour or grey + alpha mode (it also
+    reads 16-bit colour TIFFs as 8-bit). write_picture writes 16-bit colour PNGs itself, without this."""
+    px, alpha = _samples(pic)
     if pic.depth == 32:
         if fmt == "TIFF" and px.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(px, np.float32))  # mode F
@@ -166,8 +220,8 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
     if px.dtype == np.uint16:
         if px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
             return Image.fromarray(np.ascontiguousarray(px))  # mode I;16
-        px = (px // 257).astype(np.uint8)
-        alpha = None if alpha is None else (alpha // 257).astype(np.uint8)
+        px = _to8(px)
+        alpha = None if alpha is None else _to8(alpha)
     if fmt in ("JPEG", "BMP", "PPM") or alpha is None:
         return Image.fromarray(np.ascontiguousarray(px))  # L or RGB from the shape
     return Image.fromarray(np.ascontiguousarray(np.dstack([px, alpha])))  # LA or RGBA
@@ -178,17 +232,28 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
     """Write ``pic`` to ``target`` (a path, or ``"-"`` for standard output) atomically: a temporary file in the
     same folder, renamed over the target once complete, so a killed run never leaves half a file. ``quality``
     for JPEG/WebP (default 90), ``compress_level`` 0-9 for PNG (default 1)."""
-    save_opts = {"quality": quality, "compress_level": compress_level}
     name = check_target(target, fmt)
+    px, alpha = _samples(pic) if pic.depth == 16 else (None, None)
+    if (name == "PNG" and px is not None and px.dtype == np.uint16 and (px.ndim == 3 or alpha is not None)
+            and (alpha is None or alpha.dtype == np.uint16)):
+        level = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
+        extra = {"icc_profile": pic.info.get("icc_profile"), "dpi": pic.info.get("dpi")}
+
+        def encode(fh):  # 16-bit RGB, RGBA or grey + alpha: Pillow would write 8 bits
+            _png.write_png16(fh, px, alpha, compress_level=level, **extra)
+    else:
+        img = to_image(pic, name)
+
+        def encode(fh):
+            _save(img, fh, name, pic.info, quality=quality, compress_level=compress_level)
     if target == "-":
         buf = _io.BytesIO()
-        _save(to_image(pic, name), buf, name, pic.info, **save_opts)
+        encode(buf)
         sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
         return
-    img = to_image(pic, name)
     with atomic_file(target) as fh:
-        _save(img, fh, name, pic.info, **save_opts)
+        encode(fh)
 
 
 @contextlib.contextmanager
@@ -273,7 +338,7 @@ def write_raw(pic: Picture, target) -> None:
 
 def load_image(path) -> np.ndarray:
     """An image file as an array: (H, W) greyscale or (H, W, C) with C = 2 (grey + alpha), 3 or 4, in the file's
-    own depth (uint8, uint16 for 16-bit greyscale, float32 for mode I/F)."""
+    own depth (uint8; uint16 for 16-bit PNGs and 16-bit greyscale TIFFs; float32 for mode I/F)."""
     pic = read_picture(path)
     if pic.alpha is None:
         return pic.pixels
@@ -283,7 +348,8 @@ def load_image(path) -> np.ndarray:
 def save_image(path, array, *, format: str | None = None) -> None:  # noqa: A002 - Pillow's name
     """Write an (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) array, atomically.
 
-    uint8 and uint16 arrays are written as they are; float arrays are rounded half-to-even and clipped to 0..255.
+    uint8 and uint16 arrays are written as they are (16 bits in PNG, and in TIFF for greyscale only; rounded to 8
+    bits elsewhere); float arrays are rounded half-to-even and clipped to 0..255.
     """
     arr = np.asarray(array)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
