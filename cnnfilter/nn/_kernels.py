@@ -187,6 +187,37 @@ def maxpool_forward(x, out, arg, kh, kw, sh, sw, top, left):
 
 
 @njit(parallel=True, cache=True)
+def maxpool2_forward(x, out, arg):
+    """:func:`maxpool_forward` for 2x2 windows at stride 2 without padding, the common case, unrolled and
+    branch-free. Training data is finite (the loss is checked), so NaN handling is left to the generic loop."""
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        for i in range(Ho):
+            r0 = x[n, c, 2 * i]
+            r1 = x[n, c, 2 * i + 1]
+            o = out[n, c, i]
+            g = arg[n, c, i]
+            base = 2 * i * W
+            for j in range(Wo):
+                a, b = r0[2 * j], r0[2 * j + 1]
+                d, e = r1[2 * j], r1[2 * j + 1]
+                # branch-free selects (random data defeats branch prediction); NaN is not propagated here
+                up = b > a
+                top_v = b if up else a
+                top_k = 1 if up else 0
+                dn = e > d
+                bot_v = e if dn else d
+                bot_k = W + 1 if dn else W
+                lower = bot_v > top_v
+                o[j] = bot_v if lower else top_v
+                k = bot_k if lower else top_k
+                g[j] = base + 2 * j + k
+
+
+@njit(parallel=True, cache=True)
 def maxpool_backward(dy, arg, dx):
     """Each output gradient goes to its window's winner (``dx`` is overwritten)."""
     N, C, Ho, Wo = dy.shape
@@ -247,3 +278,117 @@ def avgpool_backward(dy, dx, kh, kw, sh, sw, top, left):
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         plane[r, s] += g
+
+
+# Stride 1: no im2col. The padded input plane is seen flat (width Wp); the output is computed on the same
+# width, so tap (c, a, b) is the flat input shifted by c*Hp*Wp + a*Wp + b: every product is one long
+# multiply-add over contiguous memory. The last Wp - Wo columns of each output row are junk, dropped on the way
+# out (forward) or zero on the way in (backward).
+
+
+@njit(cache=True, fastmath=_FM)
+def _taps_combination(w2, xf, offs, dst, bias, L):
+    """``dst[o, :L] = bias[o] + sum_k w2[o, k] * xf[offs[k] : offs[k] + L]``, four taps per pass."""
+    O, K = w2.shape
+    K4 = K - K % 4
+    for o in range(O):
+        r = dst[o]
+        r[:L] = bias[o]
+        for k in range(0, K4, 4):
+            v0, v1, v2, v3 = w2[o, k], w2[o, k + 1], w2[o, k + 2], w2[o, k + 3]
+            s0 = xf[offs[k] :]
+            s1 = xf[offs[k + 1] :]
+            s2 = xf[offs[k + 2] :]
+            s3 = xf[offs[k + 3] :]
+            for p in range(L):
+                r[p] += (v0 * s0[p] + v1 * s1[p]) + (v2 * s2[p] + v3 * s3[p])
+        for k in range(K4, K):
+            v = w2[o, k]
+            s = xf[offs[k] :]
+            for p in range(L):
+                r[p] += v * s[p]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv1_forward(xp, w2, bias, offs, out):
+    """Stride-1 convolution of the zero-padded batch ``xp (N, C, Hp, Wp)`` into ``out (N, O, Ho, Wo)``."""
+    N, C, Hp, Wp = xp.shape
+    O, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    L = (Ho - 1) * Wp + Wo
+    for n in prange(N):
+        acc = np.empty((O, Ho * Wp), xp.dtype)
+        _taps_combination(w2, xp[n].reshape(C * Hp * Wp), offs, acc, bias, L)
+        for o in range(O):
+            for i in range(Ho):
+                out[n, o, i, :] = acc[o, i * Wp : i * Wp + Wo]
+
+
+@njit(parallel=True, cache=True, fastmath=_FMR)
+def conv1_weight(xp, dyp, offs, L, dwp, dbp):
+    """``dwp[t, o, k] = sum over samples n of task t of dot(dyp[n, o, :L], xflat[n][offs[k]:][:L])`` (the junk
+    columns of ``dyp`` are 0) and ``dbp[t, o]`` the bias sums; the caller sums over tasks."""
+    N, C, Hp, Wp = xp.shape
+    O = dyp.shape[1]
+    K = offs.shape[0]
+    K4 = K - K % 4
+    T = dwp.shape[0]
+    for t in prange(T):
+        acc = dwp[t]
+        acc[:, :] = 0
+        dbp[t, :] = 0
+        for n in range(t * N // T, (t + 1) * N // T):
+            xf = xp[n].reshape(C * Hp * Wp)
+            for o in range(O):
+                g = dyp[n, o]
+                s = 0.0
+                for p in range(L):
+                    s += g[p]
+                dbp[t, o] += s
+                for k in range(0, K4, 4):
+                    s0 = xf[offs[k] :]
+                    s1 = xf[offs[k + 1] :]
+                    s2 = xf[offs[k + 2] :]
+                    s3 = xf[offs[k + 3] :]
+                    d0 = d1 = d2 = d3 = 0.0
+                    for p in range(L):
+                        gp = g[p]
+                        d0 += gp * s0[p]
+                        d1 += gp * s1[p]
+                        d2 += gp * s2[p]
+                        d3 += gp * s3[p]
+                    acc[o, k] += d0
+                    acc[o, k + 1] += d1
+                    acc[o, k + 2] += d2
+                    acc[o, k + 3] += d3
+                for k in range(K4, K):
+                    sk = xf[offs[k] :]
+                    d = 0.0
+                    for p in range(L):
+                        d += g[p] * sk[p]
+                    acc[o, k] += d
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv1_input(w2, dyp, offs, L, dxp):
+    """``dxp[n]`` (flat) ``[offs[k] + q] += sum_o w2[o, k] * dyp[n, o, q]``: the input gradient on the padded
+    plane, one sample per task (each writes only its own ``dxp[n]``, which is overwritten)."""
+    N, C, Hp, Wp = dxp.shape
+    O = dyp.shape[1]
+    K = offs.shape[0]
+    O4 = O - O % 4
+    for n in prange(N):
+        df = dxp[n].reshape(C * Hp * Wp)
+        df[:] = 0
+        g = dyp[n]
+        for k in range(K):
+            dst = df[offs[k] :]
+            for o in range(0, O4, 4):
+                v0, v1, v2, v3 = w2[o, k], w2[o + 1, k], w2[o + 2, k], w2[o + 3, k]
+                g0, g1, g2, g3 = g[o], g[o + 1], g[o + 2], g[o + 3]
+                for p in range(L):
+                    dst[p] += (v0 * g0[p] + v1 * g1[p]) + (v2 * g2[p] + v3 * g3[p])
+            for o in range(O4, O):
+                v = w2[o, k]
+                go = g[o]
+                for p in range(L):
+                    dst[p] += v * go[p]

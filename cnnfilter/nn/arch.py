@@ -197,7 +197,7 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             layer = (L.MaxPool2d if kind == "max" else L.AvgPool2d)(t[1], t[2], t[3])
             base = "pool"
         elif kind == "relu":
-            layer, base = L.ReLU(), "relu"
+            layer, base = L.ReLU(inplace=bool(layers)), "relu"  # never in place on the caller's input
         elif kind == "drop":
             layer, base = L.Dropout(t[1], rng=rng), "dropout"
         elif kind == "flatten":

@@ -90,6 +90,12 @@ class Conv2d(Layer):
         c, h, w = shape
         return (self.cout, _out(h, self.k, self.stride, self.padding), _out(w, self.k, self.stride, self.padding))
 
+    def _offsets(self, C: int, Hp: int, Wp: int) -> np.ndarray:
+        """Flat offset of tap (c, a, b) in a padded sample, in the order of ``weight.reshape(O, -1)``."""
+        k = self.k
+        c, a, b = np.meshgrid(np.arange(C), np.arange(k), np.arange(k), indexing="ij")
+        return (c * Hp * Wp + a * Wp + b).reshape(-1).astype(np.int64)
+
     def forward(self, x, train=False):
         from . import _kernels
 
@@ -97,11 +103,24 @@ class Conv2d(Layer):
         N, C, H, W = x.shape
         k, s, p = self.k, self.stride, self.padding
         Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
+        w2 = self.weight.reshape(self.cout, -1)
+        work = N * self.cout * Ho * Wo * C * k * k
+        if s == 1:  # no im2col: taps are shifted views of the padded input
+            if p:
+                xp = np.zeros((N, C, H + 2 * p, W + 2 * p), x.dtype)
+                xp[:, :, p : p + H, p : p + W] = x
+            else:
+                xp = x
+            out = np.empty((N, self.cout, Ho, Wo), x.dtype)
+            with _threads(work):
+                _kernels.conv1_forward(xp, w2, self.bias, self._offsets(C, H + 2 * p, W + 2 * p), out)
+            if train:
+                self._cols, self._xshape = xp, x.shape
+            return out
         out = np.empty((N, self.cout, Ho * Wo), x.dtype)
         cols = np.empty((N, C * k * k, Ho * Wo) if train else (1, 1, 1), x.dtype)
-        with _threads(N * self.cout * Ho * Wo * C * k * k):
-            _kernels.conv_forward(x, self.weight.reshape(self.cout, -1), self.bias, out, cols, train,
-                                  k, k, s, s, 1, 1, p, p, Ho, Wo)
+        with _threads(work):
+            _kernels.conv_forward(x, w2, self.bias, out, cols, train, k, k, s, s, 1, 1, p, p, Ho, Wo)
         if train:
             self._cols, self._xshape = cols, x.shape
         return out.reshape(N, self.cout, Ho, Wo)
@@ -112,18 +131,32 @@ class Conv2d(Layer):
         N, O, Ho, Wo = dy.shape
         dy = np.ascontiguousarray(dy, self.weight.dtype)
         w2 = self.weight.reshape(O, -1)
-        work = self._cols.size * O
+        k, s, p = self.k, self.stride, self.padding
+        C, H, W = self._xshape[1:]
+        work = N * O * Ho * Wo * w2.shape[1]
         with _threads(work) as tasks:
             dwp = np.empty((tasks, O, w2.shape[1]), dy.dtype)
             dbp = np.empty((tasks, O), dy.dtype)
-            _kernels.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
+            if s == 1:
+                Hp, Wp = H + 2 * p, W + 2 * p
+                dyp = np.zeros((N, O, Ho, Wp), dy.dtype)  # on the padded width, junk columns 0
+                dyp[:, :, :, :Wo] = dy
+                dyp = dyp.reshape(N, O, Ho * Wp)
+                offs = self._offsets(C, Hp, Wp)
+                L = (Ho - 1) * Wp + Wo
+                _kernels.conv1_weight(self._cols, dyp, offs, L, dwp, dbp)
+            else:
+                _kernels.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
         np.sum(dwp, axis=0, out=self.dweight.reshape(O, -1))
         np.sum(dbp, axis=0, out=self.dbias)
         if not self.input_grad:
             return None
-        dx = np.empty(self._xshape, dy.dtype)
-        k, s, p = self.k, self.stride, self.padding
         with _threads(work):
+            if s == 1:
+                dxp = np.empty((N, C, Hp, Wp), dy.dtype)
+                _kernels.conv1_input(w2, dyp, offs, L, dxp)
+                return dxp[:, :, p : p + H, p : p + W]
+            dx = np.empty(self._xshape, dy.dtype)
             _kernels.conv_backward_input(w2, dy.reshape(N, O, -1), dx, k, k, s, s, 1, 1, p, p, Ho, Wo)
         return dx
 
@@ -136,16 +169,18 @@ class ReLU(Layer):
 
     name = "relu"
 
-    def __init__(self):
-        self._mask = None
+    def __init__(self, inplace: bool = False):
+        self.inplace = inplace  # set by build() inside a network: no layer's backward needs its own output
+        self._y = None
 
     def forward(self, x, train=False):
-        if train:
-            self._mask = x > 0
+        if train:  # y > 0 exactly where x > 0: the output is all the backward pass needs
+            self._y = np.maximum(x, 0, out=x if self.inplace and x.flags.writeable else None)
+            return self._y
         return np.maximum(x, 0)
 
     def backward(self, dy):
-        return dy * self._mask
+        return dy * (self._y > 0)
 
     def __repr__(self):
         return "ReLU()"
@@ -178,7 +213,10 @@ class MaxPool2d(_Pool):
         arg = np.empty((N, C, Ho, Wo), np.int32)
         k, s, p = self.k, self.stride, self.padding
         with _threads(x.size):
-            _kernels.maxpool_forward(x, out, arg, k, k, s, s, p, p)
+            if (k, s, p) == (2, 2, 0):
+                _kernels.maxpool2_forward(x, out, arg)
+            else:
+                _kernels.maxpool_forward(x, out, arg, k, k, s, s, p, p)
         if train:
             self._arg, self._xshape = arg, x.shape
         return out
