@@ -134,13 +134,13 @@ def conv_backward_weight(cols, dy, dwp, dbp):
             cn = cols[n]
             for o in range(O):
                 go = g[o]
-                s = 0.0
+                s = go[0] * 0
                 for p in range(L):
                     s += go[p]
                 dbp[t, o] += s
                 for k in range(K):
                     ck = cn[k]
-                    d = 0.0
+                    d = go[0] * 0
                     for p in range(L):
                         d += go[p] * ck[p]
                     acc[o, k] += d
@@ -340,7 +340,7 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
             xf = xp[n].reshape(C * Hp * Wp)
             for o in range(O):
                 g = dyp[n, o]
-                s = 0.0
+                s = g[0] * 0
                 for p in range(L):
                     s += g[p]
                 dbp[t, o] += s
@@ -349,7 +349,8 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
                     s1 = xf[offs[k + 1] :]
                     s2 = xf[offs[k + 2] :]
                     s3 = xf[offs[k + 3] :]
-                    d0 = d1 = d2 = d3 = 0.0
+                    zero = g[0] * 0  # accumulate in the arrays' dtype: a float64 sum of float32 does not vectorise
+                    d0 = d1 = d2 = d3 = zero
                     for p in range(L):
                         gp = g[p]
                         d0 += gp * s0[p]
@@ -362,7 +363,7 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
                     acc[o, k + 3] += d3
                 for k in range(K4, K):
                     sk = xf[offs[k] :]
-                    d = 0.0
+                    d = g[0] * 0
                     for p in range(L):
                         d += g[p] * sk[p]
                     acc[o, k] += d

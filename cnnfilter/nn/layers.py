@@ -180,7 +180,7 @@ class ReLU(Layer):
         return np.maximum(x, 0)
 
     def backward(self, dy):
-        return dy * (self._y > 0)
+        return np.multiply(dy, self._y > 0, out=dy if dy.flags.writeable and dy.flags.owndata else None)
 
     def __repr__(self):
         return "ReLU()"
