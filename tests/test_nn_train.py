@@ -1,0 +1,344 @@
+"""The tiny CNN end to end: data folders, training, the model file and its failure modes, train-tiny and predict."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnfilter import nn
+from cnnfilter.cli import cli
+from cnnfilter.nn.data import DataError, load_folder, shift_batch, split
+
+DIGITS = Path(__file__).resolve().parent.parent / "samples" / "digits"
+
+
+def small_digits(tmp_path, classes=("0", "1", "7"), per_class=12) -> Path:
+    """A copy of a few bundled digits: a dataset that trains in well under a second."""
+    root = tmp_path / "data"
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for f in sorted((DIGITS / c).glob("*.png"))[:per_class]:
+            (root / c / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def test_load_folder_reads_classes_and_skips_bad_files(tmp_path):
+    """Sorted class names, 0..1 pixels, a corrupt .png skipped with its reason, the most common size kept."""
+    root = small_digits(tmp_path, per_class=3)
+    (root / "1" / "bad.png").write_bytes(b"not a png at all")
+    Image.new("L", (16, 16), 255).save(root / "7" / "big.png")  # resized to the common 8x8
+    ds = load_folder(root)
+    assert ds.classes == ["0", "1", "7"]
+    assert ds.x.shape == (10, 1, 8, 8) and ds.x.dtype == np.float32
+    assert 0 <= ds.x.min() and ds.x.max() <= 1
+    assert np.bincount(ds.y).tolist() == [3, 3, 4]
+    assert [p.name for p, _ in ds.skipped] == ["bad.png"]
+    assert "not an image" in ds.skipped[0][1]
+    np.testing.assert_allclose(ds.x[ds.paths.index(root / "7" / "big.png")], 1.0)
+
+
+def test_load_folder_rgb_and_size(tmp_path):
+    """--channels 3 and --size give (N, 3, H, W); a grey image becomes three equal channels."""
+    root = small_digits(tmp_path, classes=("2", "5"), per_class=2)
+    ds = load_folder(root, channels=3, size=(5, 7))
+    assert ds.x.shape == (4, 3, 5, 7)
+    np.testing.assert_array_equal(ds.x[:, 0], ds.x[:, 2])
+
+
+@pytest.mark.parametrize(("layout", "message"), [
+    ({}, "has no class sub-folders"),
+    ({"a": ["x.png"], "b": []}, "class folder .*b' has no images"),
+    ({"a": ["x.png"], "b": ["junk.png"]}, "class folder 'b' has no readable images"),
+])
+def test_bad_dataset_folders(tmp_path, layout, message):
+    """No classes, an empty class, a class of only unreadable files: one clear error each."""
+    root = tmp_path / "d"
+    root.mkdir()
+    for cls, files in layout.items():
+        (root / cls).mkdir()
+        for f in files:
+            if f == "junk.png":
+                (root / cls / f).write_text("junk")
+            else:
+                Image.new("L", (4, 4)).save(root / cls / f)
+    with pytest.raises(DataError, match=message):
+        load_folder(root)
+
+
+def test_memory_limit_refuses_with_the_estimate(tmp_path):
+    """A dataset over --max-memory is refused before loading, and the message gives the size needed."""
+    root = small_digits(tmp_path, per_class=2)
+    with pytest.raises(DataError, match=r"6 images of 1x64x64 need 0 MiB.*over --max-memory"):
+        load_folder(root, size=(64, 64), max_memory=1000)
+
+
+def test_split_is_stratified_and_seeded():
+    """20% of every class, the same for the same seed, disjoint and complete."""
+    y = np.repeat(np.arange(3), [10, 20, 5])
+    tr, va = split(y, 0.2, np.random.default_rng(0))
+    assert np.bincount(y[va]).tolist() == [2, 4, 1]
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(35))
+    tr2, va2 = split(y, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(va, va2)
+
+
+def test_shift_batch_translates_and_fills():
+    """Every image is a translated copy, the uncovered border filled with the given value."""
+    x = np.arange(2 * 1 * 5 * 5, dtype=np.float32).reshape(2, 1, 5, 5)
+    out = shift_batch(x, np.random.default_rng(1), np.array([-9.0], np.float32), 1)
+    for n in range(2):
+        found = False
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                ref = np.full((5, 5), -9.0, np.float32)
+                ys, yd = (slice(0, 5 - dy), slice(dy, 5)) if dy >= 0 else (slice(-dy, 5), slice(0, 5 + dy))
+                xs, xd = (slice(0, 5 - dx), slice(dx, 5)) if dx >= 0 else (slice(-dx, 5), slice(0, 5 + dx))
+                ref[yd, xd] = x[n, 0][ys, xs]
+                found |= np.array_equal(out[n, 0], ref)
+        assert found
+
+
+def _trained(tmp_path, seed=0, epochs=3):
+    prep = nn.prepare(small_digits(tmp_path), seed=seed)
+    net = nn.build("c4k3p1-relu-max2-fc3", prep.input_shape, 3, rng=np.random.default_rng(seed))
+    events = list(nn.train(net, prep.x, prep.y, prep.x_val, prep.y_val, epochs=epochs, batch_size=8, seed=seed))
+    return prep, net, events
+
+
+def test_training_lowers_the_loss_and_is_reproducible(tmp_path):
+    """A seeded run's loss goes down; the same seed gives the same loss curve and weights."""
+    _, net, events = _trained(tmp_path / "a", epochs=6)
+    epochs = [e for e in events if isinstance(e, nn.EpochEvent)]
+    assert len(epochs) == 6 and epochs[-1].train_loss < epochs[0].train_loss / 2
+    assert any(isinstance(e, nn.BatchEvent) for e in events)
+    _, net2, events2 = _trained(tmp_path / "b", epochs=6)
+    assert [e.train_loss for e in events2 if isinstance(e, nn.EpochEvent)] == [e.train_loss for e in epochs]
+    for p, q in zip(net.params(), net2.params()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_sgd_and_adam_step_like_their_definitions():
+    """One SGD-momentum step and two Adam steps, by hand."""
+    p = np.array([1.0, -2.0])
+    opt = nn.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.5)
+    opt.step([np.array([1.0, 1.0])])
+    np.testing.assert_allclose(p, [1 - 0.1 * 1.5, -2 - 0.1 * 0.0])
+    opt.step([np.array([1.0, 1.0])])
+    g2 = np.array([1.0, 1.0]) + 0.5 * np.array([0.85, -2.0])
+    np.testing.assert_allclose(p, np.array([0.85, -2.0]) - 0.1 * (0.9 * np.array([1.5, 0.0]) + g2))
+    q = np.array([0.5])
+    adam = nn.optim.Adam([q], lr=0.01)
+    adam.step([np.array([2.0])])
+    np.testing.assert_allclose(q, [0.5 - 0.01], rtol=1e-6)  # the first bias-corrected step is lr * sign(g)
+
+
+def test_model_round_trip(tmp_path):
+    """save_model/load_model give back the weights, classes, normalisation and the same predictions."""
+    prep, net, _ = _trained(tmp_path)
+    model = nn.Model(net, prep.classes, prep.mean, prep.std, {"epochs": 3})
+    path = tmp_path / "m.cnnf"
+    nn.save_model(model, path)
+    back = nn.load_model(path)
+    assert back.classes == ["0", "1", "7"] and back.meta == {"epochs": 3}
+    for p, q in zip(net.params(), back.net.params()):
+        np.testing.assert_array_equal(p, q)
+    x = prep.x[:4] * prep.std[0] + prep.mean[0]
+    np.testing.assert_allclose(back.probabilities(x), model.probabilities(x), rtol=1e-6)
+    with zipfile.ZipFile(path) as zf:  # data only: a JSON header and .npy arrays
+        assert all(n == "header.json" or n.endswith(".npy") for n in zf.namelist())
+
+
+def _rewrite(src, dst, *, header=None, drop=None, replace=None, extra=None):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            if name == drop:
+                continue
+            data = zin.read(name)
+            if name == "header.json" and header is not None:
+                h = json.loads(data)
+                h.update(header)
+                data = json.dumps(h).encode()
+            if replace and name in replace:
+                data = replace[name]
+            zout.writestr(name, data)
+        if extra:
+            zout.writestr(*extra)
+
+
+def _npy(arr):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("truncate", "not a cnnfilter model \\(not a zip archive, or truncated\\)"),
+    ("text", "not a cnnfilter model \\(not a zip archive, or truncated\\)"),
+    ("missing", "no such file"),
+    ({"version": 2}, "format version 2, but this cnnfilter reads version 1; upgrade cnnfilter"),
+    ({"format": "other"}, "not a cnnfilter model \\(wrong format name in the header\\)"),
+    ({"arch": "c4k3p1-bogus-fc3"}, "the architecture does not build"),
+    ({"mean": [0.1, 0.2]}, "the normalisation \\(mean/std\\) does not match the input channels"),
+    ({"classes": ["0", "1"]}, "the architecture does not build: architecture ends with fc3 but the data has 2"),
+    ("drop", "parameter 'fc1.bias' is missing"),
+    ("shape", "parameter 'conv1.weight' has shape \\(3, 1, 3, 3\\); the architecture needs \\(4, 1, 3, 3\\)"),
+    ("nan", "parameter 'conv1.bias' holds NaN or infinite values"),
+    ("pickle", "parameter 'conv1.bias' is unreadable"),
+    ("extra", "unexpected member 'evil.py'"),
+    ("noheader", "not a cnnfilter model \\(no header.json\\)"),
+])
+def test_damaged_models_are_refused_with_the_reason(tmp_path, damage, message):
+    """Truncated, tampered, wrong-version and non-model files give one error naming the problem."""
+    prep, net, _ = _trained(tmp_path)
+    good = tmp_path / "good.cnnf"
+    nn.save_model(nn.Model(net, prep.classes, prep.mean, prep.std), good)
+    bad = tmp_path / "bad.cnnf"
+    if damage == "truncate":
+        bad.write_bytes(good.read_bytes()[:-100])
+    elif damage == "text":
+        bad.write_text("hello")
+    elif damage == "missing":
+        bad = tmp_path / "nope.cnnf"
+    elif isinstance(damage, dict):
+        _rewrite(good, bad, header=damage)
+    elif damage == "drop":
+        _rewrite(good, bad, drop="fc1.bias.npy")
+    elif damage == "shape":
+        _rewrite(good, bad, replace={"conv1.weight.npy": _npy(np.zeros((3, 1, 3, 3), np.float32))})
+    elif damage == "nan":
+        _rewrite(good, bad, replace={"conv1.bias.npy": _npy(np.array([0, np.nan, 0, 0], np.float32))})
+    elif damage == "pickle":
+        _rewrite(good, bad, replace={"conv1.bias.npy": _npy(np.array([{"a": 1}] * 4, dtype=object))})
+    elif damage == "extra":
+        _rewrite(good, bad, extra=("evil.py", "print('hi')"))
+    elif damage == "noheader":
+        _rewrite(good, bad, drop="header.json")
+    with pytest.raises(nn.ModelError, match=f"cannot load model '.*': {message}"):
+        nn.load_model(bad)
+
+
+def test_bundled_digits_model_classifies_the_digits():
+    """The shipped model loads by name and is right on at least 97% of the bundled digits."""
+    model = nn.load_model(nn.resolve_model("digits"))
+    assert model.input_shape == (1, 8, 8) and model.classes == [str(d) for d in range(10)]
+    files = sorted(DIGITS.glob("*/*.png"))[::7]
+    probs = nn.predict(model, files)
+    truth = np.array([int(f.parent.name) for f in files])
+    assert (probs.argmax(axis=1) == truth).mean() >= 0.97
+
+
+def test_predict_accepts_arrays_and_pillow_images():
+    """A uint8 array, a float array in 0..1 and a Pillow image of the same digit give the same answer."""
+    model = nn.load_model(nn.resolve_model("digits"))
+    img = Image.open(DIGITS / "3" / "0003.png")
+    arr = np.asarray(img)
+    p = nn.predict(model, [img, arr, arr / 255.0])
+    np.testing.assert_allclose(p[0], p[1], rtol=1e-5)
+    np.testing.assert_allclose(p[0], p[2], rtol=1e-5)
+    assert model.classes[int(p[0].argmax())] == "3"
+
+
+def run(args):
+    return CliRunner().invoke(cli, args)
+
+
+def test_train_tiny_cli_writes_model_log_and_plot(tmp_path):
+    """train-tiny prints the layer table and one line per epoch, writes the model, the CSV log and the curves."""
+    data = small_digits(tmp_path)
+    out = tmp_path / "m.cnnf"
+    res = run(["train-tiny", str(data), "-o", str(out), "--arch", "c4k3p1-relu-max2-fc3", "--epochs", "2",
+               "--log", str(tmp_path / "m.csv"), "--plot", str(tmp_path / "m.png"), "--checkpoint"])
+    assert res.exit_code == 0, res.output
+    assert "conv1    Conv2d(1->4, 3x3, stride 1, padding 1)" in res.stderr
+    assert "epoch 2/2  train loss" in res.stderr and "wrote" in res.stderr
+    model = nn.load_model(out)
+    assert model.meta["epochs"] == 2 and model.meta["seed"] == 0
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,train_acc,val_loss,val_acc,seconds" and len(lines) == 3
+    assert Image.open(tmp_path / "m.png").size == (960, 380)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--arch", "c4k3-bogus"], 2, "architecture token 2 'bogus' is not one of"),
+    (["--arch", "c4k3-fc5"], 2, "ends with fc5 but the data has 3 classes"),
+    (["--size", "0"], 2, "'0' is not N or HxW with positive sizes"),
+    (["--max-memory", "lots"], 2, "'lots' is not a size such as 512MiB"),
+    (["--max-memory", "10"], 1, "over --max-memory"),
+])
+def test_train_tiny_errors(tmp_path, args, code, message):
+    """Bad options are usage errors (exit 2), data that cannot be used failures (exit 1); one line each."""
+    data = small_digits(tmp_path, per_class=2)
+    res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--epochs", "1", *args])
+    assert res.exit_code == code
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "m.cnnf").exists()
+
+
+def test_train_tiny_usage(tmp_path):
+    """--arch help explains the grammar; no DATA, no -o or an existing model are usage errors."""
+    assert "c<out>k<k>[s<stride>][p<pad>]" in run(["train-tiny", "--arch", "help"]).output
+    assert "missing DATA" in run(["train-tiny"]).stderr
+    assert "missing -o/--output MODEL" in run(["train-tiny", str(tmp_path)]).stderr
+    (tmp_path / "m.cnnf").write_text("x")
+    res = run(["train-tiny", str(tmp_path), "-o", str(tmp_path / "m.cnnf")])
+    assert res.exit_code == 2 and "exists; use --overwrite" in res.stderr
+
+
+def test_predict_cli_table_json_and_failures(tmp_path):
+    """predict: a table, JSON lines for scripts, and a bad file reported with exit 1 while the rest go on."""
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    good = str(DIGITS / "7" / "0007.png")
+    res = run(["predict", "digits", good, "--top-k", "2"])
+    assert res.exit_code == 0 and "7" in res.output.splitlines()[1]
+    res = run(["predict", "digits", good, str(bad), "--json"])
+    assert res.exit_code == 1
+    first, second = (json.loads(line) for line in res.stdout.splitlines())
+    assert "1 of 2 image(s) failed" in res.stderr
+    assert first["class"] == "7" and len(first["top"]) == 3
+    assert second["image"] == str(bad) and "not an image" in second["error"]
+
+
+def test_predict_cli_on_an_imagefolder_prints_accuracy_and_confusion(tmp_path):
+    """A folder of class sub-folders gives the accuracy and a confusion matrix (JSON with --json)."""
+    data = small_digits(tmp_path, classes=("1", "4"), per_class=5)
+    res = run(["predict", "digits", str(data), "--json"])
+    assert res.exit_code == 0
+    out = json.loads(res.stdout)
+    conf = np.array(out["confusion"])
+    assert conf.shape == (10, 10) and conf.sum() == 10 and conf[1].sum() == 5 and conf[4].sum() == 5
+    assert out["accuracy"] == np.trace(conf) / 10
+    res = run(["predict", "digits", str(data)])
+    assert "accuracy" in res.output and "confusion matrix" in res.output
+
+
+def test_predict_cli_model_errors(tmp_path):
+    """A missing or broken model is one line, exit 1."""
+    res = run(["predict", str(tmp_path / "none.cnnf"), str(DIGITS / "7" / "0007.png")])
+    assert res.exit_code == 1 and "cannot load model" in res.stderr and "no such file" in res.stderr
+
+
+def test_ctrl_c_writes_the_best_model_so_far(tmp_path, monkeypatch):
+    """Interrupted after two epochs: exit 130, and the model file holds the best epoch so far."""
+    original = nn.Trainer.run
+
+    def interrupted(self):
+        for ev in original(self):
+            yield ev
+            if isinstance(ev, nn.EpochEvent) and ev.epoch == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(nn.Trainer, "run", interrupted)
+    data = small_digits(tmp_path)
+    out = tmp_path / "m.cnnf"
+    res = run(["train-tiny", str(data), "-o", str(out), "--arch", "c4k3p1-relu-fc3", "--epochs", "9"])
+    assert res.exit_code == 130
+    assert "interrupted after epoch 2; wrote the best model so far" in res.stderr
+    meta = nn.load_model(out).meta
+    assert meta["epochs"] == 2 and meta["epoch_saved"] in (1, 2)
