@@ -15,19 +15,25 @@ __all__ = [
     "conv2d",
     "convolve2d",
     "correlate2d",
+    "featuremaps",
     "get_kernel",
     "list_kernels",
     "load_image",
+    "montage",
     "pool2d",
     "save_image",
     "validate_kernel",
 ]
 
 
-def __getattr__(name):  # io pulls in Pillow: load it only when asked for
+def __getattr__(name):  # io and maps pull in Pillow: load them only when asked for
     if name in ("load_image", "save_image"):
         from . import io
 
         return getattr(io, name)
+    if name in ("featuremaps", "montage"):  # cnnfilter.maps: activations and montages
+        from . import maps
+
+        return getattr(maps, name)
     msg = f"module 'cnnfilter' has no attribute {name!r}"
     raise AttributeError(msg)

@@ -295,6 +295,9 @@ def cli(debug):
       cnnfilter convolve photo.png -k "0,-1,0;-1,5,-1;0,-1,0" -o sharp.png
       cnnfilter pool photo.png --size 2 --mode avg
       cnnfilter kernels
+      cnnfilter train-tiny samples/digits -o digits.cnnf
+      cnnfilter predict digits samples/digits/3/0003.png
+      cnnfilter featuremaps samples/digits/3/0003.png -m digits -o maps
     """
 
 
@@ -456,10 +459,11 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
 
 
 def _register() -> None:
-    from .cli_nn import predict, train_tiny
+    from .cli_nn import featuremaps_command, predict, train_tiny
 
     cli.add_command(train_tiny)
     cli.add_command(predict)
+    cli.add_command(featuremaps_command)
 
 
 _register()

@@ -385,3 +385,143 @@ def _evaluate(mdl, folder, as_json) -> None:
         click.echo(f"cnnfilter: {failed} of {len(paths)} image(s) failed", err=True)
         sys.exit(1)
 
+
+
+@click.command("featuremaps", context_settings=_CONTEXT)
+@click.argument("images", metavar="IMAGE...", nargs=-1)
+@click.option("-m", "--model", metavar="MODEL", help="A model file from train-tiny, or 'digits' (the bundled one). "
+              "Without it, a bank of named kernels (--kernels) is shown.")
+@click.option("-o", "--output", metavar="DIR", help="Folder for the results, one sub-folder per image "
+              "[default: featuremaps].")
+@click.option("--layers", metavar="NAMES|INDICES", help="Only these layers, e.g. conv1,relu1 or 0,3 "
+              "(see --list-layers).")
+@click.option("--list-layers", is_flag=True, help="Print the model's layers and exit.")
+@click.option("--kernels", "bank", metavar="K1,K2,...", help="Kernels of the bank, without -m "
+              "[default: identity,sharpen,edge,laplacian,sobel-x,sobel-y,blur,emboss].")
+@click.option("--resize", type=click.Choice(("stretch", "fit", "pad")), default="stretch", show_default=True,
+              help="How an image meets the model's input size: stretch; fit (keep the aspect, pad); pad (no scaling).")
+@click.option("--normalize", type=click.Choice(("map", "layer", "none")), default="map", show_default=True,
+              help="Colour range per channel, shared per layer, or raw values.")
+@click.option("--colormap", "cmap", type=click.Choice(("gray", "viridis", "magma", "inferno", "coolwarm")),
+              help="[default: coolwarm for signed maps, viridis for the others]")
+@click.option("--tile-size", type=click.IntRange(8, 2048), metavar="PX",
+              help="Upscale (nearest) each tile to about this many pixels [default: 96; 256 for a kernel bank].")
+@click.option("--separate", is_flag=True, help="Also one PNG per channel (channels/LAYER-C.png).")
+@click.option("--npz", is_flag=True, help="Also the raw float32 activations of every layer (activations.npz).")
+@click.option("--weights", "all_weights", is_flag=True, help="Draw every convolution's filters, not only the first's.")
+@click.option("-r", "--recursive", is_flag=True, help="Look for images in sub-folders too.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in DIR.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
+                        separate, npz, all_weights, recursive, overwrite, quiet):
+    """Draw what a network, or a bank of kernels, sees in images.
+
+    For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, the
+    layer's name and shape on top, a colour bar below), the first convolution's filters, summary.json (per layer:
+    shape, min, max, mean, fraction of zeros; the prediction) and index.html, which shows them all in a browser.
+    Signed maps (before a ReLU) are drawn with a diverging colormap centred at 0. Unreadable images are reported
+    and skipped; the exit code is 1 if any failed.
+
+    \b
+    Examples:
+      cnnfilter featuremaps samples/digits/3/0003.png -m digits -o maps
+      cnnfilter featuremaps -m digits --list-layers
+      cnnfilter featuremaps photo.png -o maps                       # a kernel bank: edges, Sobel, Laplacian, ...
+      cnnfilter featuremaps photo.png --kernels edge,sobel,laplacian -o maps --separate
+      cnnfilter featuremaps digits/ -r -m model.cnnf --layers conv1,relu1 --npz -o maps
+    """
+    from . import maps as fm
+    from . import nn
+    from .batch import iter_sources
+    from .cli import _progress
+    from .io import ImageReadError
+
+    mdl = None
+    if model is not None:
+        mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
+    if list_layers:
+        if mdl is None:
+            raise click.UsageError("--list-layers needs -m/--model")
+        click.echo(f"{'':>3}  {'layer':8s} {'':42s} output")
+        for i, (name, rep, shape, _) in enumerate(mdl.net.summary()):
+            click.echo(f"{i:>3}  {name:8s} {rep:42s} {'x'.join(map(str, shape))}")
+        return
+    if not images:
+        raise click.UsageError("missing IMAGE (a file, folder or glob)")
+    if mdl is not None and bank is not None:
+        raise click.UsageError("--kernels draws a kernel bank; with -m the model's own layers are drawn")
+    if mdl is None and (layers is not None or all_weights):
+        raise click.UsageError("--layers and --weights need -m/--model")
+    if mdl is not None:
+        wanted = _lib(lambda: _usage(lambda: fm.select_layers(mdl, layers)))
+    else:
+        names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
+        from .kernels import resolve_kernel
+
+        for k in names:
+            _usage(lambda k=k: resolve_kernel(k))
+    out_root = Path(output or "featuremaps")
+    if out_root.exists() and not out_root.is_dir():
+        raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
+    sources = iter_sources(images, recursive=recursive, exclude=out_root)
+    failures, done, seen_stems = [], 0, set()
+    err = _err()
+    with _progress(not quiet and sys.stderr.isatty(), None) as advance:
+        for src in sources:
+            path = getattr(src, "path", None)
+            if getattr(src, "status", None) == "failed":
+                failures.append((str(src.source), src.message))
+                continue
+            stem = path.stem
+            rel = getattr(src, "rel", None)
+            if rel is not None and rel.parent != Path("."):
+                stem = str(rel.parent / path.stem)
+            while stem in seen_stems:
+                stem += "_"
+            seen_stems.add(stem)
+            target = out_root / stem
+            if (target / "index.html").exists() and not overwrite:
+                failures.append((str(path), f"{str(target)!r} exists; use --overwrite"))
+                continue
+            try:
+                if mdl is not None:
+                    x = fm.prepare_input(mdl, path, resize)
+                    acts = mdl.net.activations(mdl.normalize(x[None]))
+                    probs = nn.layers.softmax(acts[mdl.net.names[-1]])[0]
+                    acts = {n: a[0] for n, a in acts.items() if n in wanted}
+                    order = np.argsort(-probs, kind="stable")[:3]
+                    pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
+                            "top": [(mdl.classes[i], float(probs[i])) for i in order]}
+                    convs = [(n, lay) for n, lay in zip(mdl.net.names, mdl.net.layers) if hasattr(lay, "cout")]
+                    weights = {n: lay.weight for n, lay in (convs if all_weights else convs[:1])}
+                    signed = {n for n, lay in zip(mdl.net.names, mdl.net.layers) if lay.params()}
+                    fm.write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred,
+                                    weights=weights, labels={mdl.net.names[-1]: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,
+                                    separate=separate, npz=npz, signed_layers=None if normalize == "map" else signed)
+                else:
+                    grey, maps, labels = fm.bank(path, names)
+                    fm.write_report(target, input_image=grey, acts={"bank": maps}, title=path.name,
+                                    labels={"bank": labels}, tile_size=tile_size or 256, normalize=normalize,
+                                    colormap_name=cmap, separate=separate, npz=npz)
+            except (ImageReadError, OSError, ValueError) as exc:
+                failures.append((str(path), str(exc)))
+                continue
+            finally:
+                advance()
+            done += 1
+            if not quiet:
+                click.echo(f"wrote {target / 'index.html'}", err=True)
+    for name, why in failures:
+        err.print(f"cnnfilter: error: {why}" if name in why else f"cnnfilter: error: {name}: {why}", markup=False)
+    if failures:
+        err.print(f"cnnfilter: {len(failures)} of {done + len(failures)} image(s) failed", markup=False)
+        sys.exit(1)
+    if done == 0:
+        raise click.UsageError("no images found")
+
+
+def _usage(fn):
+    try:
+        return fn()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc

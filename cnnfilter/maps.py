@@ -1,0 +1,384 @@
+"""Feature maps: every layer's activations for an image, drawn as montages a person wants to look at.
+
+``featuremaps(model, image)`` gives the activations; ``montage(maps)`` draws one layer's channels as a grid of
+tiles (nearest-neighbour upscaled, a thin gutter, the channel index on each tile, the layer name and shape on top,
+a colour bar with the value range below). ``write_report`` writes a folder per image: the montages, the first
+convolution's filters, ``summary.json``, optionally the raw activations and one PNG per channel, and an
+``index.html`` that shows them in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+COLORMAPS = ("gray", "viridis", "magma", "inferno", "coolwarm")
+NORMALIZE = ("map", "layer", "none")
+RESIZE = ("stretch", "fit", "pad")
+DEFAULT_BANK = ("identity", "sharpen", "edge", "laplacian", "sobel-x", "sobel-y", "blur", "emboss")
+
+GUTTER = 2  # pixels between tiles
+BACKGROUND = (24, 24, 24)
+TEXT = (235, 235, 235)
+
+
+@functools.cache
+def colormap(name: str) -> np.ndarray:
+    """The 256 x 3 uint8 lookup table of ``name`` (data files in cnnfilter/colormaps)."""
+    if name not in COLORMAPS:
+        msg = f"colormap {name!r} is not one of {', '.join(COLORMAPS)}"
+        raise ValueError(msg)
+    text = (Path(__file__).resolve().parent / "colormaps" / f"{name}.txt").read_text()
+    rows = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    return np.asarray(rows, np.uint8).reshape(256, 3)
+
+
+@functools.cache
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _grid(n: int, columns: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of a near-square grid for ``n`` tiles: 1 -> 1x1, 3 -> 2x2, 8 -> 3x3, 16 -> 4x4, 17 -> 4x5."""
+    cols = columns or max(1, math.ceil(math.sqrt(n)))
+    return max(1, math.ceil(n / cols)), cols
+
+
+ROBUST_PIXELS = 4096  # maps larger than this are scaled to their 0.5..99.5 percentiles: a few outliers do not
+# wash out the rest (edge responses are mostly near 0 with rare strong peaks)
+
+
+def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
+    """Values -> 0..1 for the colormap, and whether each channel is signed (drawn with a diverging map).
+
+    ``map``: each channel's own range; ``layer``: one range for all channels; ``none``: the raw values, clipped to
+    0..1 (-1..1 when signed). A signed range is symmetric, -p..p, so that 0 stays in the middle. The range is
+    min..max, or the 0.5..99.5 percentiles for maps over 4,096 pixels. ``signed`` None decides per channel (any
+    negative value), ``map`` mode only; else one bool for all. A constant map gives 0.5 when signed, 1 when
+    positive, 0 when zero: never a division by zero. Returns ``(scaled (C, H, W), (lo, hi) or None for map,
+    signed per channel (C,) bool)``.
+    """
+    m = np.asarray(maps, np.float64)
+    if m.ndim == 2:
+        m = m[None]
+    if normalize not in NORMALIZE:
+        msg = f"normalize {normalize!r} is not one of {', '.join(NORMALIZE)}"
+        raise ValueError(msg)
+    big = np.finfo(np.float32).max
+    m = np.nan_to_num(m, nan=0.0, posinf=big, neginf=-big)
+    C = m.shape[0]
+    if signed is None:
+        neg = (m < 0).reshape(C, -1).any(axis=1)
+        sg = neg if normalize == "map" else np.full(C, bool(neg.any()))
+    else:
+        sg = np.full(C, bool(signed))
+    if normalize == "none":
+        lo = np.where(sg, -1.0, 0.0)[:, None, None]
+        return np.clip((m - lo) / (1.0 - lo), 0, 1), (-1.0 if sg.any() else 0.0, 1.0), sg
+    flat = m.reshape(C, -1) if normalize == "map" else m.reshape(1, -1)
+    robust = flat.shape[1] > ROBUST_PIXELS
+    lo = np.percentile(flat, 0.5, axis=1) if robust else flat.min(axis=1)
+    hi = np.percentile(flat, 99.5, axis=1) if robust else flat.max(axis=1)
+    peak = np.maximum(np.abs(lo), np.abs(hi))
+    if normalize == "layer":
+        lo, hi, peak = np.full(C, lo[0]), np.full(C, hi[0]), np.full(C, peak[0])
+    lo = np.where(sg, -peak, lo)[:, None, None]
+    hi = np.where(sg, peak, hi)[:, None, None]
+    span = hi - lo
+    const = np.where(sg[:, None, None], 0.5, np.where(hi > 0, 1.0, 0.0))
+    out = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), const)
+    rng = None if normalize == "map" else (float(lo.min()), float(hi.max()))
+    return np.clip(out, 0, 1), rng, sg
+
+
+def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
+            signed: bool | None = None, title: str | None = None, labels: list[str] | None = None,
+            columns: int | None = None) -> Image.Image:
+    """Draw ``maps`` (C, H, W) — or (H, W), or a vector (N,), one cell per unit — as a grid of tiles.
+
+    Each tile is the channel upscaled with nearest-neighbour by the integer factor that brings its longer side to
+    at least ``tile_size`` (default 96 px; never downscaled below 1x unless the map is larger than 4 * tile_size),
+    with the channel index (or ``labels``) written on it; ``title`` goes on top and a colour bar with the range
+    below. Signed maps get the diverging ``coolwarm`` centred at 0, others ``viridis``, unless ``colormap_name``.
+    """
+    m = np.asarray(maps, np.float32)
+    show_labels = True
+    if m.ndim == 1:  # a dense layer: one cell per unit (class names as labels for the last one)
+        m = m.reshape(-1, 1, 1)
+        if tile_size is None:
+            tile_size = 40 if m.shape[0] <= 32 else 12
+        show_labels = tile_size >= 24
+        if normalize == "map":  # one value per unit: only a shared range means anything
+            normalize = "layer"
+    elif m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or m.size == 0:
+        msg = f"maps have shape {np.shape(maps)}; expected (C, H, W), (H, W) or (N,)"
+        raise ValueError(msg)
+    C, H, W = m.shape
+    scaled, rng, sg = scale_maps(m, normalize, signed)
+    luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
+    target = tile_size or 96
+    factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
+    shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
+    th, tw = (H * factor) // shrink, (W * factor) // shrink
+    rows, cols = _grid(C, columns)
+    label_h = 14 if show_labels else 0
+    head = 24 if title else 4
+    bar_h = 34
+    width = max(cols * (tw + GUTTER) + GUTTER, 260)
+    height = head + rows * (th + label_h + GUTTER) + GUTTER + bar_h
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    small = _font(11)
+    if title:
+        draw.text((GUTTER + 2, 4), title, fill=TEXT, font=_font(14))
+    idx = np.rint(scaled * 255).astype(np.uint8)
+    for c in range(C):
+        r, k = divmod(c, cols)
+        x0 = GUTTER + k * (tw + GUTTER)
+        y0 = head + r * (th + label_h + GUTTER)
+        tile = luts[bool(sg[c])][idx[c]]
+        tile = np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)[::shrink, ::shrink][:th, :tw]
+        img.paste(Image.fromarray(np.ascontiguousarray(tile)), (x0, y0 + label_h))
+        if show_labels:
+            label = labels[c] if labels else str(c)
+            draw.text((x0 + 1, y0 + 1), label, fill=TEXT, font=small)
+    kind = bool(sg.mean() >= 0.5)  # the bar of the majority; a note names the other when both occur
+    mixed = bool(sg.any() and not sg.all()) and colormap_name is None
+    _colour_bar(draw, img, luts[kind], rng, kind, normalize, y=height - bar_h + 6, width=width, mixed=mixed)
+    return img
+
+
+def _colour_bar(draw, img, lut, rng, signed, normalize, *, y: int, width: int, mixed: bool = False) -> None:
+    x0, x1 = 10, min(width - 10, 250)
+    ramp = lut[np.linspace(0, 255, x1 - x0).astype(int)][None].repeat(10, axis=0)
+    img.paste(Image.fromarray(np.ascontiguousarray(ramp)), (x0, y))
+    small = _font(11)
+    if rng is None:
+        left, right = ("-max|v|", "+max|v|") if signed else ("min", "max")
+        note = "each tile scaled to its own range"
+        if mixed:
+            note += "; tiles without negative values: viridis" if signed else "; signed tiles: coolwarm, 0 = grey"
+    else:
+        left, right = f"{rng[0]:.3g}", f"{rng[1]:.3g}"
+        note = "shared range" if normalize == "layer" else "raw values"
+    draw.text((x0, y + 12), left, fill=TEXT, font=small)
+    draw.text((x1, y + 12), right, fill=TEXT, font=small, anchor="ra")
+    if signed:
+        draw.text(((x0 + x1) // 2, y + 12), "0", fill=TEXT, font=small, anchor="ma")
+    if width - x1 > 120:
+        draw.text((x1 + 10, y), note, fill=TEXT, font=small)
+
+
+def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
+    """An image (path, Pillow image or array) as the model's input ``(C, H, W)`` in 0..1. ``stretch`` resizes to
+    the input size; ``fit`` keeps the aspect ratio and pads with black; ``pad`` does not scale: the image is
+    centred on a black canvas (cropped when larger)."""
+    from .nn.data import to_array
+    from .nn.predict import prepare
+
+    if resize not in RESIZE:
+        msg = f"resize {resize!r} is not one of {', '.join(RESIZE)}"
+        raise ValueError(msg)
+    if resize == "stretch":
+        return prepare(model, image)
+    C, H, W = model.input_shape
+    if isinstance(image, (str, Path)):
+        from .io import _open
+
+        with _open(image) as im:
+            im.load()
+            pil = im.copy()
+    elif isinstance(image, Image.Image):
+        pil = image
+    else:
+        arr = prepare(model, image)  # arrays: stretched (their size is the caller's business)
+        return arr
+    full = to_array(pil, C, None)  # (C, h, w), 0..1
+    h, w = full.shape[1:]
+    if resize == "fit":
+        s = min(H / h, W / w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        full = np.stack([np.asarray(Image.fromarray(ch, "F").resize((nw, nh), Image.Resampling.BILINEAR))
+                         for ch in full])
+        h, w = nh, nw
+    canvas = np.zeros((C, H, W), np.float32)
+    top, left = (H - h) // 2, (W - w) // 2
+    ys, yd = (slice(-top, -top + H), slice(0, H)) if top < 0 else (slice(0, h), slice(top, top + h))
+    xs, xd = (slice(-left, -left + W), slice(0, W)) if left < 0 else (slice(0, w), slice(left, left + w))
+    canvas[:, yd, xd] = full[:, ys, xs]
+    return canvas
+
+
+def layer_names(model) -> list[str]:
+    return ["input", *model.net.names]
+
+
+def select_layers(model, layers) -> list[str]:
+    """Layer names from names or indices (``"conv1,relu1"``, ``"0,3"``, a list); None: every layer."""
+    names = model.net.names
+    if layers is None:
+        return list(names)
+    items = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
+    out = []
+    for item in items:
+        if isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit()):
+            i = int(item)
+            if not -len(names) <= i < len(names):
+                msg = f"layer index {i} is out of range 0..{len(names) - 1}; layers: {', '.join(names)}"
+                raise ValueError(msg)
+            out.append(names[i])
+        elif item in names:
+            out.append(item)
+        else:
+            msg = f"unknown layer {item!r}; layers: {', '.join(names)}"
+            raise ValueError(msg)
+    return out
+
+
+def featuremaps(model, image, layers=None, *, resize: str = "stretch") -> dict[str, np.ndarray]:
+    """Every (or the selected) layer's output for one image, by layer name, in network order, without the batch
+    axis: ``(C, H, W)`` for convolution and pooling layers, ``(N,)`` for dense ones. ``model`` is a loaded
+    :class:`~cnnfilter.nn.Model`, a model file or a bundled name (``digits``)."""
+    from .nn import Model, load_model, resolve_model
+
+    if not isinstance(model, Model):
+        model = load_model(resolve_model(model))
+    wanted = select_layers(model, layers)
+    x = model.normalize(prepare_input(model, image, resize)[None])
+    acts = model.net.activations(x)
+    return {name: acts[name][0] for name in model.net.names if name in wanted}
+
+
+def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A convolution layer built from named kernels: ``(grey input 0..1 (H, W), maps (K, H, W), names)``."""
+    from .filters import correlate2d
+    from .io import read_picture
+    from .kernels import Magnitude, resolve_kernel
+
+    names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else list(kernels)
+    pic = read_picture(image) if isinstance(image, (str, Path)) else None
+    px = pic.pixels if pic is not None else np.asarray(image)
+    scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
+    grey = px.astype(np.float32) / scale
+    if grey.ndim == 3:
+        grey = grey[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    maps = []
+    for name in names:
+        _, k = resolve_kernel(name)
+        if isinstance(k, Magnitude):  # sqrt(gx² + gy²)
+            maps.append(np.hypot(correlate2d(grey, k.gx, border=border), correlate2d(grey, k.gy, border=border)))
+        else:
+            maps.append(correlate2d(grey, k, border=border))
+    return grey, np.stack(maps), names
+
+
+def summarize(acts: dict[str, np.ndarray]) -> list[dict]:
+    """Per layer: name, shape, min, max, mean and the fraction of exact zeros (dead ReLUs)."""
+    return [{"layer": n, "shape": list(a.shape), "min": float(a.min()), "max": float(a.max()),
+             "mean": float(a.mean()), "zero_fraction": float(np.mean(a == 0))} for n, a in acts.items()]
+
+
+def _png(img: Image.Image, path: Path) -> None:
+    from .io import atomic_file
+
+    with atomic_file(path) as fh:
+        img.save(fh, format="PNG", compress_level=1)
+
+
+def _text(text: str, path: Path) -> None:
+    from .io import atomic_file
+
+    with atomic_file(path) as fh:
+        fh.write(text.encode())
+
+
+def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray], title: str,
+                 prediction: dict | None = None, weights: dict[str, np.ndarray] | None = None,
+                 labels: dict[str, list[str]] | None = None, tile_size: int | None = None, normalize: str = "map",
+                 colormap_name: str | None = None, separate: bool = False, npz: bool = False,
+                 signed_layers: set[str] | None = None) -> Path:
+    """Write one image's feature maps into ``out_dir`` (created): ``input.png``, ``<layer>.png`` montages,
+    ``weights-<layer>.png``, ``channels/<layer>-<c>.png`` (``separate``), ``activations.npz`` (``npz``),
+    ``summary.json`` and ``index.html``. Returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = labels or {}
+    inp = np.asarray(input_image, np.float32)
+    shown = inp if inp.ndim == 2 else (inp[0] if inp.shape[0] == 1 else inp.transpose(1, 2, 0))
+    big = max(shown.shape[:2])
+    factor = max(1, 192 // big)
+    arr = np.clip(np.rint(shown * 255), 0, 255).astype(np.uint8)
+    arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
+    _png(Image.fromarray(np.ascontiguousarray(arr)), out / "input.png")
+    sections = []
+    for name, a in acts.items():
+        signed = None if signed_layers is None else name in signed_layers
+        shape = "x".join(map(str, a.shape))
+        img = montage(a, tile_size=tile_size, normalize=normalize, colormap_name=colormap_name, signed=signed,
+                      title=f"{name}  {shape}", labels=labels.get(name))
+        _png(img, out / f"{name}.png")
+        sections.append((name, shape, f"{name}.png"))
+        if separate and a.ndim == 3:
+            (out / "channels").mkdir(exist_ok=True)
+            scaled, _, sg = scale_maps(a, normalize, signed)
+            for c in range(a.shape[0]):
+                lut = colormap(colormap_name or ("coolwarm" if sg[c] else "viridis"))
+                tile = Image.fromarray(lut[np.rint(scaled[c] * 255).astype(np.uint8)])
+                _png(tile, out / "channels" / f"{name}-{c}.png")
+    wsections = []
+    for name, w in (weights or {}).items():
+        O, C = w.shape[:2]
+        tiles = w.reshape(O * C, *w.shape[2:])
+        tl = [f"{o}" if C == 1 else f"{o}.{c}" for o in range(O) for c in range(C)]
+        img = montage(tiles, tile_size=48, normalize="layer", colormap_name=colormap_name, signed=True,
+                      title=f"{name} filters  {O}x{C}x{w.shape[2]}x{w.shape[3]}", labels=tl, columns=max(C, 8) if C > 1 else None)
+        _png(img, out / f"weights-{name}.png")
+        wsections.append((name, f"weights-{name}.png"))
+    summary = {"image": title, "layers": summarize(acts)}
+    if prediction is not None:
+        summary["prediction"] = prediction
+    _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
+    if npz:
+        from .io import atomic_file
+
+        with atomic_file(out / "activations.npz") as fh:
+            np.savez_compressed(fh, **{n: np.asarray(a, np.float32) for n, a in acts.items()})
+    _text(_html(title, prediction, sections, wsections, npz), out / "index.html")
+    return out
+
+
+def _html(title, prediction, sections, wsections, npz) -> str:
+    e = html.escape
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>cnnfilter feature maps: {e(title)}</title>",
+             "<style>body{background:#181818;color:#eee;font-family:system-ui,sans-serif;margin:2em}"
+             "img{image-rendering:pixelated;max-width:100%;border:1px solid #444}"
+             "section{margin:1.5em 0}h2{font-size:1.1em;margin:.3em 0}.pred{font-size:1.3em}"
+             "a{color:#9cf}</style></head><body>",
+             f"<h1>Feature maps of {e(title)}</h1>",
+             '<section><h2>input</h2><img src="input.png" alt="input image"></section>']
+    if prediction is not None:
+        top = ", ".join(f"{e(str(c))} {p:.3f}" for c, p in prediction.get("top", []))
+        parts.append(f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> '
+                     f'({prediction["probability"]:.3f})' + (f"; top: {top}" if top else "") + "</p>")
+    for name, src in wsections:
+        parts.append(f'<section><h2>{e(name)} filters</h2><img src="{e(src)}" alt="{e(name)} filters"></section>')
+    for name, shape, src in sections:
+        parts.append(f'<section><h2>{e(name)} <small>{e(shape)}</small></h2>'
+                     f'<img src="{e(src)}" alt="{e(name)} feature maps"></section>')
+    links = '<a href="summary.json">summary.json</a>' + (' · <a href="activations.npz">activations.npz</a>'
+                                                          if npz else "")
+    parts.append(f"<p>{links}</p></body></html>")
+    return "\n".join(parts) + "\n"
