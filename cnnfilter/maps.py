@@ -27,6 +27,7 @@ DEFAULT_BANK = ("identity", "sharpen", "edge", "laplacian", "sobel-x", "sobel-y"
 GUTTER = 2  # pixels between tiles
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
+_TEXT16 = np.array(TEXT, np.uint16)
 
 
 @functools.cache
@@ -107,7 +108,8 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
     """Draw ``maps`` (C, H, W) — or (H, W), or a vector (N,), one cell per unit — as a grid of tiles.
 
     Each tile is the channel upscaled with nearest-neighbour by the integer factor that brings its longer side to
-    at least ``tile_size`` (default 96 px; never downscaled below 1x unless the map is larger than 4 * tile_size),
+    at least ``tile_size`` (default 96 px, 64 above 16 channels, 48 above 64; maps larger than 4 * tile_size are
+    subsampled),
     with the channel index (or ``labels``) written on it; ``title`` goes on top and a colour bar with the range
     below. Signed maps get the diverging ``coolwarm`` centred at 0, others ``viridis``, unless ``colormap_name``.
     """
@@ -128,7 +130,7 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
     C, H, W = m.shape
     scaled, rng, sg = scale_maps(m, normalize, signed)
     luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
-    target = tile_size or 96
+    target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
     factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
     shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
     th, tw = (H * factor) // shrink, (W * factor) // shrink
@@ -138,26 +140,45 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
     bar_h = 34
     width = max(cols * (tw + GUTTER) + GUTTER, 260)
     height = head + rows * (th + label_h + GUTTER) + GUTTER + bar_h
-    img = Image.new("RGB", (width, height), BACKGROUND)
+    idx = np.rint(scaled * 255).astype(np.uint8)
+    rgb = np.where(sg[:, None, None, None], luts[True][idx], luts[False][idx])  # (C, H, W, 3)
+    rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)[:, ::shrink, ::shrink][:, :th, :tw]
+    cell_h, cell_w = th + label_h + GUTTER, tw + GUTTER
+    cells = np.empty((rows * cols, cell_h, cell_w, 3), np.uint8)
+    cells[:] = BACKGROUND
+    cells[:C, label_h : label_h + th, :tw] = rgb
+    grid = cells.reshape(rows, cols, cell_h, cell_w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cell_h, cols * cell_w, 3)
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    canvas[head : head + grid.shape[0], GUTTER : GUTTER + grid.shape[1]] = grid
+    if show_labels:
+        for c in range(C):
+            r, k = divmod(c, cols)
+            mask = _label_mask(labels[c] if labels else str(c))
+            y0, x0 = head + r * cell_h + 1, GUTTER + k * cell_w + 1
+            h, w = min(mask.shape[0], label_h - 1), min(mask.shape[1], cell_w - 1)
+            region = canvas[y0 : y0 + h, x0 : x0 + w]
+            a = mask[:h, :w, None].astype(np.uint16)
+            region[:] = ((region * (255 - a) + _TEXT16 * a + 127) // 255).astype(np.uint8)
+    img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     small = _font(11)
     if title:
         draw.text((GUTTER + 2, 4), title, fill=TEXT, font=_font(14))
-    idx = np.rint(scaled * 255).astype(np.uint8)
-    for c in range(C):
-        r, k = divmod(c, cols)
-        x0 = GUTTER + k * (tw + GUTTER)
-        y0 = head + r * (th + label_h + GUTTER)
-        tile = luts[bool(sg[c])][idx[c]]
-        tile = np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)[::shrink, ::shrink][:th, :tw]
-        img.paste(Image.fromarray(np.ascontiguousarray(tile)), (x0, y0 + label_h))
-        if show_labels:
-            label = labels[c] if labels else str(c)
-            draw.text((x0 + 1, y0 + 1), label, fill=TEXT, font=small)
     kind = bool(sg.mean() >= 0.5)  # the bar of the majority; a note names the other when both occur
     mixed = bool(sg.any() and not sg.all()) and colormap_name is None
     _colour_bar(draw, img, luts[kind], rng, kind, normalize, y=height - bar_h + 6, width=width, mixed=mixed)
     return img
+
+
+@functools.cache
+def _label_mask(text: str) -> np.ndarray:
+    """The coverage (0..255) of ``text`` in the 11-px label font, rendered once per distinct label."""
+    font = _font(11)
+    box = font.getbbox(text)
+    im = Image.new("L", (max(1, box[2]) + 1, max(1, box[3]) + 1), 0)
+    ImageDraw.Draw(im).text((0, 0), text, fill=255, font=font)
+    return np.asarray(im)
 
 
 def _colour_bar(draw, img, lut, rng, signed, normalize, *, y: int, width: int, mixed: bool = False) -> None:
