@@ -11,6 +11,7 @@ import contextlib
 import functools
 import glob
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,9 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     window = 2 * processes
-    # spawn, not fork: a forked child would inherit whatever numba/OpenMP state the parent has
-    ctx = multiprocessing.get_context("spawn")
+    # fork is cheaper (no fresh interpreter, numpy and Pillow already imported) and safe while this process has
+    # not loaded numba (whose thread pool a fork would inherit half-initialised); otherwise spawn.
+    ctx = multiprocessing.get_context("fork" if "numba" not in sys.modules and sys.platform == "linux" else "spawn")
     from concurrent.futures.process import BrokenProcessPool
 
     def new_pool():
