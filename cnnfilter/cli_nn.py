@@ -115,13 +115,18 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         raise click.UsageError("missing DATA (a folder with one sub-folder of images per class)")
     if output is None:
         raise click.UsageError("missing -o/--output MODEL (the model file to write, e.g. model.cnnf)")
-    if val_dir is not None and val_split not in (0, 0.2):
+    explicit_split = click.get_current_context().get_parameter_source("val_split") != click.core.ParameterSource.DEFAULT
+    if val_dir is not None and explicit_split:
         raise click.UsageError("--val and --val-split are two ways to choose validation data; give one")
     out = Path(output)
     if out.exists() and not overwrite:
         raise click.UsageError(f"{output!r} exists; use --overwrite to replace it")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise click.UsageError(f"cannot write {output!r}: folder {str(out.parent)!r} does not exist")
+    for opt, extra in (("--log", log_path), ("--plot", plot_path)):
+        parent = Path(extra).parent if extra else None
+        if parent is not None and not (parent if str(parent) else Path(".")).is_dir():
+            raise click.UsageError(f"cannot write {opt} {extra!r}: folder {str(parent)!r} does not exist")
     max_bytes = _bytes(max_memory)
     hw = _size(size)
     if arch is not None:
@@ -183,7 +188,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
                     f"{100 * ev.train_acc:5.1f}%{val}  {ev.seconds:.2f} s" + ("  *" if ev.best and n_val else ""),
                     markup=False)
                 if log_path:
-                    _write_log(log_path, trainer.history)
+                    _lib(lambda: _write_log(log_path, trainer.history))
                 if checkpoint and ev.best:
                     save(use_best=False, final=False)
     except KeyboardInterrupt:
@@ -193,7 +198,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
             sys.exit(130)
         save(use_best=True, final=False)
         if plot_path:
-            nn.plot_curves(trainer.history, plot_path)
+            _lib(lambda: nn.plot_curves(trainer.history, plot_path))
         err.print(f"cnnfilter: interrupted after epoch {done}; wrote the best model so far (epoch "
                   f"{trainer.best_epoch}) to {output!r}", markup=False)
         sys.exit(130)
@@ -299,6 +304,8 @@ def predict(model, images, top_k, as_json, quiet):
             files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes))
         else:
             files.append(p)
+    if not files:
+        raise click.UsageError("no images found")
     k = min(top_k, len(mdl.classes))
     failed = 0
     rows = []
@@ -434,7 +441,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from . import nn
     from .batch import iter_sources
     from .cli import _progress
-    from .io import ImageReadError
+    from .io import ImageReadError, ImageWriteError
 
     mdl = None
     if model is not None:
@@ -495,6 +502,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                     convs = [(n, lay) for n, lay in zip(mdl.net.names, mdl.net.layers) if hasattr(lay, "cout")]
                     weights = {n: lay.weight for n, lay in (convs if all_weights else convs[:1])}
                     signed = {n for n, lay in zip(mdl.net.names, mdl.net.layers) if lay.params()}
+                    signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
                     fm.write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred,
                                     weights=weights, labels={mdl.net.names[-1]: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,
                                     separate=separate, npz=npz, signed_layers=None if normalize == "map" else signed)
@@ -503,7 +511,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                     fm.write_report(target, input_image=grey, acts={"bank": maps}, title=path.name,
                                     labels={"bank": labels}, tile_size=tile_size or 256, normalize=normalize,
                                     colormap_name=cmap, separate=separate, npz=npz)
-            except (ImageReadError, OSError, ValueError) as exc:
+            except (ImageReadError, ImageWriteError, OSError, ValueError) as exc:
                 failures.append((str(path), str(exc)))
                 continue
             finally:

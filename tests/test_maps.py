@@ -157,3 +157,31 @@ def test_cli_kernel_bank_and_usage_errors(tmp_path):
                           ([str(DIGIT), "--layers", "conv1"], "--layers and --weights need -m/--model")):
         res = CliRunner().invoke(cli, ["featuremaps", *args, "-o", str(tmp_path / "x")])
         assert res.exit_code == 2 and message in res.stderr, (args, res.stderr)
+
+
+def test_cli_write_failure_is_reported_per_image(tmp_path):
+    """A file of the report that cannot be written is that image's failure (exit 1), not an internal error."""
+    out = tmp_path / "maps"
+    (out / "0003" / "input.png").mkdir(parents=True)  # a folder where the input PNG goes
+    for extra in (["-m", "digits"], []):
+        res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-o", str(out), "-q", *extra])
+        assert res.exit_code == 1, res.stderr
+        assert "cannot write" in res.stderr and "internal error" not in res.stderr
+
+
+@pytest.mark.parametrize("normalize", ["layer", "none"])
+def test_cli_signed_pooling_layer_gets_the_diverging_colormap(tmp_path, normalize):
+    """A pooling layer before any ReLU has negative values: drawn signed (coolwarm), not clipped to 0..1."""
+    net = nn.build("c4k3p1-max2-relu-fc10", (1, 8, 8), 10, rng=np.random.default_rng(3))
+    model = nn.Model(net, [str(i) for i in range(10)], np.zeros(1, np.float32), np.full(1, 0.1, np.float32))
+    nn.save_model(model, tmp_path / "m.cnnf")
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", str(tmp_path / "m.cnnf"), "-o", str(out),
+                                   "--layers", "pool1", "--normalize", normalize, "--separate", "-q"])
+    assert res.exit_code == 0, res.stderr
+    acts = maps.featuremaps(model, DIGIT, ["pool1"])["pool1"]
+    assert (acts < 0).any()
+    cool = {tuple(c) for c in maps.colormap("coolwarm")}
+    for png in (out / "0003" / "channels").glob("pool1-*.png"):
+        colours = {tuple(c) for c in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
+        assert colours <= cool, png

@@ -236,3 +236,12 @@ def test_he_initialisation_is_seeded():
     b = build("c64k5-fc10", (4, 16, 16), rng=np.random.default_rng(5))
     np.testing.assert_array_equal(a.params()[0], b.params()[0])
     assert abs(a.params()[0].std() - np.sqrt(2 / (4 * 25))) < 0.01
+
+
+def test_relu_after_a_flatten_of_the_input_leaves_the_input_alone(rng):
+    """A ReLU reached through views of the caller's array (flatten) is not computed in place."""
+    net = build("flatten-relu-fc3", (1, 3, 3))
+    x = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    before = x.copy()
+    net.forward(x, train=True)
+    np.testing.assert_array_equal(x, before)

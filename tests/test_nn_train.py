@@ -72,7 +72,7 @@ def test_bad_dataset_folders(tmp_path, layout, message):
 def test_memory_limit_refuses_with_the_estimate(tmp_path):
     """A dataset over --max-memory is refused before loading, and the message gives the size needed."""
     root = small_digits(tmp_path, per_class=2)
-    with pytest.raises(DataError, match=r"6 images of 1x64x64 need 0 MiB.*over --max-memory"):
+    with pytest.raises(DataError, match=r"6 images of 1x64x64 need 0.0938 MiB as float32, over --max-memory 0.000954 MiB"):
         load_folder(root, size=(64, 64), max_memory=1000)
 
 
@@ -342,3 +342,37 @@ def test_ctrl_c_writes_the_best_model_so_far(tmp_path, monkeypatch):
     assert "interrupted after epoch 2; wrote the best model so far" in res.stderr
     meta = nn.load_model(out).meta
     assert meta["epochs"] == 2 and meta["epoch_saved"] in (1, 2)
+
+
+def test_train_tiny_log_or_plot_in_a_missing_folder_is_a_usage_error(tmp_path):
+    """--log/--plot into a folder that does not exist fail before training, in one line (not an internal error
+    after the first epoch)."""
+    data = small_digits(tmp_path, per_class=2)
+    for opt in ("--log", "--plot"):
+        res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--epochs", "1",
+                   opt, str(tmp_path / "nowhere" / "x")])
+        assert res.exit_code == 2 and "does not exist" in res.stderr and "internal error" not in res.stderr
+        assert not (tmp_path / "m.cnnf").exists()
+
+
+def test_train_tiny_log_write_failure_is_one_line(tmp_path):
+    """A log that cannot be written (its name is a folder) is a one-line failure, exit 1."""
+    data = small_digits(tmp_path, per_class=2)
+    (tmp_path / "log.csv").mkdir()
+    res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--epochs", "1", "--arch", "c2k3-fc3",
+               "--log", str(tmp_path / "log.csv")])
+    assert res.exit_code == 1 and "cannot write" in res.stderr and "internal error" not in res.stderr
+
+
+def test_predict_on_a_folder_without_images_is_an_error(tmp_path):
+    """An empty folder gives 'no images found' (exit 2), not a silent success."""
+    (tmp_path / "empty").mkdir()
+    res = run(["predict", "digits", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no images found" in res.stderr
+
+
+def test_val_folder_and_val_split_together_are_refused(tmp_path):
+    """--val and an explicit --val-split (even the default value) are two answers to one question."""
+    data = small_digits(tmp_path, per_class=2)
+    res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--val", str(data), "--val-split", "0.2"])
+    assert res.exit_code == 2 and "--val and --val-split" in res.stderr

@@ -197,7 +197,9 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             layer = (L.MaxPool2d if kind == "max" else L.AvgPool2d)(t[1], t[2], t[3])
             base = "pool"
         elif kind == "relu":
-            layer, base = L.ReLU(inplace=bool(layers)), "relu"  # never in place on the caller's input
+            # in place only on a fresh array: never on the caller's input, even through a flatten or dropout view
+            fresh = any(isinstance(x, (L.Conv2d, L.Dense, L.MaxPool2d, L.AvgPool2d)) for x in layers)
+            layer, base = L.ReLU(inplace=fresh), "relu"
         elif kind == "drop":
             layer, base = L.Dropout(t[1], rng=rng), "dropout"
         elif kind == "flatten":

@@ -87,8 +87,8 @@ def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = Non
         size = sizes.most_common(1)[0][0]
     need = len(readable) * channels * size[0] * size[1] * 4
     if need > max_memory:
-        msg = (f"{len(readable)} images of {channels}x{size[0]}x{size[1]} need {need / 2**20:.0f} MiB as float32, "
-               f"over --max-memory {max_memory / 2**20:.0f} MiB; use a smaller --size or raise --max-memory")
+        msg = (f"{len(readable)} images of {channels}x{size[0]}x{size[1]} need {need / 2**20:.3g} MiB as float32, "
+               f"over --max-memory {max_memory / 2**20:.3g} MiB; use a smaller --size or raise --max-memory")
         raise DataError(msg)
     x = np.empty((len(readable), channels, size[0], size[1]), np.float32)
     y, paths, n = [], [], 0
