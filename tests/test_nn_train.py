@@ -376,3 +376,20 @@ def test_val_folder_and_val_split_together_are_refused(tmp_path):
     data = small_digits(tmp_path, per_class=2)
     res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--val", str(data), "--val-split", "0.2"])
     assert res.exit_code == 2 and "--val and --val-split" in res.stderr
+
+
+def test_split_never_takes_a_whole_class():
+    """Even at --val-split 0.9 a class of one or two images keeps one for training."""
+    y = np.array([0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
+    tr, va = split(y, 0.9, np.random.default_rng(0))
+    assert set(y[tr]) == {0, 1, 2} and np.bincount(y[va], minlength=3).tolist() == [0, 1, 9]
+
+
+def test_model_with_an_absurd_input_shape_is_refused(tmp_path):
+    """A tampered header asking for a gigantic input is refused before anything is allocated."""
+    prep, net, _ = _trained(tmp_path)
+    good = tmp_path / "good.cnnf"
+    nn.save_model(nn.Model(net, prep.classes, prep.mean, prep.std), good)
+    _rewrite(good, tmp_path / "bad.cnnf", header={"input_shape": [1, 100000, 100000]})
+    with pytest.raises(nn.ModelError, match="input shape"):
+        nn.load_model(tmp_path / "bad.cnnf")

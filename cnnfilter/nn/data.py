@@ -118,15 +118,15 @@ def _reason(exc: Exception) -> str:
 
 
 def split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split: ``round(fraction * n_c)`` of each class's indices (at least one when ``n_c >= 2``) go to
-    validation. Returns ``(train indices, validation indices)``, each sorted."""
+    """Stratified split: ``round(fraction * n_c)`` of each class's indices (at least one when ``n_c >= 2``, never
+    all of them) go to validation. Returns ``(train indices, validation indices)``, each sorted."""
     train, val = [], []
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)
         rng.shuffle(idx)
-        k = int(round(fraction * len(idx)))
+        k = min(int(round(fraction * len(idx))), len(idx) - 1)  # training always sees every class
         if fraction > 0 and len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
+            k = max(k, 1)
         val.extend(idx[:k])
         train.extend(idx[k:])
     return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))

@@ -118,7 +118,7 @@ def load_model(path) -> Model:
             meta = dict(header.get("training") or {})
         except (KeyError, TypeError, ValueError) as exc:
             fail(f"the header is incomplete or malformed ({exc})")
-        if len(shape) != 3 or min(shape) < 1 or not classes:
+        if len(shape) != 3 or min(shape) < 1 or shape[0] > 4 or shape[1] * shape[2] > 1 << 24 or not classes:
             fail(f"the header has input shape {shape} and {len(classes)} classes")
         if mean.shape != (shape[0],) or std.shape != (shape[0],) or not (np.isfinite(mean).all()
                                                                       and np.isfinite(std).all() and (std > 0).all()):
