@@ -134,13 +134,13 @@ def conv_backward_weight(cols, dy, dwp, dbp):
             cn = cols[n]
             for o in range(O):
                 go = g[o]
-                s = go[0] * 0
+                s = go[0] - go[0]
                 for p in range(L):
                     s += go[p]
                 dbp[t, o] += s
                 for k in range(K):
                     ck = cn[k]
-                    d = go[0] * 0
+                    d = go[0] - go[0]
                     for p in range(L):
                         d += go[p] * ck[p]
                     acc[o, k] += d
@@ -340,7 +340,7 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
             xf = xp[n].reshape(C * Hp * Wp)
             for o in range(O):
                 g = dyp[n, o]
-                s = g[0] * 0
+                s = g[0] - g[0]
                 for p in range(L):
                     s += g[p]
                 dbp[t, o] += s
@@ -349,7 +349,7 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
                     s1 = xf[offs[k + 1] :]
                     s2 = xf[offs[k + 2] :]
                     s3 = xf[offs[k + 3] :]
-                    zero = g[0] * 0  # accumulate in the arrays' dtype: a float64 sum of float32 does not vectorise
+                    zero = g[0] - g[0]  # 0 in the arrays' dtype (g[0] * 0 would be float64: no float32 vectors)
                     d0 = d1 = d2 = d3 = zero
                     for p in range(L):
                         gp = g[p]
@@ -363,7 +363,7 @@ def conv1_weight(xp, dyp, offs, L, dwp, dbp):
                     acc[o, k + 3] += d3
                 for k in range(K4, K):
                     sk = xf[offs[k] :]
-                    d = g[0] * 0
+                    d = g[0] - g[0]
                     for p in range(L):
                         d += g[p] * sk[p]
                     acc[o, k] += d

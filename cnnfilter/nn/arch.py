@@ -121,9 +121,17 @@ class Network:
     input_shape: tuple  # (C, H, W)
     arch: str
 
-    def forward(self, x: np.ndarray, train: bool = False, *, upto: int | None = None) -> np.ndarray:
-        for layer in self.layers[: upto]:
-            x = layer.forward(x, train)
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """The network's output for the batch ``x``; intermediate arrays are reused buffers (the output, from the
+        last dense layer, is always a fresh array)."""
+        for layer in self.layers:
+            layer.reuse = True
+        try:
+            for layer in self.layers:
+                x = layer.forward(x, train)
+        finally:
+            for layer in self.layers:
+                layer.reuse = False
         return x
 
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 """Layers of the tiny CNN, each with its backward pass right under its forward.
 
 Activations are ``(N, C, H, W)`` float32 (float64 works too, for gradient checks). ``forward(x, train)``
-keeps what ``backward`` needs only when ``train`` is true; ``backward(dy)`` returns ``dL/dx`` and fills
+keeps what ``backward`` needs only when ``train`` is true; in training, outputs and gradients live in buffers that
+the next batch reuses (fresh arrays cost page faults that were a third of a step), so copy one to keep it; ``backward(dy)`` returns ``dL/dx`` and fills
 ``grads()`` (same order as ``params()``). Parameters are updated in place by the optimisers.
 """
 
@@ -42,6 +43,7 @@ class Layer:
     """Base: no parameters, shape unchanged."""
 
     name = "layer"
+    reuse = False  # outputs in buffers reused by the next call (set by Network.forward; never for activations)
 
     def params(self) -> list[np.ndarray]:
         return []
@@ -51,6 +53,15 @@ class Layer:
 
     def out_shape(self, shape: tuple) -> tuple:
         return shape
+
+    def _buffer(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        """A zero-initialised array kept between calls: only its interior is ever written, so its border (the
+        padding) stays zero, and a batch does not pay for a fresh allocation and its page faults."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = buffers[key] = np.zeros(shape, dtype)
+        return buf
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -107,11 +118,12 @@ class Conv2d(Layer):
         work = N * self.cout * Ho * Wo * C * k * k
         if s == 1:  # no im2col: taps are shifted views of the padded input
             if p:
-                xp = np.zeros((N, C, H + 2 * p, W + 2 * p), x.dtype)
-                xp[:, :, p : p + H, p : p + W] = x
+                xp = self._buffer("xp", (N, C, H + 2 * p, W + 2 * p), x.dtype)
+                xp[:, :, p : p + H, p : p + W] = x  # the border is zero from the buffer's first use
             else:
                 xp = x
-            out = np.empty((N, self.cout, Ho, Wo), x.dtype)
+            shape = (N, self.cout, Ho, Wo)  # in training, buffers are reused batch after batch
+            out = self._buffer("out", shape, x.dtype) if train or self.reuse else np.empty(shape, x.dtype)
             with _threads(work):
                 _kernels.conv1_forward(xp, w2, self.bias, self._offsets(C, H + 2 * p, W + 2 * p), out)
             if train:
@@ -139,7 +151,7 @@ class Conv2d(Layer):
             dbp = np.empty((tasks, O), dy.dtype)
             if s == 1:
                 Hp, Wp = H + 2 * p, W + 2 * p
-                dyp = np.zeros((N, O, Ho, Wp), dy.dtype)  # on the padded width, junk columns 0
+                dyp = self._buffer("dyp", (N, O, Ho, Wp), dy.dtype)  # on the padded width, junk columns 0
                 dyp[:, :, :, :Wo] = dy
                 dyp = dyp.reshape(N, O, Ho * Wp)
                 offs = self._offsets(C, Hp, Wp)
@@ -153,7 +165,7 @@ class Conv2d(Layer):
             return None
         with _threads(work):
             if s == 1:
-                dxp = np.empty((N, C, Hp, Wp), dy.dtype)
+                dxp = self._buffer("dxp", (N, C, Hp, Wp), dy.dtype)
                 _kernels.conv1_input(w2, dyp, offs, L, dxp)
                 return dxp[:, :, p : p + H, p : p + W]
             dx = np.empty(self._xshape, dy.dtype)
@@ -209,8 +221,12 @@ class MaxPool2d(_Pool):
         x = np.ascontiguousarray(x)
         N, C, H, W = x.shape
         _, Ho, Wo = self.out_shape((C, H, W))
-        out = np.empty((N, C, Ho, Wo), x.dtype)
-        arg = np.empty((N, C, Ho, Wo), np.int32)
+        if train or self.reuse:
+            out = self._buffer("out", (N, C, Ho, Wo), x.dtype)
+            arg = self._buffer("arg", (N, C, Ho, Wo), np.int32)
+        else:
+            out = np.empty((N, C, Ho, Wo), x.dtype)
+            arg = np.empty((N, C, Ho, Wo), np.int32)
         k, s, p = self.k, self.stride, self.padding
         with _threads(x.size):
             if (k, s, p) == (2, 2, 0):
@@ -224,7 +240,7 @@ class MaxPool2d(_Pool):
     def backward(self, dy):
         from . import _kernels
 
-        dx = np.empty(self._xshape, dy.dtype)
+        dx = self._buffer("dx", self._xshape, dy.dtype)
         with _threads(dx.size):
             _kernels.maxpool_backward(np.ascontiguousarray(dy), self._arg, dx)
         return dx
