@@ -67,7 +67,7 @@ def _err() -> object:
               "[default: LeNet-like, fitted to the input size].")
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: 0.003 adam, 0.05 sgd].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: 0.002 adam, 0.05 sgd].")
 @click.option("--optimizer", type=click.Choice(("adam", "sgd")), default="adam", show_default=True)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
               help="SGD momentum.")

@@ -29,7 +29,7 @@ class SGD:
 class Adam:
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is added to the gradient (PyTorch's Adam)."""
 
-    def __init__(self, params: list[np.ndarray], lr: float = 0.003, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: list[np.ndarray], lr: float = 0.002, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
         self.params, self.lr, self.betas, self.eps, self.weight_decay = params, lr, betas, eps, weight_decay
         self.m = [np.zeros_like(p) for p in params]
@@ -55,4 +55,4 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.003}
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
