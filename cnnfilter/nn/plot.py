@@ -16,6 +16,8 @@ def _font(size: int):
 
 
 def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, list, tuple]], percent: bool) -> None:
+    """One chart; loss from 0 up, accuracy up to 100 %; the legend where the curves are not (top right for loss,
+    which falls, bottom right for accuracy, which rises)."""
     x0, y0, x1, y1 = box
     font, small = _font(15), _font(12)
     draw.text((x0, y0), title, fill="black", font=font)
@@ -24,6 +26,8 @@ def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, l
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if percent:
         lo, hi = min(lo, 1.0), 1.0
+    else:
+        lo = min(lo, 0.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     n = max((len(ys) for _, ys, _ in series), default=1)
@@ -46,8 +50,9 @@ def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, l
         for x, y in pts if len(pts) <= 40 else []:
             draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
         lx = right - 150 + 75 * i
-        draw.line((lx, top + 10, lx + 16, top + 10), fill=colour, width=3)
-        draw.text((lx + 20, top + 10), name, fill="black", font=small, anchor="lm")
+        ly = bottom - 14 if percent else top + 10
+        draw.line((lx, ly, lx + 16, ly), fill=colour, width=3)
+        draw.text((lx + 20, ly), name, fill="black", font=small, anchor="lm")
 
 
 def plot_curves(history: list, path=None) -> Image.Image:
