@@ -300,7 +300,9 @@ def predict(model, images, top_k, as_json, quiet):
     for item in images:
         p = Path(item)
         if p.is_dir():
-            suffixes = nn.data.image_suffixes()
+            from .batch import image_suffixes
+
+            suffixes = image_suffixes()
             files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes))
         else:
             files.append(p)

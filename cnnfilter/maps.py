@@ -284,24 +284,15 @@ def featuremaps(model, image, layers=None, *, resize: str = "stretch") -> dict[s
 
 def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A convolution layer built from named kernels: ``(grey input 0..1 (H, W), maps (K, H, W), names)``."""
-    from .filters import correlate2d
-    from .io import read_picture
-    from .kernels import Magnitude, resolve_kernel
+    from .io import Picture, read_picture
+    from .kernels import resolve_kernel
+    from .ops import apply_kernel, to_gray
 
     names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else list(kernels)
-    pic = read_picture(image) if isinstance(image, (str, Path)) else None
-    px = pic.pixels if pic is not None else np.asarray(image)
+    px = read_picture(image).pixels if isinstance(image, (str, Path)) else np.asarray(image)
     scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
-    grey = px.astype(np.float32) / scale
-    if grey.ndim == 3:
-        grey = grey[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    maps = []
-    for name in names:
-        _, k = resolve_kernel(name)
-        if isinstance(k, Magnitude):  # sqrt(gx² + gy²)
-            maps.append(np.hypot(correlate2d(grey, k.gx, border=border), correlate2d(grey, k.gy, border=border)))
-        else:
-            maps.append(correlate2d(grey, k, border=border))
+    grey = to_gray(Picture(px[:, :, :3] if px.ndim == 3 else px)).pixels.astype(np.float32) / scale
+    maps = [apply_kernel(grey, resolve_kernel(name)[1], border=border) for name in names]
     return grey, np.stack(maps), names
 
 

@@ -28,6 +28,15 @@ def to_gray(pic: Picture) -> Picture:
     return Picture(luma, pic.alpha, pic.depth, dict(pic.info))
 
 
+def apply_kernel(values: np.ndarray, kernel, *, flip: bool = False, **options) -> np.ndarray:
+    """One step of a pipeline: ``correlate2d`` (``convolve2d`` with ``flip``) with a 2-D kernel, or for a
+    :class:`~cnnfilter.kernels.Magnitude` ``sqrt(gx² + gy²)``. ``options`` go to the filter."""
+    op = convolve2d if flip else correlate2d
+    if isinstance(kernel, Magnitude):
+        return np.hypot(op(values, kernel.gx, **options), op(values, kernel.gy, **options))
+    return op(values, kernel, **options)
+
+
 def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, padding="same", dilation=1,
                    border: str = "constant", cval: float = 0.0, method: str = "auto", bias: float = 0.0,
                    output_range: str | None = None, gray: bool = False, alpha: str = "keep") -> Picture:
@@ -51,16 +60,12 @@ def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, paddi
             raise ValueError(msg)
         return _filter_premultiplied(pic, kernels, flip=flip, stride=stride, padding=padding, dilation=dilation,
                                      border=border, cval=cval, method=method, bias=bias, output_range=output_range)
-    op = convolve2d if flip else correlate2d
     values = pic.pixels
     alpha = pic.alpha
     for n, k in enumerate(kernels):
         geometry = {"stride": stride, "padding": padding, "dilation": dilation} if n == 0 else {}
         common = {"border": border, "cval": cval, "method": method, **geometry}
-        if isinstance(k, Magnitude):
-            values = np.hypot(op(values, k.gx, **common), op(values, k.gy, **common))
-        else:
-            values = op(values, k, **common)
+        values = apply_kernel(values, k, flip=flip, **common)
         if n == 0 and alpha is not None and values.shape[:2] != alpha.shape:
             shape = k.gx.shape if isinstance(k, Magnitude) else np.shape(k)
             anchor = np.zeros(shape)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..batch import image_suffixes
+
 
 class DataError(ValueError):
     """A dataset folder that cannot be used (no classes, an empty class, too large for memory)."""
@@ -23,11 +25,6 @@ class Dataset:
     classes: list[str]
     paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
-
-
-def image_suffixes() -> set[str]:
-    Image.init()
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
 def scan(folder) -> tuple[list[str], list[tuple[Path, int]]]:

@@ -12,6 +12,8 @@ import contextlib
 
 import numpy as np
 
+from .._args import output_size
+
 
 # Below this many multiply-adds a kernel runs on one thread: waking the others costs more than it saves, and
 # far more when other processes hold the cores.
@@ -34,15 +36,20 @@ def _threads(work: int):
         numba.set_num_threads(n)
 
 
-def _out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
-    """Output length of a window of ``k`` taps (dilation ``d``), stride ``s``, ``p`` zeros on each side."""
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+def _out(n: int, k: int, s: int, p: int) -> int:
+    """Output length of a window of ``k`` taps, stride ``s``, ``p`` zeros on each side."""
+    return output_size(n, k, s, p, p)
+
+
+def _he(rng: np.random.Generator | None, shape: tuple, fan_in: int, dtype) -> np.ndarray:
+    """He initialisation: normal with standard deviation ``sqrt(2 / fan_in)``."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 class Layer:
     """Base: no parameters, shape unchanged."""
 
-    name = "layer"
     reuse = False  # outputs in buffers reused by the next call (set by Network.forward; never for activations)
 
     def params(self) -> list[np.ndarray]:
@@ -81,9 +88,7 @@ class Conv2d(Layer):
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, *,
                  rng: np.random.Generator | None = None, dtype=np.float32):
         self.cin, self.cout, self.k, self.stride, self.padding = cin, cout, k, stride, padding
-        fan_in = cin * k * k
-        rng = rng if rng is not None else np.random.default_rng(0)
-        self.weight = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / fan_in)).astype(dtype)  # He
+        self.weight = _he(rng, (cout, cin, k, k), cin * k * k, dtype)
         self.bias = np.zeros(cout, dtype)
         self.dweight = np.zeros_like(self.weight)
         self.dbias = np.zeros_like(self.bias)
@@ -178,8 +183,6 @@ class Conv2d(Layer):
 
 class ReLU(Layer):
     """``max(x, 0)``; the gradient passes where ``x > 0``."""
-
-    name = "relu"
 
     def __init__(self, inplace: bool = False):
         self.inplace = inplace  # set by build() inside a network: no layer's backward needs its own output
@@ -295,8 +298,7 @@ class Dense(Layer):
 
     def __init__(self, nin: int, nout: int, *, rng: np.random.Generator | None = None, dtype=np.float32):
         self.nin, self.nout = nin, nout
-        rng = rng if rng is not None else np.random.default_rng(0)
-        self.weight = (rng.standard_normal((nout, nin)) * np.sqrt(2.0 / nin)).astype(dtype)  # He
+        self.weight = _he(rng, (nout, nin), nin, dtype)
         self.bias = np.zeros(nout, dtype)
         self.dweight = np.zeros_like(self.weight)
         self.dbias = np.zeros_like(self.bias)
