@@ -75,10 +75,9 @@ def read_png16(data: bytes):
             trns = body
         elif kind == b"iCCP":
             name_end = body.find(b"\0")
-            try:
-                info["icc_profile"] = zlib.decompress(body[name_end + 2:])
-            except zlib.error:
-                pass  # an unreadable profile is dropped, as Pillow does
+            profile = _inflate_capped(body[name_end + 2:], MAX_ICC_BYTES)
+            if profile is not None:  # an unreadable or oversized profile is dropped, as Pillow does
+                info["icc_profile"] = profile
         elif kind == b"pHYs" and len(body) == 9:
             px, py, unit = struct.unpack(">IIB", body)
             if unit == 1:
@@ -121,6 +120,23 @@ def read_png16(data: bytes):
             alpha = np.where((samples == key).all(axis=2), np.uint16(0), np.uint16(65535))
     pixels = pixels[:, :, 0].copy() if pixels.shape[2] == 1 else np.ascontiguousarray(pixels)
     return pixels, alpha, info
+
+
+# An ICC profile inflates to at most this, as Pillow's PNG reader allows (its MAX_TEXT_CHUNK, 1 MiB): the
+# budget of a decompression is what the file declares it needs, never what the compressed data happens to hold.
+MAX_ICC_BYTES = 1 << 20
+
+
+def _inflate_capped(compressed: bytes, cap: int) -> bytes | None:
+    """zlib-decompress at most ``cap`` bytes; None when the data is corrupt or inflates to more."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(compressed, cap)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail or not inflater.eof:
+        return None
+    return raw
 
 
 def _inflate(compressed: bytes, expected: int) -> bytes:

@@ -8,15 +8,19 @@ is yielded to the caller (the CLI draws the progress bar and the summary from th
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import glob
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from .outputs import OutputError, quoted
 
 GLOB_CHARS = set("*?[")
 
@@ -42,26 +46,111 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False,
     and glob patterns (``**`` when ``recursive``). Files inside folders are filtered by image suffix and sorted per
     folder; a file named explicitly is always taken (a bad one is reported when read). An argument that names
     nothing yields a failed :class:`Result`. Files under ``exclude`` (the output folder) are never taken, so a
-    batch writing inside its own input folder does not feed on its results."""
-    skip = exclude.resolve() if exclude is not None else None
+    batch writing inside its own input folder does not feed on its results. Symbolic links to folders are not
+    followed, by folder walks and ``**`` alike (a link loop cannot make a batch endless)."""
+    skip = _resolved(exclude) if exclude is not None else None
     for arg in args:
         p = Path(arg)
-        if p.is_dir():
-            yield from _walk(p, recursive, image_suffixes(), skip)
-        elif p.exists():
-            yield Source(p, Path(p.name))
-        elif GLOB_CHARS & set(arg):
-            root = Path(_glob_root(arg))
-            found = False
-            for m in sorted(glob.iglob(arg, recursive=recursive)):
-                mp = Path(m)
-                if mp.is_file() and not _inside(mp, skip):
-                    found = True
-                    yield Source(mp, mp.relative_to(root) if mp.is_relative_to(root) else Path(mp.name))
-            if not found:
-                yield Result(p, None, "failed", f"no file matches {arg!r}")
+        try:
+            if p.is_dir():
+                yield from _walk(p, recursive, image_suffixes(), skip)
+            elif p.exists() or p.is_symlink():
+                yield Source(p, Path(_safe_name(p.name)))
+            elif GLOB_CHARS & set(arg):
+                root = Path(_glob_root(arg))
+                found = False
+                for m in _glob(arg, root, recursive):
+                    mp = Path(m)
+                    if mp.is_file() and not _inside(mp, skip):
+                        found = True
+                        yield Source(mp, _relative(mp, root))
+                if not found:
+                    yield Result(p, None, "failed", f"no file matches {quoted(arg)}")
+            else:
+                yield Result(p, None, "failed", f"cannot read {quoted(arg)}: no such file or folder")
+        except OSError as exc:  # a name too long, a folder that cannot be listed
+            yield Result(p, None, "failed", f"cannot read {quoted(arg)}: {exc.strerror or exc}")
+
+
+def _glob(pattern: str, root: Path, recursive: bool) -> list[str]:
+    """Matches of ``pattern``, sorted. A recursive ``**`` walks without following symbolic links to folders
+    (Python's glob follows them, so a link loop would repeat forever); hidden names are skipped, as glob does."""
+    rest = Path(pattern).parts[len(root.parts) if str(root) != "." else 0:]
+    if not (recursive and "**" in rest) or ".." in rest:
+        return sorted(glob.iglob(pattern, recursive=recursive))
+    rx = re.compile(_translate(rest))
+    show_hidden = rest[-1].startswith(".")
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel_folder = os.path.relpath(folder, root)
+        for name in [*files, *dirs]:
+            if name.startswith(".") and not show_hidden:
+                continue
+            rel = name if rel_folder == "." else f"{rel_folder}/{name}"
+            if rx.fullmatch(rel):
+                found.append(str(root / rel) if str(root) != "." else rel)
+    return sorted(found)
+
+
+def _translate(parts) -> str:
+    """A regular expression for glob pattern parts (``**`` = any number of folders, ``*`` and ``?`` within one
+    name, ``[...]`` classes) matched against ``/``-separated relative paths."""
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append("(?:[^/]+/)*" if not last else "(?:[^/]+/)*[^/]+")
+            continue
+        out.append(_translate_part(part) + ("" if last else "/"))
+    return "".join(out)
+
+
+def _translate_part(part: str) -> str:
+    rx, i = [], 0
+    while i < len(part):
+        c = part[i]
+        if c == "*":
+            rx.append("[^/]*")
+        elif c == "?":
+            rx.append("[^/]")
+        elif c == "[" and "]" in part[i + 2:] or (c == "[" and part[i + 1:i + 2] == "]" and "]" in part[i + 2:]):
+            j = part.index("]", i + 2) if part[i + 1:i + 2] in ("]", "!") else part.index("]", i + 1)
+            inner = part[i + 1:j]
+            neg = inner.startswith("!")
+            inner = inner[1:] if neg else inner
+            rx.append("[" + ("^" if neg else "") + inner.replace("\\", "\\\\") + "]")
+            i = j
         else:
-            yield Result(p, None, "failed", f"cannot read {arg!r}: no such file or folder")
+            rx.append(re.escape(c))
+        i += 1
+    return "".join(rx)
+
+
+def _relative(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root`` after collapsing ``..`` lexically; a path that leaves ``root`` keeps only its
+    name (so ``in/*/../../victim/x.png`` under ``-o out`` is ``out/x.png``, never ``victim/x.png``)."""
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        return Path(_safe_name(path.name))
+    return Path(*[_safe_name(part) for part in Path(rel).parts])
+
+
+def _safe_name(name: str) -> str:
+    """A path component kept as it is unless it holds separators or control characters, or is ``.``/``..``."""
+    from .outputs import safe_part
+
+    return name if _PLAIN.fullmatch(name) and name not in (".", "..") else safe_part(name)
+
+
+_PLAIN = re.compile(r"[^\x00-\x1f\x7f/\\]+")
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _glob_root(pattern: str) -> str:
@@ -76,7 +165,10 @@ def _glob_root(pattern: str) -> str:
 
 
 def _inside(path: Path, folder: Path | None) -> bool:
-    return folder is not None and path.resolve().is_relative_to(folder)
+    if folder is None:
+        return False
+    resolved = _resolved(path)
+    return resolved is not None and resolved.is_relative_to(folder)
 
 
 def _walk(root: Path, recursive: bool, suffixes: frozenset[str], skip: Path | None) -> Iterator[Source]:
@@ -88,7 +180,7 @@ def _walk(root: Path, recursive: bool, suffixes: frozenset[str], skip: Path | No
         for name in sorted(files):
             if Path(name).suffix.lower() in suffixes and not name.startswith("."):
                 path = Path(folder) / name
-                yield Source(path, path.relative_to(root))
+                yield Source(path, Path(*[_safe_name(p) for p in path.relative_to(root).parts]))
 
 
 TEMPLATE_FIELDS = ("stem", "name", "kernel", "ext")
@@ -112,16 +204,27 @@ def check_template(template: str) -> None:
 def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
     """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
     the input, or under ``out_dir`` at the input's relative path (``template`` checked by :func:`check_template`)."""
+    from .outputs import inside
+
+    stem, full = _clean(src.path.stem), _clean(src.path.name)
     try:
-        name = template.format(stem=src.path.stem, name=src.path.name, kernel=label, ext=ext)
+        name = template.format(stem=stem, name=full, kernel=label, ext=ext)
     except (KeyError, IndexError, ValueError) as exc:
         msg = f"--name {template!r} is not a valid template (fields: {{stem}}, {{name}}, {{kernel}}, {{ext}}): {exc}"
         raise ValueError(msg) from None
-    if not name or "/" in name or name in (".", ".."):
-        msg = f"--name {template!r} gives {name!r}, not a file name"
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        msg = f"--name {template!r} gives {quoted(name)}, not a file name"
         raise ValueError(msg)
-    folder = src.path.parent if out_dir is None else out_dir / src.rel.parent
-    return folder / name
+    if out_dir is None:
+        return src.path.parent / name
+    target = out_dir / src.rel.parent / name
+    inside(target, out_dir)  # no symbolic link or '..' takes a result out of the output folder
+    return target
+
+
+def _clean(text: str) -> str:
+    """Control characters and separators in a name field become ``_``."""
+    return re.sub(r"[\x00-\x1f\x7f/\\]", "_", text)
 
 
 @dataclass(frozen=True)
@@ -143,31 +246,50 @@ class Job:
 def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path], *, overwrite: bool = False,
          skip_existing: bool = False, in_place: bool = False) -> Iterator[Job | Result]:
     """A :class:`Job` per source, or a :class:`Result` when it must not run: its output exists (``skipped`` with
-    ``skip_existing``, else ``failed`` unless ``overwrite``) or is the input itself (unless ``in_place``)."""
+    ``skip_existing``, else ``failed`` unless ``overwrite``), is the input itself (unless ``in_place``), is another
+    input of the batch, or another input's output. Every input is listed before any output is chosen. Anything that
+    goes wrong for one entry (a symbolic link loop, a name too long) is that entry's failure. Temporaries left by
+    killed runs next to each output are removed."""
+    from .outputs import remove_stale
+
+    sources = list(sources)
+    inputs = {r for r in (_resolved(s.path) for s in sources if isinstance(s, Source)) if r is not None}
     claimed: set[Path] = set()
+    planned = []
     for src in sources:
         if isinstance(src, Result):
-            yield src
+            planned.append(src)
             continue
         try:
-            dst = src.path.resolve() if in_place else name_for(src)  # in place through a symlink: its target
-        except ValueError as exc:  # --name gives no file name for this input (e.g. '{stem}' of '..png')
-            yield Result(src.path, None, "failed", str(exc))
-            continue
-        key = dst.resolve()
-        if key in claimed:
-            yield Result(src.path, dst, "failed", f"another input already writes {str(dst)!r} (rename with --name)")
-            continue
-        claimed.add(key)
-        if not in_place and dst.resolve() == src.path.resolve():
-            yield Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it")
-        elif dst.exists() and not in_place and not overwrite:
-            if skip_existing:
-                yield Result(src.path, dst, "skipped", "output exists")
+            planned.append(_plan_one(src, name_for, inputs, claimed, overwrite, skip_existing, in_place))
+        except (OSError, RuntimeError, ValueError, OutputError) as exc:
+            if isinstance(exc, RuntimeError):
+                why = "a symbolic link loop"
+            elif isinstance(exc, OSError):
+                why = f"{exc.strerror or exc}"
             else:
-                yield Result(src.path, dst, "failed", f"{str(dst)!r} exists; use --overwrite or --skip-existing")
-        else:
-            yield Job(src.path, dst)
+                why = str(exc)
+            planned.append(Result(src.path, None, "failed", why))
+    remove_stale(claimed)
+    yield from planned
+
+
+def _plan_one(src: Source, name_for, inputs, claimed, overwrite, skip_existing, in_place) -> Job | Result:
+    own = src.path.resolve()  # in place through a symlink: its target
+    dst = own if in_place else name_for(src)
+    key = dst.resolve()
+    if key in claimed:
+        return Result(src.path, dst, "failed", f"another input already writes {quoted(dst)} (rename with --name)")
+    claimed.add(key)
+    if not in_place and key == own:
+        return Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it")
+    if not in_place and key in inputs:
+        return Result(src.path, dst, "failed", f"the output {quoted(dst)} is another input of this batch")
+    if dst.exists() and not in_place and not overwrite:
+        if skip_existing:
+            return Result(src.path, dst, "skipped", "output exists")
+        return Result(src.path, dst, "failed", f"{quoted(dst)} exists; use --overwrite or --skip-existing")
+    return Job(src.path, dst)
 
 
 def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, processes: int = 1,
@@ -177,7 +299,9 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
 
     ``work`` raises to report a failure; its message becomes the result's. With ``processes > 1`` the work runs in
     that many worker processes (``work`` and ``initializer`` must be picklable), with at most ``2 * processes``
-    jobs in flight, so memory holds a few images whatever the number of files. ``fail_fast`` stops after the
+    jobs in flight, so memory holds a few images whatever the number of files. When a worker dies (killed, out of
+    memory), every job in flight is lost with it: each is tried once more, alone, in a fresh pool, so only the
+    file that kills a worker twice fails. Workers exit when this process dies. ``fail_fast`` stops after the
     first failure.
     """
     if processes <= 1:  # in this process: the caller sets any limits (see pixel_limit)
@@ -188,52 +312,74 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                 return
         return
     import multiprocessing
+    from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     window = 2 * processes
     # fork is cheaper (no fresh interpreter, numpy and Pillow already imported) and safe while this process has
     # not loaded numba (whose thread pool a fork would inherit half-initialised); otherwise spawn.
     ctx = multiprocessing.get_context("fork" if "numba" not in sys.modules and sys.platform == "linux" else "spawn")
-    from concurrent.futures.process import BrokenProcessPool
+    parent = os.getpid()
 
     def new_pool():
-        return ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs)
+        return ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_start,
+                                   initargs=(parent, initializer, initargs))
 
     pool = new_pool()
-    pending: dict = {}  # Future -> Job
+    pending: dict = {}  # Future -> (Job, attempt, pool)
+    retry: deque = deque()  # jobs in flight when a worker died: tried again one at a time
     it = iter(items)
-    exhausted = False
+    exhausted = stop = False
     try:
         while True:
-            while not exhausted and len(pending) < window:
-                item = next(it, None)
-                if item is None:
-                    exhausted = True
-                elif isinstance(item, Result):
-                    yield item
-                    if fail_fast and item.status == "failed":
-                        exhausted = True
+            alone = any(attempt > 1 for _, attempt, _ in pending.values())
+            while not stop and not alone and len(pending) < window:
+                if retry:
+                    if pending:
+                        break  # a retry runs alone: if it kills its worker again, it takes nothing else with it
+                    job, attempt = retry.popleft(), 2
                 else:
-                    try:
-                        fut = pool.submit(_attempt, work, item.source, item.target)
-                    except BrokenProcessPool:  # a worker died earlier: start a fresh pool for the rest
+                    item = None if exhausted else next(it, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    if isinstance(item, Result):
+                        yield item
+                        stop = fail_fast and item.status == "failed"
+                        continue
+                    job, attempt = item, 1
+                try:
+                    fut = pool.submit(_attempt, work, job.source, job.target)
+                except BrokenProcessPool:  # a worker died earlier: start a fresh pool for the rest
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = new_pool()
+                    fut = pool.submit(_attempt, work, job.source, job.target)
+                pending[fut] = (job, attempt, pool)
+                alone = attempt > 1
+            if not pending:
+                if stop or (exhausted and not retry):
+                    return
+                continue
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job, attempt, owner = pending.pop(fut)
+                if isinstance(fut.exception(), BrokenProcessPool):
+                    if owner is pool:  # the first loss seen from this pool: replace it
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool()
-                        fut = pool.submit(_attempt, work, item.source, item.target)
-                    pending[fut] = item
-            if not pending:
-                return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            stop = False
-            for fut in done:
-                job = pending.pop(fut)
+                    if attempt == 1 and not stop:
+                        retry.append(job)
+                        continue
                 res = _collect(fut, job)
                 yield res
                 stop = stop or (fail_fast and res.status == "failed")
             if stop:  # report what is already running, start nothing more
                 for fut in list(pending):
                     if not fut.cancel():
-                        yield _collect(fut, pending[fut])
+                        yield _collect(fut, pending[fut][0])
+                for job in retry:
+                    yield Result(job.source, job.target, "failed", "not retried after --fail-fast stopped the batch")
                 return
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -243,7 +389,40 @@ def _collect(fut, job: Job) -> Result:
     try:
         return fut.result()
     except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
-        return Result(job.source, job.target, "failed", f"worker process failed: {exc}")
+        from concurrent.futures.process import BrokenProcessPool
+
+        why = ("it died while processing this file, twice (killed, or out of memory)"
+               if isinstance(exc, BrokenProcessPool) else str(exc))
+        return Result(job.source, job.target, "failed", f"worker process failed: {why}")
+
+
+def _worker_start(parent: int, initializer, initargs) -> None:
+    """In each worker: exit as soon as the parent process is gone (killed, or terminated), then the caller's
+    initializer."""
+    import threading
+    import time
+
+    if sys.platform == "linux":  # the kernel's own notice: SIGKILL when the parent dies
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            pass
+    if os.getppid() != parent:  # the parent died before the notice was set up
+        os._exit(1)
+
+    def watch():  # everywhere else, and as a second check: poll
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="cnnfilter-parent-watch").start()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:
@@ -254,7 +433,11 @@ def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result
     except (ImageReadError, ImageWriteError, ValueError, TypeError) as exc:
         return Result(src, dst, "failed", str(exc))
     except OSError as exc:
-        return Result(src, dst, "failed", f"{exc.strerror or exc}: {exc.filename or src}")
+        return Result(src, dst, "failed", f"{exc.strerror or exc}: {quoted(exc.filename or src)}")
+    except MemoryError:
+        return Result(src, dst, "failed", "not enough memory (raise the limits, or use fewer --jobs)")
+    except RuntimeError as exc:
+        return Result(src, dst, "failed", f"a symbolic link loop or similar: {exc}")
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; the message says what it was
         return Result(src, dst, "failed", f"{type(exc).__name__}: {exc}")
     return Result(src, dst, "done")
@@ -293,12 +476,13 @@ def compiled_kernels():
         filters.SMALL_PIXELS = old
 
 
-def worker_init(max_pixels: int | None, threads: int | None) -> None:
-    """Per worker: Pillow's decompression-bomb limit, one numba thread when several processes share cores, and
-    the compiled kernels for every image (see compiled_kernels)."""
-    from . import filters
+def worker_init(max_pixels: int | None, threads: int | None, max_memory: int | None = None) -> None:
+    """Per worker: Pillow's decompression-bomb limit, the memory limit, one numba thread when several processes
+    share cores, and the compiled kernels for every image (see compiled_kernels)."""
+    from . import filters, limits
 
     filters.SMALL_PIXELS = 0
+    limits.set_memory_limit(max_memory)
     if max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = max_pixels
     if threads is not None:

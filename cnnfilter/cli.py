@@ -28,14 +28,20 @@ class _Group(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args  # accepted anywhere on the line, not only before the command
         args = [a for a in args if a != "--debug"]
+        _one_line_warnings()
+        _terminate_cleanly()
         try:
             code = super().main(args, prog_name or "cnnfilter", standalone_mode=False, **extra)
+            _flush_stdout()
         except click.exceptions.NoArgsIsHelpError as exc:  # plain `cnnfilter`: the help, not an error
             click.echo(exc.ctx.get_help())
             sys.exit(0)
         except click.exceptions.Abort:
             click.echo("cnnfilter: interrupted", err=True)
             sys.exit(130)
+        except _Terminated:
+            click.echo("cnnfilter: terminated", err=True)
+            sys.exit(143)
         except click.ClickException as exc:
             if debug:
                 raise
@@ -46,6 +52,12 @@ class _Group(click.Group):
         except BrokenPipeError:  # `cnnfilter ... -o - | head`: the reader left; stop quietly, as cat does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
+        except (OSError, MemoryError, RecursionError) as exc:  # the system said no: one line, exit 1
+            if debug:
+                raise
+            _close_stdout()
+            click.echo(f"cnnfilter: error: {_system_error(exc)}", err=True)
+            sys.exit(1)
         except Exception as exc:  # a bug: say so in one line unless debugging
             if debug:
                 raise
@@ -53,6 +65,66 @@ class _Group(click.Group):
                        err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run (worker pools shut, temporaries go)."""
+
+
+def _terminate_cleanly() -> None:
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise _Terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _one_line_warnings() -> None:
+    """Python warnings (a corrupt EXIF block, ...) as one line each, ``cnnfilter: warning: ...``, never a
+    multi-line report with source paths."""
+    import warnings
+
+    from .limits import shorten
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        click.echo(f"cnnfilter: warning: {shorten(str(message), 200)}", err=True)
+
+    warnings.showwarning = show
+
+
+def _flush_stdout() -> None:
+    """Flush standard output now, so that a full disk or a closed pipe is an error here and not a traceback at
+    exit."""
+    if sys.stdout is not None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError:
+            _close_stdout()
+            raise
+
+
+def _close_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's own flush at exit cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except OSError:
+        pass
+
+
+def _system_error(exc: BaseException) -> str:
+    from .limits import printable
+
+    if isinstance(exc, MemoryError):
+        return "out of memory (lower --max-memory, or give fewer or smaller inputs)"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
+    name = f": {printable(str(exc.filename))!r}" if getattr(exc, "filename", None) else ""
+    return f"{printable(exc.strerror or str(exc))}{name}"
 
 
 def _ints(text: str, name: str, minimum: int):
@@ -88,9 +160,12 @@ def _padding(text: str, *, words: bool = True):
 def _run(fn):
     """Call the library; map its errors to exit codes (ValueError/TypeError: usage, 2; I/O: failure, 1)."""
     from .io import ImageReadError, ImageWriteError
+    from .outputs import OutputError
 
     try:
         return fn()
+    except OutputError as exc:
+        raise (click.UsageError if exc.usage else click.ClickException)(str(exc)) from exc
     except (ImageReadError, ImageWriteError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (ValueError, TypeError) as exc:
@@ -102,6 +177,9 @@ def _batch_options(fn):
     opts = [
         click.option("--max-pixels", type=click.IntRange(1), metavar="N",
                      help="Refuse images with more pixels (decompression bombs) [default: Pillow's limit, 89478485]."),
+        click.option("--max-memory", metavar="SIZE", callback=_size_option,
+                     help="Refuse work that would need more memory, shared by the workers "
+                          "[default: half the RAM; CNNFILTER_MAX_MEMORY]."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails."),
         click.option("-j", "--jobs", type=click.IntRange(1), metavar="N",
                      help="Worker processes for several files [default: all cores]."),
@@ -116,6 +194,17 @@ def _batch_options(fn):
     for opt in opts:
         fn = opt(fn)
     return fn
+
+
+def _size_option(ctx, param, value):
+    if value is None:
+        return None
+    from .limits import parse_bytes
+
+    try:
+        return parse_bytes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _many(images) -> bool:
@@ -153,7 +242,7 @@ def _ext_for(fmt: str | None) -> str:
 
 
 def _process(images, output, label, work, fmt, quiet, *, recursive, template, suffix, overwrite, skip_existing,
-             in_place, jobs, fail_fast, max_pixels):
+             in_place, jobs, fail_fast, max_pixels, max_memory, raw=None):
     """Run ``work(source, target)`` over every input and report: one file in this process, many in workers."""
     from . import batch
     from .io import check_target
@@ -177,7 +266,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
                     click.echo(f"skipped {output}: it exists", err=True)
                 return None
             raise click.ClickException(f"{output!r} exists; use --overwrite or --skip-existing")
-        return _work_here(work, "-", output, max_pixels)
+        _claim_raw(raw, None, output, overwrite)
+        return _work_here(work, "-", output, max_pixels, max_memory)
     many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
     if output == "-" and many:
@@ -204,7 +294,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
                        overwrite=overwrite, skip_existing=skip_existing, in_place=in_place)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
-            return _work_here(work, images[0], "-", max_pixels)
+            _claim_raw(raw, images[0], None, overwrite)
+            return _work_here(work, images[0], "-", max_pixels, max_memory)
         item = next(items, None)
         if isinstance(item, batch.Result) and item.status == "skipped":
             if not quiet:
@@ -212,18 +303,28 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             return
         if isinstance(item, batch.Result):
             raise click.ClickException(item.message)
-        _work_here(work, item.source, item.target, max_pixels)
+        _claim_raw(raw, item.source, item.target, overwrite)
+        _work_here(work, item.source, item.target, max_pixels, max_memory)
         if not quiet:
             click.echo(f"wrote {item.target}", err=True)
         return
-    processes = jobs or batch.default_jobs()
+    from .limits import max_jobs
+    from .limits import max_memory as default_memory
+
+    processes = min(jobs or batch.default_jobs(), max_jobs())
+    if jobs is not None and jobs > processes and not quiet:
+        click.echo(f"cnnfilter: warning: -j {jobs} is more than {processes} (4 per core); using {processes}", err=True)
+    budget = (max_memory or default_memory()) // max(processes, 1)
     results = batch.run(items, work, processes=processes, fail_fast=fail_fast, initializer=batch.worker_init,
-                        initargs=(max_pixels, 1))
+                        initargs=(max_pixels, 1, budget))
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures = []
     show = not quiet and sys.stderr.isatty()
     total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir)) if show else None
-    with _progress(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels():
+    from .limits import memory_limit
+
+    with (_progress(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels(),
+          memory_limit(budget)):
         for res in results:
             counts[res.status] += 1
             if res.status == "failed":
@@ -234,18 +335,37 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if failures or not quiet:
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k == "done")
         click.echo(f"cnnfilter: {summary}", err=True)
+        from .limits import printable
+        from .outputs import quoted
+
         for res in failures:
-            click.echo(f"  failed: {res.source}: {res.message}", err=True)
+            click.echo(f"  failed: {quoted(res.source)}: {printable(res.message)}", err=True)
     if failures:
         sys.exit(1)
 
 
-def _work_here(work, source, target, max_pixels) -> None:
+def _work_here(work, source, target, max_pixels, max_memory) -> None:
     """One file in this process, its errors mapped to exit codes like any other usage error or failure."""
     from .batch import pixel_limit
+    from .limits import memory_limit
 
-    with pixel_limit(max_pixels):
+    with pixel_limit(max_pixels), memory_limit(max_memory):
         _run(lambda: work(source, target))
+
+
+def _claim_raw(raw, source, target, overwrite: bool) -> None:
+    """``--raw`` goes through the output policy: never the input, never the image output, never an existing file
+    without --overwrite; checked before any work."""
+    if raw is None:
+        return
+    from .outputs import OutputPolicy, resolve
+
+    policy = OutputPolicy(overwrite=overwrite)
+    if source is not None and source != "-":
+        policy.input_files.add(_run(lambda: resolve(source)))
+    if target is not None and target != "-":
+        policy.claimed[_run(lambda: resolve(target))] = "the output image"
+    _run(lambda: policy.claim(raw, "--raw"))
 
 
 class _progress:
@@ -394,7 +514,7 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
     work = functools.partial(convolve_file, steps=steps, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
                              output_range=output_range, gray=gray, alpha=alpha_mode, **geometry)
-    _process(images, output, label, work, fmt, quiet, **batch_opts)
+    _process(images, output, label, work, fmt, quiet, raw=raw, **batch_opts)
 
 
 @cli.command("kernels", context_settings=_CONTEXT)
@@ -455,7 +575,7 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
     label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
     work = functools.partial(pool_file, size=win, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), **kwargs)
-    _process(images, output, label, work, fmt, quiet, **batch_opts)
+    _process(images, output, label, work, fmt, quiet, raw=raw, **batch_opts)
 
 
 def _register() -> None:

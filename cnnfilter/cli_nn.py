@@ -17,11 +17,15 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def _lib(fn):
     """Map cnnfilter.nn's errors: bad data/model/arch files are failures (exit 1), bad values usage (exit 2)."""
     from .io import ImageReadError, ImageWriteError
+    from .limits import LimitError
     from .nn import ArchError, DataError, ModelError
+    from .outputs import OutputError
 
     try:
         return fn()
-    except ArchError as exc:
+    except OutputError as exc:
+        raise (click.UsageError if exc.usage else click.ClickException)(str(exc)) from exc
+    except (ArchError, LimitError) as exc:
         raise click.UsageError(str(exc)) from exc
     except (DataError, ModelError, ImageReadError, ImageWriteError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -40,10 +44,12 @@ def _size(text: str | None):
 
 
 def _bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size such as 512MiB or 2GiB", param_hint="--max-memory")
-    return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))
+    from .limits import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
 
 
 def _threads(jobs: int | None) -> None:
@@ -119,14 +125,22 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     if val_dir is not None and explicit_split:
         raise click.UsageError("--val and --val-split are two ways to choose validation data; give one")
     out = Path(output)
-    if out.exists() and not overwrite:
-        raise click.UsageError(f"{output!r} exists; use --overwrite to replace it")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise click.UsageError(f"cannot write {output!r}: folder {str(out.parent)!r} does not exist")
+    # every file this command writes, checked before any work: never in the data, never another output, never
+    # an existing file without --overwrite
+    from .outputs import OutputPolicy
+
+    policy = OutputPolicy(overwrite=overwrite)
+    for folder in (data, val_dir):
+        try:
+            files = [] if folder is None else nn.data.scan(folder)[1]
+        except nn.DataError:
+            files = []  # reported when the data is read
+        for path, _ in files:
+            _lib(lambda p=path: policy.add_input(p))
+    _lib(lambda: policy.claim(output, "the model -o"))
     for opt, extra in (("--log", log_path), ("--plot", plot_path)):
-        parent = Path(extra).parent if extra else None
-        if parent is not None and not (parent if str(parent) else Path(".")).is_dir():
-            raise click.UsageError(f"cannot write {opt} {extra!r}: folder {str(parent)!r} does not exist")
+        if extra:
+            _lib(lambda o=opt, e=extra: policy.claim(e, o))
     max_bytes = _bytes(max_memory)
     hw = _size(size)
     if arch is not None:
@@ -444,6 +458,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from .batch import iter_sources
     from .cli import _progress
     from .io import ImageReadError, ImageWriteError
+    from .limits import printable
+    from .outputs import OutputError, inside, quoted, safe_part
 
     mdl = None
     if model is not None:
@@ -481,16 +497,21 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             if getattr(src, "status", None) == "failed":
                 failures.append((str(src.source), src.message))
                 continue
-            stem = path.stem
+            stem = safe_part(path.stem)  # '..', '.', separators and control characters cannot name a folder
             rel = getattr(src, "rel", None)
             if rel is not None and rel.parent != Path("."):
-                stem = str(rel.parent / path.stem)
+                stem = str(Path(*[safe_part(p) for p in rel.parent.parts], stem))
             while stem in seen_stems:
                 stem += "_"
             seen_stems.add(stem)
             target = out_root / stem
-            if (target / "index.html").exists() and not overwrite:
-                failures.append((str(path), f"{str(target)!r} exists; use --overwrite"))
+            try:
+                inside(target, out_root)
+                if (target / "index.html").exists() and not overwrite:
+                    raise OutputError(f"{quoted(target)} exists; use --overwrite")
+            except OutputError as exc:
+                failures.append((str(path), str(exc)))
+                advance()
                 continue
             try:
                 if mdl is not None:
@@ -522,7 +543,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             if not quiet:
                 click.echo(f"wrote {target / 'index.html'}", err=True)
     for name, why in failures:
-        err.print(f"cnnfilter: error: {why}" if name in why else f"cnnfilter: error: {name}: {why}", markup=False)
+        why = printable(why)
+        click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
+                   err=True)
     if failures:
         err.print(f"cnnfilter: {len(failures)} of {done + len(failures)} image(s) failed", markup=False)
         sys.exit(1)

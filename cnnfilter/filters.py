@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _args
+from . import _args, limits
 from .kernels import validate_kernel
 
 METHODS = ("auto", "direct", "separable", "fft")
@@ -84,6 +84,10 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
             msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)} pixels: padding {padding!r} is too small"
         raise ValueError(msg)
     dtype = _args.work_dtype(img)
+    what = (f"filtering a {H}x{W} image with a {kh}x{kw} kernel (dilation {dh},{dw}, padding "
+            f"{top},{bottom},{left},{right}) into {Ho}x{Wo}")
+    itemsize = np.dtype(dtype).itemsize
+    limits.check_memory(itemsize * C * ((H + top + bottom) * (W + left + right) + 2 * Ho * Wo), what)
     cval = _args.check_value(cval, "cval", dtype)
     shape = (Ho, Wo, C) if img.ndim == 3 else (Ho, Wo)
     res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
@@ -100,6 +104,9 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     chosen, factors = _choose(method, kd, (sh, sw), H * W)
     if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
         chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
+    if chosen != "fft":
+        taps = (kh + kw) if chosen == "separable" else kh * kw
+        limits.check_work(float(taps) * Ho * Wo * C, what)
     unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
     # The unrolled 3x3/5x5 loops also read 8-bit images as they are (a second specialisation, compiled only when
     # used): converting a photo to float32 first would cost more memory traffic than the filter itself.

@@ -7,13 +7,10 @@ PNGs, which Pillow reads as 8-bit and cannot write, are read and written by ``cn
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import glob
 import io as _io
 import os
+import struct
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +19,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import _png
+from .limits import LimitError, max_stdin, open_regular, printable, read_capped
+from .outputs import WriteError, atomic_file
 
 
 class ImageReadError(Exception):
     """An input that is missing, unreadable or not an image Pillow can decode."""
 
 
-class ImageWriteError(Exception):
-    """An output that cannot be written (folder missing, permission, disk full)."""
+ImageWriteError = WriteError  # an output that cannot be written (folder missing, permission, disk full)
 
 
 class ImageFormatError(ValueError):
@@ -47,28 +45,37 @@ class Picture:
 
 
 def _open(source) -> Image.Image | Picture:
-    """A loaded Pillow image, or a Picture for a 16-bit colour PNG (which Pillow would read as 8-bit)."""
-    name = "<stdin>" if source == "-" else str(source)
+    """A loaded Pillow image, or a Picture for a 16-bit colour PNG (which Pillow would read as 8-bit). Only regular
+    files are opened (a FIFO or a device would hang or never end); standard input is read up to its limit."""
+    name = "<stdin>" if source == "-" else printable(str(source))
+    fh = None
     try:
         with warnings.catch_warnings():  # Image.open warns about bombs; make that an error
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if source == "-":
-                data = sys.stdin.buffer.read()
+                if sys.stdin is None:
+                    raise ImageReadError("cannot read '-': standard input is closed")
+                data = read_capped(sys.stdin.buffer, max_stdin(), "standard input")
                 if not data:
                     raise ImageReadError("cannot read '-': standard input is empty")
                 if _png.sniff16(data[:33]):
                     return _read_png16(data)
                 img = Image.open(_io.BytesIO(data))
+            elif isinstance(source, (str, os.PathLike)):
+                fh = open_regular(source, "image")
+                head = fh.read(33)
+                if _png.sniff16(head):
+                    return _read_png16(head + fh.read())
+                fh.seek(0)
+                img = Image.open(fh)
             else:
-                if isinstance(source, (str, os.PathLike)):
-                    with open(source, "rb") as fh:
-                        head = fh.read(33)
-                        if _png.sniff16(head):
-                            return _read_png16(head + fh.read())
                 img = Image.open(source)
             img.load()
     except ImageReadError:
         raise
+    except LimitError as exc:
+        msg = str(exc) if str(exc).startswith("cannot read") else f"cannot read {name!r}: {exc}"
+        raise ImageReadError(msg) from None
     except FileNotFoundError:
         raise ImageReadError(f"cannot read {name!r}: no such file") from None
     except IsADirectoryError:
@@ -81,8 +88,14 @@ def _open(source) -> Image.Image | Picture:
         raise ImageReadError(
             f"cannot read {name!r}: more pixels than the decompression-bomb limit ({Image.MAX_IMAGE_PIXELS})"
         ) from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise ImageReadError(f"cannot read {name!r}: {exc}") from None
+    except OSError as exc:  # truncated or corrupt data; a symlink loop, a name too long
+        raise ImageReadError(f"cannot read {name!r}: {printable(exc.strerror or str(exc))}") from None
+    except (SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:  # corrupt data
+        why = "not enough memory to decode it" if isinstance(exc, MemoryError) else printable(str(exc))
+        raise ImageReadError(f"cannot read {name!r}: {why or type(exc).__name__}") from None
+    finally:
+        if fh is not None:
+            fh.close()
     return img
 
 
@@ -247,6 +260,8 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
         def encode(fh):
             _save(img, fh, name, pic.info, quality=quality, compress_level=compress_level)
     if target == "-":
+        if sys.stdout is None:
+            raise ImageWriteError("cannot write '-': standard output is closed")
         buf = _io.BytesIO()
         encode(buf)
         sys.stdout.buffer.write(buf.getvalue())
@@ -254,40 +269,6 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
         return
     with atomic_file(target) as fh:
         encode(fh)
-
-
-@contextlib.contextmanager
-def atomic_file(target):
-    """Write ``target`` through a temporary file in its folder, renamed over it only once complete: a killed run
-    never leaves half a file under the target's name. The temporary is ``.NAME.*.part``; leftovers of killed runs
-    are removed when the target is next written. Keeps an existing target's mode, else the umask's."""
-    tag = ".cnnf-"  # part of every temporary name, so that the cleanup below matches this target's only
-    path = Path(target)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{tag}", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise ImageWriteError(f"cannot write {str(path)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ImageWriteError(f"cannot write {str(path)!r}: {exc}") from None
-        raise
-    for stale in folder.glob(f".{glob.escape(path.name)}{tag}*.part"):
-        stale.unlink(missing_ok=True)
-
-
-@functools.cache
-def _default_mode() -> int:
-    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp makes 0o600 files)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 # PNG zlib level: 1 encodes 2.7-4.2x faster than Pillow's default 6 for 15-18 % larger files on photographs

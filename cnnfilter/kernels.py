@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .limits import LimitError, max_kernel_file, open_regular, read_file, shorten
 
 MAX_KERNEL_SIDE = 255
 
@@ -42,12 +45,19 @@ class Magnitude:
 def validate_kernel(kernel, name: str = "kernel") -> np.ndarray:
     """Check a kernel from any source and return it as a float64 2-D array.
 
-    2-D, non-empty, numeric, every value finite, at most 255 x 255.
+    2-D, non-empty, real, every value finite and within float32's range (the dtype the filters run in), at most
+    255 x 255.
     """
+    if np.iscomplexobj(kernel):
+        msg = f"{name} has complex values; a kernel must be real"
+        raise TypeError(msg)
     try:
-        arr = np.array(kernel, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        msg = f"{name} is not a numeric matrix ({exc})"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            arr = np.array(kernel, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError, RecursionError, np.exceptions.ComplexWarning) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else shorten(str(exc), 60)
+        msg = f"{name} is not a numeric matrix ({why})"
         raise TypeError(msg) from None
     if arr.ndim != 2:
         msg = f"{name} has shape {arr.shape}; a kernel must be 2-D (rows, cols)"
@@ -61,7 +71,13 @@ def validate_kernel(kernel, name: str = "kernel") -> np.ndarray:
     if not np.isfinite(arr).all():
         msg = f"{name} contains NaN or infinite values"
         raise ValueError(msg)
+    if np.abs(arr).max() > _FLOAT32_MAX:
+        msg = f"{name} has values beyond float32's range (±3.4e38), the precision the filters run in"
+        raise ValueError(msg)
     return arr
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # cv2.getGaussianKernel's tables for odd sizes up to 7 when no sigma is given
@@ -108,6 +124,9 @@ def _number(value, name: str) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         msg = f"{name} {value!r} is not a number"
         raise TypeError(msg)
+    if not math.isfinite(float(value)):
+        msg = f"{name} {value!r} must be a finite number"
+        raise ValueError(msg)
     return float(value)
 
 
@@ -123,6 +142,9 @@ def _positive_int(value, name: str) -> int:
 
 def _odd_size(size, sigma: float, default_per_sigma: float = 3.0) -> int:
     if size is None:
+        if default_per_sigma * sigma > 1e9:  # no integer size to name
+            msg = f"sigma {sigma:g} needs a kernel far wider than the largest, {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}"
+            raise ValueError(msg)
         size = 2 * math.ceil(default_per_sigma * sigma) + 1
         if size > MAX_KERNEL_SIDE:
             msg = f"sigma {sigma:g} needs a {size}x{size} kernel; the largest is {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}"
@@ -239,10 +261,12 @@ def parse_matrix(text: str, name: str = "kernel") -> np.ndarray:
             try:
                 rows.append([float(v) for v in line])
             except ValueError:
-                msg = f"{name} {text.strip()!r} is not a matrix of numbers (rows split by ';', values by ',')"
+                msg = f"{name} {shorten(text.strip(), 60)!r} is not a matrix of numbers (rows split by ';', values by ',')"
                 raise ValueError(msg) from None
     if len({len(r) for r in rows}) > 1:
-        msg = f"{name} {text.strip()!r} has rows of different lengths {[len(r) for r in rows]}"
+        lengths = [len(r) for r in rows]
+        shown = str(lengths) if len(lengths) <= 10 else str(lengths[:10])[:-1] + ", ...]"
+        msg = f"{name} {shorten(text.strip(), 60)!r} has rows of different lengths {shown}"
         raise ValueError(msg)
     return validate_kernel(rows, name)
 
@@ -308,25 +332,25 @@ def parse_imagemagick(text: str) -> np.ndarray:
     """
     m = _IM_HEAD.match(text)
     if m is None:
-        msg = f"kernel {text.strip()!r} is not ImageMagick's 'WxH[+X+Y]: values' form"
+        msg = f"kernel {shorten(text.strip(), 60)!r} is not ImageMagick's 'WxH[+X+Y]: values' form"
         raise ValueError(msg)
     w = int(m.group(1))
     h = int(m.group(2) or w)
     values = m.group(5).replace(",", " ").replace(";", " ").split()
     if len(values) != w * h:
-        msg = f"kernel {text.strip()!r} declares {w}x{h} = {w * h} values but has {len(values)}"
+        msg = f"kernel {shorten(text.strip(), 60)!r} declares {w}x{h} = {w * h} values but has {len(values)}"
         raise ValueError(msg)
     try:
         flat = [float(v) for v in values]
     except ValueError:
-        msg = f"kernel {text.strip()!r} has values that are not numbers"
+        msg = f"kernel {shorten(text.strip(), 60)!r} has values that are not numbers"
         raise ValueError(msg) from None
     k = validate_kernel(np.array(flat).reshape(h, w))
     if m.group(3) is None:
         return k
     ox, oy = int(m.group(3)), int(m.group(4))
     if not (0 <= ox < w and 0 <= oy < h):
-        msg = f"kernel {text.strip()!r} has its origin +{ox}+{oy} outside the {w}x{h} kernel"
+        msg = f"kernel {shorten(text.strip(), 60)!r} has its origin +{ox}+{oy} outside the {w}x{h} kernel"
         raise ValueError(msg)
     return _recentre(k, oy, ox)
 
@@ -356,22 +380,49 @@ def load_kernel_file(path) -> np.ndarray:
         raise ValueError(msg)
     import json
 
-    name = f"kernel file {str(p)!r}"
+    name = f"kernel file {shorten(str(p), 200)!r}"
     try:
         if suffix == ".npy":
-            data = np.load(p, allow_pickle=False)
-        else:
-            text = p.read_text(encoding="utf-8")
-            if suffix == ".json":
-                return validate_kernel(json.loads(text), name)
-            return parse_matrix(text, name)
+            return validate_kernel(_read_npy(p, name), name)
+        text = read_file(p, max_kernel_file(), name).decode("utf-8")
+        if suffix == ".json":
+            return validate_kernel(json.loads(text), name)
+        return parse_matrix(text, name)
     except FileNotFoundError:
         raise ValueError(f"{name} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{name} cannot be read: {exc}") from None
-    except ValueError as exc:  # np.load of a pickled or corrupt file
-        raise ValueError(f"{name} is not a plain .npy array: {exc}") from None
-    return validate_kernel(data, name)
+    except LimitError as exc:
+        raise ValueError(str(exc)) from None
+    except RecursionError:
+        raise ValueError(f"{name} is nested too deeply to be a matrix") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} cannot be read: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or shorten(str(exc), 80)
+        raise ValueError(f"{name} cannot be read: {why}") from None
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    """A plain 2-D numeric ``.npy`` array, its header checked (shape, dtype) before any data is read."""
+    fmt = np.lib.format
+    with open_regular(path, name) as fh:
+        try:
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh, max_header_size=10_000)
+        except (ValueError, OSError, SyntaxError, TypeError) as exc:
+            raise ValueError(f"{name} is not a plain .npy array: {shorten(str(exc), 80)}") from None
+        if dtype.kind not in "biuf" or dtype.hasobject:
+            kind = "complex" if dtype.kind == "c" else str(dtype)
+            raise ValueError(f"{name} is not a plain .npy array of real numbers (it holds {kind} values)")
+        if len(shape) != 2 or max(shape, default=0) > MAX_KERNEL_SIDE or 0 in shape:
+            raise ValueError(f"{name} has shape {shape}; a kernel is 2-D, non-empty, at most "
+                             f"{MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}")
+        data = fh.read(int(np.prod(shape)) * dtype.itemsize + 1)
+    count = int(np.prod(shape))
+    if len(data) != count * dtype.itemsize:
+        raise ValueError(f"{name} is truncated or has extra data")
+    arr = np.frombuffer(data, dtype, count)
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def resolve_kernel(spec: str, **params) -> tuple[str, np.ndarray | Magnitude]:
@@ -412,7 +463,9 @@ def adjust_kernel(kernel, *, normalize: bool = False, scale: float | None = None
             raise ValueError(msg)
         if scale is None:
             return kernel
-        return Magnitude(kernel.gx * scale, kernel.gy * scale)
+        s = _number(scale, "scale")
+        with np.errstate(over="ignore", invalid="ignore"):
+            return Magnitude(validate_kernel(kernel.gx * s), validate_kernel(kernel.gy * s))
     k = np.asarray(kernel, dtype=np.float64)
     if normalize:
         total = k.sum()
@@ -421,7 +474,8 @@ def adjust_kernel(kernel, *, normalize: bool = False, scale: float | None = None
             raise ValueError(msg)
         k = k / total
     if scale is not None:
-        k = k * _number(scale, "scale")
+        with np.errstate(over="ignore", invalid="ignore"):
+            k = k * _number(scale, "scale")
     return validate_kernel(k)
 
 

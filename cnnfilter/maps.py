@@ -216,12 +216,12 @@ def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
         return prepare(model, image)
     C, H, W = model.input_shape
     if isinstance(image, (str, Path)):
-        from .io import _open
+        from .nn.predict import load_input
 
-        with _open(image) as im:
-            im.load()
-            pil = im.copy()
-    elif isinstance(image, Image.Image):
+        image = load_input(image)
+        if isinstance(image, np.ndarray):  # a 16-bit colour PNG: 8 bits are plenty for a model's input
+            image = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), "RGB")
+    if isinstance(image, Image.Image):
         pil = image
     else:
         arr = prepare(model, image)  # arrays: stretched (their size is the caller's business)

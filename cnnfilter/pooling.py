@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _args
+from . import _args, limits
 
 MODES = ("max", "avg", "min")
 
@@ -50,6 +50,9 @@ def pool2d(image, size, *, stride=None, padding=0, mode="max", ceil_mode=False, 
         msg = f"the window {kh}x{kw} does not fit in the image {H}x{W} with padding {padding!r}"
         raise ValueError(msg)
     dtype = _args.work_dtype(img)
+    what = f"pooling a {H}x{W} image with {kh}x{kw} windows into {Ho}x{Wo}"
+    limits.check_memory(np.dtype(dtype).itemsize * C * (H * W + 2 * Ho * Wo), what)
+    limits.check_work(float(kh) * kw * Ho * Wo * C, what)
     x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
     res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
     o2 = res.reshape(Ho, Wo * C)

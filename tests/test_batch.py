@@ -43,8 +43,8 @@ def test_folder_recursive_keeps_relative_paths_and_reports_every_failure(folder,
     assert made == ["cmyk.sharpen.png", "deep.sharpen.png", "grey.sharpen.png", "pal.sharpen.png",
                     "rgba.sharpen.png", "sub/nested.sharpen.png"]
     assert "cnnfilter: 6 done, 2 failed" in res.stderr
-    assert f"failed: {folder / 'notes.png'}: cannot read" in res.stderr
-    assert f"failed: {folder / 'sub' / 'truncated.png'}: cannot read" in res.stderr
+    assert f"failed: '{folder / 'notes.png'}': cannot read" in res.stderr
+    assert f"failed: '{folder / 'sub' / 'truncated.png'}': cannot read" in res.stderr
     assert load_image(out / "deep.sharpen.png").dtype == np.uint16
     assert Image.open(out / "rgba.sharpen.png").mode == "RGBA"
     assert not list(out.rglob("*.part"))  # atomic writes leave no temporary files

@@ -281,13 +281,13 @@ def test_train_tiny_errors(tmp_path, args, code, message):
 
 
 def test_train_tiny_usage(tmp_path):
-    """--arch help explains the grammar; no DATA, no -o or an existing model are usage errors."""
+    """--arch help explains the grammar; no DATA or no -o are usage errors; an existing model is a failure (1)."""
     assert "c<out>k<k>[s<stride>][p<pad>]" in run(["train-tiny", "--arch", "help"]).output
     assert "missing DATA" in run(["train-tiny"]).stderr
     assert "missing -o/--output MODEL" in run(["train-tiny", str(tmp_path)]).stderr
     (tmp_path / "m.cnnf").write_text("x")
     res = run(["train-tiny", str(tmp_path), "-o", str(tmp_path / "m.cnnf")])
-    assert res.exit_code == 2 and "exists; use --overwrite" in res.stderr
+    assert res.exit_code == 1 and "exists; use --overwrite" in res.stderr
 
 
 def test_predict_cli_table_json_and_failures(tmp_path):
@@ -344,14 +344,14 @@ def test_ctrl_c_writes_the_best_model_so_far(tmp_path, monkeypatch):
     assert meta["epochs"] == 2 and meta["epoch_saved"] in (1, 2)
 
 
-def test_train_tiny_log_or_plot_in_a_missing_folder_is_a_usage_error(tmp_path):
+def test_train_tiny_log_or_plot_in_a_missing_folder_is_refused_before_training(tmp_path):
     """--log/--plot into a folder that does not exist fail before training, in one line (not an internal error
     after the first epoch)."""
     data = small_digits(tmp_path, per_class=2)
     for opt in ("--log", "--plot"):
         res = run(["train-tiny", str(data), "-o", str(tmp_path / "m.cnnf"), "--epochs", "1",
                    opt, str(tmp_path / "nowhere" / "x")])
-        assert res.exit_code == 2 and "does not exist" in res.stderr and "internal error" not in res.stderr
+        assert res.exit_code == 1 and "does not exist" in res.stderr and "internal error" not in res.stderr
         assert not (tmp_path / "m.cnnf").exists()
 
 

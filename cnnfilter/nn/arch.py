@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._args import output_size
+from ..limits import MAX_LAYERS, check_memory, fmt_bytes, max_params
 from . import layers as L
 
 HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
@@ -46,7 +48,10 @@ def parse(arch: str) -> list[tuple]:
     text = arch.strip().lower()
     if not text:
         raise ArchError("architecture is empty; see --arch help")
-    for pos, tok in enumerate(text.split("-"), 1):
+    tokens = text.split("-")
+    if len(tokens) > MAX_LAYERS:
+        raise ArchError(f"architecture has {len(tokens)} layers; at most {MAX_LAYERS} are allowed")
+    for pos, tok in enumerate(tokens, 1):
         for kind, rx in _TOKENS:
             m = rx.fullmatch(tok)
             if m:
@@ -170,6 +175,65 @@ class Network:
         return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"
 
 
+def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[tuple]]]:
+    """``(layer name, output shape, parameter shapes)`` for each layer of a parsed ``spec`` (with the Flatten that
+    :func:`build` inserts), computed without allocating anything. Raises ArchError for a layer that does not fit
+    its input."""
+    shape = tuple(int(v) for v in input_shape)
+    counts: dict[str, int] = {}
+    out = []
+
+    def add(base, new, params):
+        counts[base] = counts.get(base, 0) + 1
+        out.append((base if base == "flatten" else f"{base}{counts[base]}", new, params))
+
+    for pos, t in enumerate(spec, 1):
+        kind = t[0]
+        if kind in ("conv", "max", "avg") and len(shape) != 3:
+            raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
+        if kind == "fc" and len(shape) == 3:
+            add("flatten", (int(np.prod(shape)),), [])
+            shape = out[-1][1]
+        if kind == "conv":
+            new = (t[1], output_size(shape[1], t[2], t[3], t[4], t[4]), output_size(shape[2], t[2], t[3], t[4], t[4]))
+            base, params = "conv", [(t[1], shape[0], t[2], t[2]), (t[1],)]
+        elif kind in ("max", "avg"):
+            base, params = "pool", []
+            new = L.MaxPool2d(t[1], t[2], t[3]).out_shape(shape)
+        elif kind == "fc":
+            base, params, new = "fc", [(t[1], shape[0]), (t[1],)], (t[1],)
+        elif kind == "flatten":
+            if len(shape) != 3:
+                raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
+            base, params, new = "flatten", [], (int(np.prod(shape)),)
+        else:
+            base, params, new = {"relu": "relu", "drop": "dropout"}[kind], [], shape
+        if min(new) < 1:
+            msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
+                   f"the output would be {'x'.join(map(str, new))}")
+            raise ArchError(msg)
+        add(base, new, params)
+        if kind == "conv":  # im2col: the columns of one sample, as large as the layer's work
+            out[-1] = (*out[-1], shape[0] * t[2] * t[2] * new[1] * new[2])
+        shape = new
+    return out
+
+
+def check_size(layers: list[tuple], *, training: bool = False) -> None:
+    """Refuse a network whose parameters exceed the parameter limit, or whose parameters and one sample's
+    activations (im2col columns included) exceed the memory limit: before anything is allocated."""
+    params = sum(int(np.prod(p, dtype=np.float64)) for _, _, ps, *_ in layers for p in ps)
+    if params > max_params():
+        msg = (f"the network has {params:,} parameters, over the limit of {max_params():,} (CNNFILTER_MAX_PARAMS)")
+        raise ArchError(msg)
+    acts = sum(float(np.prod(s, dtype=np.float64)) + (extra[0] if extra else 0.0) for _, s, _, *extra in layers)
+    need = 4.0 * (params * (4 if training else 1) + acts * (2 if training else 1))
+    try:
+        check_memory(need, f"the network ({params:,} parameters, {fmt_bytes(4 * acts)} of activations per image)")
+    except ValueError as exc:
+        raise ArchError(str(exc)) from None
+
+
 def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.random.Generator | None = None,
           dtype=np.float32) -> Network:
     """The network of ``arch`` for inputs of ``input_shape = (C, H, W)``, He-initialised from ``rng``.
@@ -185,6 +249,7 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             raise ArchError(f"architecture ends with fc{spec[-1][1]} but the data has {classes} classes")
     elif spec[-1][0] != "fc":
         raise ArchError("architecture must end with fc<classes>")
+    check_size(plan(spec, input_shape))
     rng = rng if rng is not None else np.random.default_rng(0)
     shape = tuple(int(v) for v in input_shape)
     layers, names, shapes, counts = [], [], [], {}

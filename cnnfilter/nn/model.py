@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import ArchError, Network, build
+from ..limits import MAX_HEADER_BYTES, LimitError, fmt_bytes, open_regular, printable
+from .arch import ArchError, Network, build, check_size, parse, plan
 
 FORMAT = "cnnfilter-model"
 VERSION = 1
@@ -79,73 +80,132 @@ def save_model(model: Model, path) -> None:
 
 
 def load_model(path) -> Model:
-    """Read a model written by :func:`save_model`; raises ModelError naming the problem."""
-    name = str(path)
+    """Read a model written by :func:`save_model`; raises ModelError naming the problem.
+
+    The file is data: only a regular file is opened, only stored or deflated zip members are read, each read
+    with a cap (the header at most 1 MiB, each parameter the size its declared shape needs), and the network's
+    size is checked against the limits before anything is allocated."""
+    name = printable(str(path))
 
     def fail(why: str):
         raise ModelError(f"cannot load model {name!r}: {why}")
 
     try:
-        zf = zipfile.ZipFile(path)
+        fh = open_regular(path, "model")
     except FileNotFoundError:
         fail("no such file")
     except IsADirectoryError:
         fail("it is a directory")
     except PermissionError:
         fail("permission denied")
-    except (zipfile.BadZipFile, OSError, ValueError):
-        fail("not a cnnfilter model (not a zip archive, or truncated)")
-    with zf:
-        members = set(zf.namelist())
-        if HEADER not in members:
-            fail(f"not a cnnfilter model (no {HEADER})")
+    except LimitError:
+        fail("not a regular file (a pipe, device or socket)")
+    except OSError as exc:
+        fail(exc.strerror or str(exc))
+    with fh:
         try:
-            header = json.loads(zf.read(HEADER))
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            fail(f"the header is unreadable ({type(exc).__name__})")
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            fail("not a cnnfilter model (wrong format name in the header)")
-        version = header.get("version")
-        if version != VERSION:
-            fail(f"format version {version!r}, but this cnnfilter reads version {VERSION}; upgrade cnnfilter"
-                 if isinstance(version, int) and version > VERSION else f"unsupported format version {version!r}")
+            zf = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            fail("not a cnnfilter model (not a zip archive, or truncated)")
+        with zf:
+            return _load(zf, fail)
+
+
+def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, fail) -> bytes:
+    """A member's bytes, refusing one that declares, or inflates to, more than ``cap``."""
+    if info.file_size > cap:
+        fail(f"member {info.filename!r} declares {fmt_bytes(info.file_size)}, more than the {fmt_bytes(cap)} "
+             "it may hold")
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(cap + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
+        fail(f"member {info.filename!r} is unreadable ({printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})")
+    if len(data) > cap:
+        fail(f"member {info.filename!r} inflates to more than {fmt_bytes(cap)}")
+    return data
+
+
+def _no_constants(text: str):
+    raise ValueError(f"{text} is not a number a model may hold")
+
+
+def _load(zf: zipfile.ZipFile, fail) -> Model:
+    infos = {}
+    for info in zf.infolist():
+        if info.flag_bits & 0x1:
+            fail(f"member {info.filename!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            fail(f"member {info.filename!r} uses zip compression method {info.compress_type}; only stored and "
+                 "deflated members are read")
+        infos[info.filename] = info
+    if HEADER not in infos:
+        fail(f"not a cnnfilter model (no {HEADER})")
+    try:
+        header = json.loads(_member(zf, infos[HEADER], MAX_HEADER_BYTES, fail), parse_constant=_no_constants)
+    except RecursionError:
+        fail("the header is nested too deeply")
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(f"the header is unreadable ({printable(str(exc))[:80]})")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fail("not a cnnfilter model (wrong format name in the header)")
+    version = header.get("version")
+    if version != VERSION:
+        fail(f"format version {version!r}, but this cnnfilter reads version {VERSION}; upgrade cnnfilter"
+             if isinstance(version, int) and version > VERSION else f"unsupported format version {printable(repr(version))[:40]}")
+    try:
+        arch = str(header["arch"])
+        shape = tuple(int(v) for v in header["input_shape"])
+        classes = [str(c) for c in header["classes"]]
+        mean = np.asarray(header["mean"], np.float32)
+        std = np.asarray(header["std"], np.float32)
+        meta = dict(header.get("training") or {})
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        fail(f"the header is incomplete or malformed ({printable(str(exc))[:80]})")
+    if (len(shape) != 3 or min(shape) < 1 or shape[0] > 4 or shape[1] * shape[2] > 1 << 24 or not classes
+            or len(classes) > 100_000):
+        fail(f"the header has input shape {shape} and {len(classes)} classes")
+    if mean.shape != (shape[0],) or std.shape != (shape[0],) or not (np.isfinite(mean).all()
+                                                                  and np.isfinite(std).all() and (std > 0).all()):
+        fail("the normalisation (mean/std) does not match the input channels or is not finite and positive")
+    try:
+        spec = parse(arch)
+        if spec[-1][0] != "fc":
+            spec.append(("fc", len(classes)))
+        layers = plan(spec, shape)
+        check_size(layers)
+    except ArchError as exc:
+        fail(f"the architecture does not build: {exc}")
+    expected = {f"{n}.{part}": p for n, _, ps, *_ in layers for part, p in zip(("weight", "bias"), ps)}
+    extra = set(infos) - {HEADER} - {f"{n}.npy" for n in expected}
+    if extra:
+        fail(f"unexpected member {printable(sorted(extra)[0])!r}")
+    arrays = {}
+    for pname, pshape in expected.items():  # every member checked and read before the network is built
+        member = f"{pname}.npy"
+        if member not in infos:
+            fail(f"parameter {pname!r} is missing")
+        cap = 8 * int(np.prod(pshape)) + 4096  # float64 at most, and the .npy header
+        data = _member(zf, infos[member], cap, fail)
         try:
-            arch = str(header["arch"])
-            shape = tuple(int(v) for v in header["input_shape"])
-            classes = [str(c) for c in header["classes"]]
-            mean = np.asarray(header["mean"], np.float32)
-            std = np.asarray(header["std"], np.float32)
-            meta = dict(header.get("training") or {})
-        except (KeyError, TypeError, ValueError) as exc:
-            fail(f"the header is incomplete or malformed ({exc})")
-        if len(shape) != 3 or min(shape) < 1 or shape[0] > 4 or shape[1] * shape[2] > 1 << 24 or not classes:
-            fail(f"the header has input shape {shape} and {len(classes)} classes")
-        if mean.shape != (shape[0],) or std.shape != (shape[0],) or not (np.isfinite(mean).all()
-                                                                      and np.isfinite(std).all() and (std > 0).all()):
-            fail("the normalisation (mean/std) does not match the input channels or is not finite and positive")
-        try:
-            net = build(arch, shape, len(classes))
-        except ArchError as exc:
-            fail(f"the architecture does not build: {exc}")
-        names = net.param_names()
-        extra = members - {HEADER} - {f"{n}.npy" for n in names}
-        if extra:
-            fail(f"unexpected member {sorted(extra)[0]!r}")
-        for pname, p in zip(names, net.params()):
-            member = f"{pname}.npy"
-            if member not in members:
-                fail(f"parameter {pname!r} is missing")
-            try:
-                arr = np.lib.format.read_array(io.BytesIO(zf.read(member)), allow_pickle=False)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-                fail(f"parameter {pname!r} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
-            if arr.shape != p.shape:
-                fail(f"parameter {pname!r} has shape {arr.shape}; the architecture needs {p.shape}")
-            if arr.dtype.kind != "f":
-                fail(f"parameter {pname!r} has dtype {arr.dtype}; expected float")
-            if not np.isfinite(arr).all():
-                fail(f"parameter {pname!r} holds NaN or infinite values")
-            p[...] = arr
+            arr = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False, max_header_size=4096)
+        except (OSError, ValueError, EOFError, SyntaxError) as exc:
+            fail(f"parameter {pname!r} is unreadable ({printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:80]})")
+        if arr.shape != tuple(pshape):
+            fail(f"parameter {pname!r} has shape {arr.shape}; the architecture needs {tuple(pshape)}")
+        if arr.dtype.kind != "f":
+            fail(f"parameter {pname!r} has dtype {arr.dtype}; expected float")
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            fail(f"parameter {pname!r} holds NaN or infinite values, or values beyond float32's range")
+        arrays[pname] = arr
+    try:
+        net = build(arch, shape, len(classes))
+    except ArchError as exc:
+        fail(f"the architecture does not build: {exc}")
+    for pname, p in zip(net.param_names(), net.params()):
+        p[...] = arrays[pname]
     return Model(net, classes, mean, std, meta)
 
 

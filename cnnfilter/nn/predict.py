@@ -16,10 +16,7 @@ def prepare(model: Model, image) -> np.ndarray:
     ``(C, H, W)`` float32 in 0..1: converted to its channels and resized (bilinear) to its size."""
     C, H, W = model.input_shape
     if isinstance(image, (str, Path)):
-        from ..io import _open
-
-        with _open(image) as img:
-            return to_array(img, C, (H, W))
+        image = load_input(image)
     if isinstance(image, Image.Image):
         return to_array(image, C, (H, W))
     arr = np.asarray(image)
@@ -38,6 +35,17 @@ def prepare(model: Model, image) -> np.ndarray:
         return to_array(rgb, C, (H, W))
     msg = f"image has shape {arr.shape}; expected (H, W), (H, W, 3|4) or the model's input {model.input_shape}"
     raise ValueError(msg)
+
+
+def load_input(path) -> Image.Image | np.ndarray:
+    """An image file as a Pillow image, or for a 16-bit colour PNG (which Pillow cannot hold) an (H, W, 3) float32
+    array in 0..1 (alpha dropped, as for every other image a model reads)."""
+    from ..io import Picture, _open
+
+    img = _open(path)
+    if isinstance(img, Picture):
+        return img.pixels.astype(np.float32) / np.float32(65535)
+    return img
 
 
 def predict(model: Model, images) -> np.ndarray:

@@ -1,0 +1,212 @@
+"""Every file cnnfilter writes goes through here: one output policy, atomic writes, and temporaries that only their
+own process may remove while it lives.
+
+The policy (:class:`OutputPolicy`), checked before any work is done: an output is never an input of the command
+(nor inside an input folder), never another output of the same command, never an existing file unless the user
+said ``--overwrite``, and its folder exists. Writing is atomic (:func:`atomic_file`): a temporary in the target's
+folder, renamed over the target once complete. A temporary's name carries a hash of its target's name and the
+writer's process id, so a later run removes the leftovers of killed runs (owner gone) and never those of a run
+still writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .limits import printable
+
+
+class OutputError(Exception):
+    """An output the policy refuses. ``usage`` is True when the command line contradicts itself (an output that
+    is an input, or two outputs that are one file): exit code 2; else (it exists, its folder is missing) 1."""
+
+    def __init__(self, message: str, *, usage: bool = False):
+        super().__init__(message)
+        self.usage = usage
+
+
+def quoted(path) -> str:
+    """A path for a message: quoted, control characters escaped."""
+    return repr(printable(str(path)))
+
+
+def resolve(path) -> Path:
+    """``path`` made absolute with symlinks followed as far as they exist; a loop or an impossible name raises
+    OutputError naming it."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise OutputError(f"cannot use {quoted(path)}: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RuntimeError):
+        return "a symbolic link loop"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+@dataclass
+class OutputPolicy:
+    """What a command may write. ``input_files`` are the resolved files the command reads. :meth:`claim` each
+    output before any work."""
+
+    overwrite: bool = False
+    input_files: set = field(default_factory=set)
+    claimed: dict = field(default_factory=dict)  # resolved path -> what it is ("the model", "--plot", ...)
+
+    def add_input(self, path) -> None:
+        self.input_files.add(resolve(path))
+
+    def conflict(self, target, what: str = "output") -> OutputError | None:
+        """The reason ``target`` may not be written, or None. Records nothing."""
+        path = resolve(target)
+        shown = quoted(target)
+        if path in self.input_files:
+            return OutputError(f"{what} {shown} is an input of this command; it would be overwritten", usage=True)
+        if path in self.claimed:
+            return OutputError(f"{what} {shown} is also {self.claimed[path]}: give them different names",
+                               usage=True)
+        folder = path.parent
+        if not folder.is_dir():
+            return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} does not exist")
+        if path.is_dir():
+            return OutputError(f"cannot write {shown}: it is a folder")
+        if path.exists() and not self.overwrite:
+            return OutputError(f"{shown} exists; use --overwrite")
+        return None
+
+    def claim(self, target, what: str = "output") -> Path:
+        """Check ``target`` (raises OutputError) and record it as ``what``; remove stale temporaries of killed
+        runs that wrote it. Returns the resolved path."""
+        err = self.conflict(target, what)
+        if err is not None:
+            raise err
+        path = resolve(target)
+        self.claimed[path] = what
+        remove_stale(path)
+        return path
+
+
+TAG = ".cnnf.part"
+_TEMP = re.compile(r"^\..{0,32}\.([0-9a-f]{8})-(\d+)-[a-z0-9_]+" + re.escape(TAG) + "$", re.S)
+
+
+def _key(name: str) -> str:
+    return hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+
+
+def _temp_prefix(name: str) -> str:
+    """``.SHORT.KEY-PID-``: at most 32 characters of the name (so a 250-byte name still has a temporary that
+    fits the file system's 255), a hash of the whole name, and the writer's process id."""
+    short = printable(name)[:32].replace("\\", "_")
+    return f".{short}.{_key(name)}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or a pid we cannot ask about: assume it is alive
+    return True
+
+
+def remove_stale(targets) -> int:
+    """Remove the temporaries of ``targets`` (a path or an iterable of paths) whose writer process is gone (a
+    killed run); each folder is listed once. Returns how many were removed."""
+    targets = [Path(targets)] if isinstance(targets, (str, os.PathLike)) else [Path(t) for t in targets]
+    by_folder: dict[Path, set[str]] = {}
+    for t in targets:
+        by_folder.setdefault(t.parent, set()).add(_key(t.name))
+    removed = 0
+    for folder, keys in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _TEMP.match(entry.name)
+            if m and m.group(1) in keys and not _alive(int(m.group(2))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+def stale_temporaries(folder) -> list[Path]:
+    """Every temporary in ``folder`` whose writer process is gone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if m and not _alive(int(m.group(2))):
+            out.append(Path(entry.path))
+    return out
+
+
+class WriteError(Exception):
+    """An output that cannot be written (folder missing, permission, read-only file system, disk full)."""
+
+
+@contextlib.contextmanager
+def atomic_file(target):
+    """Write ``target`` through a temporary file in its folder, renamed over it only once complete: a killed run
+    never leaves half a file under the target's name. Keeps an existing target's mode, else the umask's."""
+    path = Path(target)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TAG, dir=folder)
+    except OSError as exc:
+        raise WriteError(f"cannot write {quoted(path)}: {_why(exc)}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteError(f"cannot write {quoted(path)}: {_why(exc)}") from None
+        raise
+
+
+@functools.cache
+def _default_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp makes 0o600 files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def safe_part(name: str) -> str:
+    """One path component made safe to write: separators and control characters become ``_``; ``.``, ``..``,
+    an empty name and a leading dot (a hidden file) get a ``_`` in front."""
+    name = _UNSAFE.sub("_", name)
+    if name in ("", ".", "..") or name.startswith("."):
+        name = "_" + name
+    return name
+
+
+def inside(target, root) -> Path:
+    """``target`` resolved, checked to lie under ``root`` (resolved): symbolic links and ``..`` cannot take an
+    output out of the folder the user named. Raises OutputError."""
+    path, base = resolve(target), resolve(root)
+    if not path.is_relative_to(base):
+        raise OutputError(f"output {quoted(target)} would be written outside the output folder {quoted(root)}")
+    return path
