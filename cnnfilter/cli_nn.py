@@ -94,11 +94,14 @@ def _err() -> object:
 @click.option("--checkpoint", is_flag=True, help="Keep the best epoch by validation accuracy (written as it "
               "improves) instead of the last one.")
 @click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE",
-              help="Refuse a dataset whose float32 array would be larger.")
+              help="Refuse a dataset whose float32 array would be larger (the network's memory is checked too).")
+@click.option("--max-pixels", type=click.IntRange(1), metavar="N",
+              help="Skip images with more pixels (decompression bombs) [default: Pillow's limit, 89478485].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, size, channels,
-               val_split, val_dir, augment, jobs, log_path, plot_path, checkpoint, max_memory, overwrite, quiet):
+               val_split, val_dir, augment, jobs, log_path, plot_path, checkpoint, max_memory, max_pixels, overwrite,
+               quiet):
     """Train a small CNN from scratch on a folder of labelled images.
 
     DATA holds one sub-folder of images per class (torchvision's ImageFolder layout). Images are converted to
@@ -148,14 +151,20 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     err = _err()
     say = (lambda *a, **k: None) if quiet else err.print
     start = time.perf_counter()
-    prep = _lib(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
-                                         val=val_dir, seed=seed, max_memory=max_bytes))
+    from .batch import pixel_limit
+
+    with pixel_limit(max_pixels):
+        prep = _lib(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
+                                       val=val_dir, seed=seed, max_memory=max_bytes))
     for path, why in prep.skipped:
         err.print(f"cnnfilter: warning: skipped {str(path)!r}: {why}", markup=False)
     C, H, W = prep.input_shape
     arch = arch or nn.default_arch(H, W, len(prep.classes))
     rng = np.random.default_rng(seed)
-    net = _lib(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
+    from .limits import memory_limit
+
+    with memory_limit(max(max_bytes - prep.x.nbytes - (0 if prep.x_val is None else prep.x_val.nbytes), 0) // 2):
+        net = _lib(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
     n_val = 0 if prep.y_val is None else len(prep.y_val)
     say(f"data: {prep.total} images in {len(prep.classes)} classes, {C}x{H}x{W}; train {len(prep.y)}, "
         f"validation {n_val}" + (f"; {len(prep.skipped)} skipped" if prep.skipped else ""), markup=False)
@@ -304,6 +313,7 @@ def predict(model, images, top_k, as_json, quiet):
       cnnfilter predict digits samples/digits            # accuracy + confusion matrix
     """
     from . import nn
+    from .limits import printable
 
     mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
     if len(images) == 1 and Path(images[0]).is_dir() and any(
@@ -331,7 +341,7 @@ def predict(model, images, top_k, as_json, quiet):
             if as_json:
                 click.echo(json.dumps({"image": str(path), "error": error}))
             else:
-                click.echo(f"cnnfilter: error: {error}", err=True)
+                click.echo(f"cnnfilter: error: {printable(error)}", err=True)
             continue
         order = np.argsort(-probs, kind="stable")[:k]
         top = [(mdl.classes[i], float(probs[i])) for i in order]
@@ -339,26 +349,38 @@ def predict(model, images, top_k, as_json, quiet):
             click.echo(json.dumps({"image": str(path), "class": top[0][0], "probability": round(top[0][1], 6),
                                    "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
         elif quiet:
-            click.echo(f"{path}\t{top[0][0]}\t{top[0][1]:.4f}")
+            click.echo(f"{printable(str(path))}\t{top[0][0]}\t{top[0][1]:.4f}")
         else:
             rows.append((str(path), top))
+            if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
+                _table(rows, k)
+                rows = []
     if rows:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        table.add_column("image")
-        table.add_column("class")
-        table.add_column("probability", justify="right")
-        if k > 1:
-            table.add_column("next")
-        for name, top in rows:
-            rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-            table.add_row(name, top[0][0], f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
-        Console(highlight=False, soft_wrap=True).print(table)
+        _table(rows, k)
     if failed:
         click.echo(f"cnnfilter: {failed} of {len(files)} image(s) failed", err=True)
         sys.exit(1)
+
+
+_TABLE_ROWS = 1000
+
+
+def _table(rows, k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .limits import printable
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("image")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    if k > 1:
+        table.add_column("next")
+    for name, top in rows:
+        rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
+        table.add_row(printable(name), top[0][0], f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
+    Console(highlight=False, soft_wrap=True).print(table, markup=False)
 
 
 def _evaluate(mdl, folder, as_json) -> None:
@@ -534,8 +556,15 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                     fm.write_report(target, input_image=grey, acts={"bank": maps}, title=path.name,
                                     labels={"bank": labels}, tile_size=tile_size or 256, normalize=normalize,
                                     colormap_name=cmap, separate=separate, npz=npz)
-            except (ImageReadError, ImageWriteError, OSError, ValueError) as exc:
+            except (ImageReadError, ImageWriteError, OutputError, ValueError) as exc:
                 failures.append((str(path), str(exc)))
+                continue
+            except OSError as exc:
+                where = f": {quoted(exc.filename)}" if exc.filename else ""
+                failures.append((str(path), f"{exc.strerror or exc}{where}"))
+                continue
+            except MemoryError:
+                failures.append((str(path), "not enough memory (lower the image size or raise --max-memory)"))
                 continue
             finally:
                 advance()

@@ -203,6 +203,8 @@ def check_target(target, fmt: str | None = None) -> str:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
+        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
     return name
 
 
@@ -264,8 +266,13 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
             raise ImageWriteError("cannot write '-': standard output is closed")
         buf = _io.BytesIO()
         encode(buf)
-        sys.stdout.buffer.write(buf.getvalue())
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(buf.getvalue())
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): the CLI stops quietly
+        except OSError as exc:
+            raise ImageWriteError(f"cannot write '-' (standard output): {exc.strerror or exc}") from None
         return
     with atomic_file(target) as fh:
         encode(fh)

@@ -128,12 +128,14 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
         msg = f"maps have shape {np.shape(maps)}; expected (C, H, W), (H, W) or (N,)"
         raise ValueError(msg)
     C, H, W = m.shape
-    scaled, rng, sg = scale_maps(m, normalize, signed)
-    luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
     target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
     factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
     shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
     th, tw = (H * factor) // shrink, (W * factor) // shrink
+    if shrink > 1:  # subsample before scaling and colouring: memory and time follow the tiles, not the maps
+        m, shrink = m[:, ::shrink, ::shrink], 1
+    scaled, rng, sg = scale_maps(m, normalize, signed)
+    luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
     rows, cols = _grid(C, columns)
     label_h = 14 if show_labels else 0
     head = 24 if title else 4
@@ -288,8 +290,12 @@ def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.nd
     from .kernels import resolve_kernel
     from .ops import apply_kernel, to_gray
 
+    from .limits import check_memory
+
     names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else list(kernels)
     px = read_picture(image).pixels if isinstance(image, (str, Path)) else np.asarray(image)
+    check_memory(4.0 * (len(names) + 3) * px.shape[0] * px.shape[1],
+                 f"a bank of {len(names)} maps of a {px.shape[0]}x{px.shape[1]} image")
     scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
     grey = to_gray(Picture(px[:, :, :3] if px.ndim == 3 else px)).pixels.astype(np.float32) / scale
     maps = [apply_kernel(grey, resolve_kernel(name)[1], border=border) for name in names]

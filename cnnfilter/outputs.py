@@ -33,8 +33,9 @@ class OutputError(Exception):
 
 
 def quoted(path) -> str:
-    """A path for a message: quoted, control characters escaped."""
-    return repr(printable(str(path)))
+    """A path for a message: quoted as Python's repr does, so a newline or an escape in a file name is shown as
+    ``\\n`` or ``\\x1b`` and cannot forge a line of output or move the terminal's cursor."""
+    return repr(str(path))
 
 
 def resolve(path) -> Path:
@@ -76,6 +77,8 @@ class OutputPolicy:
         folder = path.parent
         if not folder.is_dir():
             return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} does not exist")
+        if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
+            return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} is not writable")
         if path.is_dir():
             return OutputError(f"cannot write {shown}: it is a folder")
         if path.exists() and not self.overwrite:
@@ -118,7 +121,11 @@ def _alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, OSError):
         return True  # another user's process, or a pid we cannot ask about: assume it is alive
-    return True
+    try:  # a zombie (killed, not yet reaped) writes nothing more
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale(targets) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = Non
     sizes, readable, skipped = collections.Counter(), [], []
     for path, label in items:  # headers only: cheap
         try:
-            with Image.open(path) as im:
+            with _open(path) as im:
                 sizes[(im.height, im.width)] += 1
             readable.append((path, label))
         except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and reported
@@ -91,7 +93,7 @@ def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = Non
     y, paths, n = [], [], 0
     for path, label in readable:
         try:
-            with Image.open(path) as im:
+            with _open(path) as im:
                 im.load()
                 x[n] = to_array(im, channels, size)
         except Exception as exc:  # noqa: BLE001
@@ -107,7 +109,23 @@ def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = Non
     return Dataset(x[:n], np.asarray(y, np.int64), classes, paths, skipped)
 
 
+@contextlib.contextmanager
+def _open(path):
+    """A Pillow image of a regular file (a FIFO or device is refused, never waited on), opened lazily; more pixels
+    than Pillow's decompression-bomb limit (``--max-pixels``) is an error, not a warning."""
+    from ..limits import open_regular
+
+    with open_regular(path, "image") as fh, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(fh) as im:
+            yield im
+
+
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"more pixels than the decompression-bomb limit ({Image.MAX_IMAGE_PIXELS}; --max-pixels)"
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode it"
     text = str(exc) or type(exc).__name__
     if "cannot identify image file" in text:
         return "not an image (or a format Pillow cannot decode)"

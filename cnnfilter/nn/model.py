@@ -141,8 +141,9 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         infos[info.filename] = info
     if HEADER not in infos:
         fail(f"not a cnnfilter model (no {HEADER})")
+    text = _member(zf, infos[HEADER], MAX_HEADER_BYTES, fail)
     try:
-        header = json.loads(_member(zf, infos[HEADER], MAX_HEADER_BYTES, fail), parse_constant=_no_constants)
+        header = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         fail("the header is nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -151,6 +151,43 @@ class Prepared:
         return (-self.mean / self.std).astype(np.float32)
 
 
+def _permute(x: np.ndarray, order: np.ndarray) -> None:
+    """``x[:] = x[order]`` in place, one sample of extra memory (cycle by cycle)."""
+    done = np.zeros(len(order), bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        keep = x[start].copy()
+        j = start
+        while True:
+            done[j] = True
+            k = order[j]
+            if k == start:
+                x[j] = keep
+                break
+            x[j] = x[k]
+            j = k
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std of ``x (N, C, H, W)`` in float64, ``chunk`` samples at a time (numpy's
+    ``std`` would make a float64 copy of the whole dataset), chunks combined as Chan et al.'s parallel variance."""
+    C = x.shape[1]
+    count, mean, m2 = 0, np.zeros(C), np.zeros(C)
+    for i in range(0, len(x), chunk):
+        b = x[i : i + chunk].astype(np.float64)
+        n = b.shape[0] * b.shape[2] * b.shape[3]
+        bm = b.mean(axis=(0, 2, 3))
+        bm2 = ((b - bm.reshape(1, -1, 1, 1)) ** 2).sum(axis=(0, 2, 3))
+        delta = bm - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + bm2 + delta**2 * (count * n / total)
+        count = total
+    return mean.astype(np.float32), np.sqrt(m2 / max(count, 1)).astype(np.float32)
+
+
 def prepare(data, *, channels: int = 1, size: tuple[int, int] | None = None, val_split: float = 0.2,
             val=None, seed: int = 0, max_memory: int = 2 << 30) -> Prepared:
     """Load ``data`` (ImageFolder layout), split off a stratified ``val_split`` (seeded) unless ``val`` (another
@@ -168,11 +205,11 @@ def prepare(data, *, channels: int = 1, size: tuple[int, int] | None = None, val
         x, y, xv, yv = ds.x, ds.y, vs.x, vs.y
     elif val_split > 0:
         tr, va = split(ds.y, val_split, np.random.default_rng(seed))
-        x, y, xv, yv = ds.x[tr], ds.y[tr], ds.x[va], ds.y[va]
+        _permute(ds.x, np.concatenate([tr, va]))  # in place: the dataset is never held twice
+        x, y, xv, yv = ds.x[: len(tr)], ds.y[tr], ds.x[len(tr):], ds.y[va]
     else:
         x, y, xv, yv = ds.x, ds.y, None, None
-    mean = x.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
-    std = x.std(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
+    mean, std = _channel_stats(x)
     std[std < 1e-6] = 1.0  # a constant channel: leave its scale alone
 
     def norm(a):

@@ -1,0 +1,391 @@
+"""A corpus of hostile inputs and careless command lines, built small: bombs declare large sizes, they are not large.
+
+``CASES`` is a list of :class:`Case`. Each builds its files in a fresh folder (``setup(root)``), runs one
+``cnnfilter`` command there, and says what must hold: the exit code, a fragment of the one-line message, the most
+memory and time it may take, and which folders may gain files. ``tests/test_hostile.py`` runs them all in
+subprocesses; ``python tests/hostile.py`` runs them and prints a table (exit code, peak memory, time).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import sys
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGIT = ROOT / "samples" / "digits" / "3" / "0003.png"
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], None]
+    args: list[str]  # after "cnnfilter"; run with cwd = the case's folder
+    code: int  # expected exit code
+    says: str = ""  # a fragment of stderr
+    lines: int | None = 1  # lines on stderr (None: any)
+    max_mb: int = 600  # peak resident memory of the process
+    max_s: float = 30.0
+    writes: tuple[str, ...] = ("out",)  # folders (relative) where new files may appear; "." for the case folder
+    files: int | None = None  # how many files appear there (None: any)
+    stdin: str | None = None  # a file (relative) or a device to use as standard input
+    stdout: str | None = None  # a device for standard output (default: a pipe)
+    env: dict = field(default_factory=dict)
+    shell: bool = False  # args[0] is a shell command line (for closed descriptors)
+
+
+def _img(path: Path, shape=(32, 32), seed=0, **save) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, shape, np.uint8)).save(path, **save)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
+
+
+def _png16(path: Path, colour: int = 2, size=(2, 2), extra: bytes = b"") -> None:
+    """A 16-bit PNG (colour type 2 RGB, 6 RGBA, 4 grey + alpha) with optional extra chunks before IDAT."""
+    w, h = size
+    channels = {2: 3, 4: 2, 6: 4}[colour]
+    rng = np.random.default_rng(1)
+    rows = b"".join(b"\0" + rng.integers(0, 65536, (w * channels,), np.uint16).astype(">u2").tobytes()
+                    for _ in range(h))
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)) + extra
+            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    path.write_bytes(data)
+
+
+def _zeros_deflated(n: int) -> bytes:
+    c = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    out = [c.compress(block) for _ in range(n >> 20)]
+    return b"".join(out) + c.flush()
+
+
+def _iccp_bomb(root: Path) -> None:
+    _png16(root / "in.png", extra=_chunk(b"iCCP", b"icc\0\0" + _zeros_deflated(512 << 20)))
+
+
+def _model(root: Path, name: str = "m.cnnf", *, header: dict | None = None, arrays: dict | None = None,
+           raw_header: bytes | None = None, members: dict | None = None) -> None:
+    """A model file written by hand: ``header`` fields over the bundled model's, ``arrays`` as .npy members."""
+    with zipfile.ZipFile(ROOT / "samples" / "models" / "digits.cnnf") as zf:
+        base = json.loads(zf.read("header.json"))
+        params = {n[:-4]: np.load(io.BytesIO(zf.read(n))) for n in zf.namelist() if n.endswith(".npy")}
+    base.update(header or {})
+    params.update(arrays or {})
+    with zipfile.ZipFile(root / name, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("header.json", raw_header if raw_header is not None else json.dumps(base))
+        for n, a in params.items():
+            if a is None:
+                continue
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, a, allow_pickle=False)
+            zf.writestr(f"{n}.npy", buf.getvalue())
+        for n, data in (members or {}).items():
+            zf.writestr(n, data)
+
+
+def _model_weight_bomb(root: Path) -> None:
+    """A weight member whose stored size is small and whose inflated size is 512 MiB."""
+    _model(root, arrays={"conv1.weight": None})
+    path = root / "m.cnnf"
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("conv1.weight.npy")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False,
+                                                    "shape": (32, 1, 3, 3)})
+        with zf.open(info, "w", force_zip64=True) as fh:
+            fh.write(head.getvalue())
+            block = bytes(1 << 20)
+            for _ in range(512):
+                fh.write(block)
+
+
+def _model_space_header(root: Path) -> None:
+    _model(root, raw_header=b"{" + b" " * (64 << 20) + b'"format": "cnnfilter-model"}')
+
+
+def _encrypted(root: Path) -> None:
+    _model(root)
+    data = bytearray((root / "m.cnnf").read_bytes())
+    # set the 'encrypted' flag bit of every local and central header
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        pos = data.find(sig)
+        while pos >= 0:
+            data[pos + off] |= 1
+            pos = data.find(sig, pos + 4)
+    (root / "m.cnnf").write_bytes(bytes(data))
+
+
+def _folder(root: Path, n: int = 4) -> None:
+    (root / "in").mkdir()
+    for i in range(n):
+        _img(root / "in" / f"{i}.png", seed=i)
+
+
+def _fifo_in_folder(root: Path) -> None:
+    _folder(root)
+    os.mkfifo(root / "in" / "pipe.png")
+
+
+def _loops(root: Path) -> None:
+    _folder(root, 3)
+    (root / "in" / "sub").mkdir()
+    _img(root / "in" / "sub" / "s.png")
+    os.symlink("..", root / "in" / "sub" / "up")
+    os.symlink("../..", root / "in" / "sub" / "up2")
+    os.symlink("loop.png", root / "in" / "loop.png")
+
+
+def _victim(root: Path) -> None:
+    (root / "in" / "a").mkdir(parents=True)
+    (root / "victim").mkdir()
+    _img(root / "victim" / "v.png")
+    _img(root / "victim" / "v.edge.png", seed=5)
+
+
+def _dots(root: Path) -> None:
+    (root / "in").mkdir()
+    (root / "work").mkdir()
+    (root / "in" / "...png").write_bytes(DIGIT.read_bytes())
+    (root / "in" / "..png").write_bytes(DIGIT.read_bytes())
+
+
+def _newline(root: Path) -> None:
+    (root / "in").mkdir()
+    (root / "in" / "bad\nfailed: forged.png").write_bytes(b"not an image")
+    _img(root / "in" / "ok.png")
+
+
+def _digits(root: Path) -> None:
+    import shutil
+
+    for c in ("0", "1"):
+        (root / "data" / c).mkdir(parents=True)
+        for i, p in enumerate(sorted((ROOT / "samples" / "digits" / c).glob("*.png"))[:6]):
+            shutil.copy(p, root / "data" / c / f"{i}.png")
+
+
+def _with(*steps):
+    def setup(root: Path) -> None:
+        for step in steps:
+            step(root)
+    return setup
+
+
+def _photo(root: Path) -> None:
+    _img(root / "photo.png", (40, 40, 3))
+
+
+def _tif(root: Path) -> None:
+    _img(root / "photo.tif", (40, 40))
+
+
+def _write(name: str, data) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if callable(data):
+            data(p)
+        elif isinstance(data, bytes):
+            p.write_bytes(data)
+        else:
+            p.write_text(data)
+    return setup
+
+
+def _npy_header(shape, descr="<f8") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def _corrupt_exif(path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    app1 = b"Exif\0\0" + b"II*\0\x08\0\0\0" + b"\xff\xff" + b"\0" * 8  # claims 65535 entries
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+
+
+C = ["convolve", "photo.png", "-o", "out/x.png"]
+
+CASES: list[Case] = [
+    # data loss: every file written goes through one policy
+    Case("raw-is-the-input", _tif, ["convolve", "photo.tif", "-k", "edge", "-o", "out.png", "--raw", "photo.tif"],
+         2, "is an input of this command", writes=()),
+    Case("raw-is-the-output", _tif, ["convolve", "photo.tif", "-k", "edge", "-o", "o.tif", "--raw", "o.tif"],
+         2, "is also the output image", writes=()),
+    Case("raw-exists", _with(_tif, _write("r.npy", b"keep")),
+         ["convolve", "photo.tif", "-k", "edge", "-o", "o.png", "--raw", "r.npy"], 1, "exists; use --overwrite",
+         writes=()),
+    Case("plot-is-the-model", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--plot", "m.cnnf", "--epochs", "1"],
+         2, "is also the model", writes=()),
+    Case("plot-is-a-training-image", _digits,
+         ["train-tiny", "data", "-o", "m.cnnf", "--plot", "data/1/0.png", "--epochs", "1", "--overwrite"],
+         2, "is an input of this command", writes=()),
+    Case("log-is-another-model", _with(_digits, _write("other.cnnf", b"keep")),
+         ["train-tiny", "data", "-o", "m.cnnf", "--log", "other.cnnf", "--epochs", "1"], 1, "exists; use --overwrite",
+         writes=()),
+    # escapes
+    Case("featuremaps-dot-stems", _dots, ["featuremaps", "in/...png", "in/..png", "-m", "digits", "-o", "work/maps",
+                                          "-q"], 0, lines=0, writes=("work/maps",), files=26),
+    Case("glob-through-dotdot", _victim, ["convolve", "in/*/../../victim/*.png", "-k", "edge", "-o", "out/",
+                                          "--overwrite", "-q", "-j", "1"], 0, lines=0, files=2),
+    Case("newline-in-a-name", _newline, ["convolve", "in", "-k", "edge", "-o", "out", "-j", "1"], 1,
+         "'in/bad\\nfailed: forged.png'", lines=2),
+    # memory and time, whatever a file claims
+    Case("png16-iccp-bomb", _iccp_bomb, ["convolve", "in.png", "-k", "box", "-o", "out/x.png", "-q"], 0, lines=0,
+         max_mb=400),
+    Case("model-weight-bomb", _model_weight_bomb, ["predict", "m.cnnf", str(DIGIT)], 1, "weight.npy' declares 512 MiB",
+         max_mb=400, writes=()),
+    Case("model-header-of-spaces", _model_space_header, ["predict", "m.cnnf", str(DIGIT)], 1,
+         "'header.json' declares 64 MiB", max_mb=400, writes=()),
+    Case("model-million-filters", lambda r: _model(r, header={"arch": "c1000000k3p1-fc10"}),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "over the limit of 50,000,000", max_mb=400, writes=()),
+    Case("model-huge-activations", lambda r: _model(r, header={"arch": "c3000k255-fc10", "input_shape": [1, 4096, 4096],
+                                                               "mean": [0.5], "std": [0.2]}),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "the architecture does not build", max_mb=400, writes=()),
+    Case("model-encrypted", _encrypted, ["predict", "m.cnnf", str(DIGIT)], 1, "is encrypted", writes=()),
+    Case("model-infinity-in-header", lambda r: _model(r, raw_header=b'{"format": "cnnfilter-model", "version": 1, '
+                                                     b'"arch": "fc10", "input_shape": [1, Infinity, 8]}'),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "the header is unreadable", writes=()),
+    Case("model-float64-1e300", lambda r: _model(r, arrays={"fc1.bias": np.full(10, 1e300)}),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "beyond float32's range", writes=()),
+    Case("model-is-a-fifo", lambda r: os.mkfifo(r / "m.cnnf"), ["predict", "m.cnnf", str(DIGIT)], 1,
+         "not a regular file", max_s=10, writes=()),
+    Case("model-is-dev-zero", lambda r: None, ["predict", "/dev/zero", str(DIGIT)], 1, "not a regular file",
+         max_s=10, writes=()),
+    Case("stdin-is-dev-zero", lambda r: None, ["convolve", "-", "-k", "edge", "-o", "out/x.png"], 1,
+         "standard input is larger than 8 MiB", stdin="/dev/zero", env={"CNNFILTER_MAX_STDIN": "8MiB"}, max_mb=200,
+         max_s=10),
+    Case("image-is-a-fifo", lambda r: os.mkfifo(r / "p.png"), ["convolve", "p.png", "-k", "edge", "-o", "out/x.png"],
+         1, "not a regular file", max_s=10),
+    Case("fifo-in-a-folder", _fifo_in_folder, ["convolve", "in", "-k", "edge", "-o", "out", "-j", "1"], 1,
+         "not a regular file", lines=2, max_s=20),
+    Case("fifo-in-predict", _fifo_in_folder, ["predict", "digits", "in/pipe.png", "in/0.png"], 1,
+         "not a regular file", lines=2, max_s=10, writes=()),
+    Case("kernel-is-a-fifo", _with(_photo, lambda r: os.mkfifo(r / "k.txt")), [*C, "-k", "k.txt"], 2,
+         "not a regular file", max_s=10),
+    Case("kernel-file-too-big", _with(_photo, _write("k.txt", b"1 " * (9 << 20))), [*C, "-k", "k.txt"], 2,
+         "larger than 16 MiB", max_mb=300, max_s=10),
+    Case("padding-20000", _photo, [*C, "-k", "edge", "--padding", "20000"], 2, "over the memory limit",
+         env={"CNNFILTER_MAX_MEMORY": "2GiB"}, max_s=10),
+    Case("dilation-10000", _photo, [*C, "-k", "gaussian", "--size", "255", "--dilation", "10000"], 2,
+         "over the memory limit", max_s=10),
+    Case("pool-window-40000", _photo, ["pool", "photo.png", "--size", "40000", "--stride", "1", "--padding", "20000",
+                                       "-o", "out/x.png"], 2, "over the", env={"CNNFILTER_MAX_MEMORY": "2GiB"},
+         max_s=10),
+    Case("jobs-100000", _folder, ["convolve", "in", "-k", "edge", "-o", "out", "-j", "100000"], 0,
+         "using 8", lines=2, max_s=60),
+    Case("arch-10000-layers", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--arch", "-".join(["relu"] * 10000)], 2,
+         "at most 256", max_s=10, writes=()),
+    Case("train-tiny-too-big", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--size", "4000", "--max-memory",
+                                         "64MiB"], 1, "over --max-memory", max_s=20, writes=()),
+    Case("recursive-glob-loops", _loops, ["convolve", "in/**/*.png", "-r", "-k", "edge", "-o", "out", "-j", "1"],
+         0, "4 done", max_s=30, files=4),
+    # faults: one bad entry is that entry's failure
+    Case("symlink-loop-in-a-folder", _loops, ["convolve", "in", "-k", "edge", "-o", "out", "-j", "1"], 1,
+         "loop.png': a symbolic link loop", lines=2, files=3),
+    Case("long-input-name", _with(lambda r: (r / "in").mkdir(),
+                                  lambda r: _img(r / "in" / ("n" * 246 + ".png"))),
+         ["convolve", "in", "-k", "edge", "-o", "out", "--suffix", "", "-q", "-j", "1"], 0, lines=0),
+    Case("name-too-long", _photo, ["convolve", "photo.png", "-k", "edge", "-o", "out/" + "n" * 300 + ".png"], 1,
+         "too long"),
+    Case("stdout-is-dev-full", _photo, ["convolve", "photo.png", "-k", "edge", "-o", "-"], 1,
+         "cannot write '-' (standard output): No space left on device", stdout="/dev/full", writes=()),
+    Case("stdin-closed", lambda r: None, ["cnnfilter convolve - -k edge -o out/x.png <&-"], 1,
+         "standard input is closed", shell=True),
+    Case("stdout-closed", _photo, ["cnnfilter convolve photo.png -k edge -o - >&-"], 1, "standard output is closed",
+         shell=True, writes=()),
+    Case("json-kernel-deep", _with(_photo, _write("k.json", "[" * 100_000 + "]" * 100_000)), [*C, "-k", "k.json"], 2,
+         "nested too deeply"),
+    Case("json-kernel-400-digits", _with(_photo, _write("k.json", "[[" + "9" * 400 + "]]")), [*C, "-k", "k.json"], 2,
+         "int too large to convert to float"),
+    Case("npy-kernel-declares-1e9", _with(_photo, _write("k.npy", _npy_header((10**9, 10**9)))), [*C, "-k", "k.npy"],
+         2, "has shape (1000000000, 1000000000)"),
+    Case("npy-kernel-complex", _with(_photo, _write("k.npy", lambda p: np.save(p, np.ones((3, 3), complex)))),
+         [*C, "-k", "k.npy"], 2, "complex values"),
+    Case("kernel-above-float32", _with(_photo, _write("k.txt", "1e39 0\n0 1")), [*C, "-k", "k.txt"], 2,
+         "beyond float32's range"),
+    Case("sigma-1e308", _photo, [*C, "-k", "gaussian", "--sigma", "1e308"], 2, "far wider than the largest"),
+    Case("motion-angle-nan", _photo, [*C, "-k", "motion", "--angle", "nan"], 2, "must be a finite number"),
+    Case("scale-1e308", _photo, [*C, "-k", "sharpen", "--scale", "1e308"], 2, "NaN or infinite"),
+    Case("corrupt-exif", _write("e.jpg", _corrupt_exif), ["convolve", "e.jpg", "-k", "box", "-o", "out/x.png"], 0,
+         lines=None),
+    Case("predict-png16-rgb", lambda r: _png16(r / "a.png", 2, (8, 8)), ["predict", "digits", "a.png", "-q"], 0,
+         lines=0, writes=()),
+    Case("featuremaps-png16-rgba", lambda r: _png16(r / "a.png", 6, (8, 8)),
+         ["featuremaps", "a.png", "-m", "digits", "-o", "out", "-q"], 0, lines=0),
+    Case("featuremaps-png16-la", lambda r: _png16(r / "a.png", 4, (8, 8)),
+         ["featuremaps", "a.png", "-o", "out", "-q"], 0, lines=0),
+]
+
+
+def prepare(case: Case, root: Path) -> None:
+    """The case's files, and an empty ``out`` folder (the usual -o target)."""
+    (root / "out").mkdir()
+    case.setup(root)
+
+
+# Runs the command as its only child and writes the peak resident memory of its children (the command, and the
+# processes the command itself waited for: workers, a shell's child) in KiB to the file named first.
+_WRAP = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def run_case(case: Case, root: Path) -> tuple[int, str, float, float]:
+    """Run ``case`` in ``root`` (already set up): ``(exit code, stderr, peak MiB, seconds)``."""
+    import subprocess
+    import tempfile
+    import time
+
+    env = {**os.environ, **case.env, "COLUMNS": "200"}
+    cmd = (["bash", "-c", case.args[0].replace("cnnfilter", f"{sys.executable} -m cnnfilter", 1)] if case.shell
+           else [sys.executable, "-m", "cnnfilter", *case.args])
+    stdin = open(case.stdin if case.stdin.startswith("/") else root / case.stdin, "rb") if case.stdin else subprocess.DEVNULL
+    stdout = open(case.stdout, "wb") if case.stdout else subprocess.PIPE
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-c", _WRAP, rss.name, *cmd], cwd=root, env=env, stdin=stdin,
+                                stdout=stdout, stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(timeout=case.max_s * 4)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        seconds = time.monotonic() - start
+        text = Path(rss.name).read_text().strip()
+    for f in (stdin, stdout):
+        if hasattr(f, "close"):
+            f.close()
+    return proc.returncode, err.decode("utf-8", "replace"), (int(text) / 1024 if text else float("nan")), seconds
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    print(f"{'case':32s} {'exit':>4s} {'MiB':>6s} {'s':>6s}  stderr")
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            prepare(case, root)
+            code, err, mb, sec = run_case(case, root)
+            first = err.strip().splitlines()[0] if err.strip() else ""
+            print(f"{case.name:32s} {code:4d} {mb:6.0f} {sec:6.2f}  {first[:110]}")
