@@ -52,7 +52,7 @@ def pool2d(image, size, *, stride=None, padding=0, mode="max", ceil_mode=False, 
     dtype = _args.work_dtype(img)
     what = f"pooling a {H}x{W} image with {kh}x{kw} windows into {Ho}x{Wo}"
     limits.check_memory(np.dtype(dtype).itemsize * C * (H * W + 2 * Ho * Wo), what)
-    limits.check_work(float(kh) * kw * Ho * Wo * C, what)
+    limits.check_work(limits.POOL_READ_COST * float(kh) * kw * Ho * Wo * C, what)
     x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
     res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
     o2 = res.reshape(Ho, Wo * C)

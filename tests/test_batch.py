@@ -1,5 +1,6 @@
 """Whole folders: input expansion, output naming, existing outputs, failures, parallel workers, bounded memory."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -215,9 +216,55 @@ def _die(src, dst):  # a worker that dies on one file
     Path(dst).write_text("ok")
 
 
-def test_a_dying_worker_fails_its_files_not_the_batch(tmp_path):
+def test_a_dying_worker_fails_its_file_not_its_siblings(tmp_path):
+    """The files in flight when a worker dies are tried again one at a time: only the file that kills a worker
+    twice fails."""
     jobs = [batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out") for n in range(8)]
     results = list(batch.run(jobs, _die, processes=2))
-    assert len(results) == 8
-    assert any(r.status == "failed" and "worker process failed" in r.message for r in results)
-    assert sum(r.status == "done" for r in results) >= 4
+    assert sorted(str(r.source) for r in results) == sorted(f"{n}.png" for n in range(8))
+    failed = [r for r in results if r.status == "failed"]
+    assert [str(r.source) for r in failed] == ["1.png"] and "worker process failed" in failed[0].message
+    assert sum(r.status == "done" for r in results) == 7
+
+
+def test_recursive_globs_match_pythons_glob_without_following_links(tmp_path):
+    """'**' patterns give exactly glob.glob's files on a tree without links; a link to a folder is not
+    followed (glob would loop through it)."""
+    import glob
+
+    for rel in ("a.png", "b.jpg", "d/c.png", "d/e/f.png", "d/e/.hidden.png", ".h/g.png", "x[1].png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    for pattern in ("**/*.png", "**", "d/**/*.png", "**/e/*.png", "*.png", "**/[ab].*", "**/?.png", "d/**"):
+        full = f"{tmp_path}/{pattern}"
+        ours = sorted(str(s.path) for s in batch.iter_sources([full], recursive=True)
+                      if isinstance(s, batch.Source))
+        theirs = sorted(p for p in glob.glob(full, recursive=True) if Path(p).is_file())
+        assert ours == theirs, pattern
+    os.symlink("..", tmp_path / "d" / "up")
+    found = [s.path for s in batch.iter_sources([f"{tmp_path}/**/*.png"], recursive=True)]
+    assert len(found) == len(set(found)) == 4  # a.png, x[1].png, d/c.png, d/e/f.png: once each
+
+
+def test_glob_through_dotdot_keeps_results_inside_the_output_folder(tmp_path):
+    """A glob that climbs out of its root ('in/*/../../victim/*.png') names its results by file name alone."""
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "v.png").write_bytes(b"")
+    [src] = batch.iter_sources([f"{tmp_path}/in/*/../../victim/*.png"])
+    assert src.rel == Path("v.png")
+    out = batch.output_path(src, out_dir=tmp_path / "out", template="{stem}.{kernel}.{ext}", label="edge", ext="png")
+    assert out == tmp_path / "out" / "v.edge.png"
+
+
+def test_plan_turns_every_error_into_that_files_failure(tmp_path):
+    """A symbolic link loop and an output that is another input fail alone; the rest are jobs."""
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "a.box.png").write_bytes(b"")
+    os.symlink("loop.png", tmp_path / "loop.png")
+    sources = list(batch.iter_sources([str(tmp_path)]))
+    name_for = lambda s: batch.output_path(s, out_dir=None, template="{stem}.box.png", label="box", ext="png")  # noqa: E731
+    items = {str(i.source.name): i for i in batch.plan(sources, name_for, overwrite=True)}
+    assert isinstance(items["a.box.png"], batch.Job)
+    assert items["a.png"].status == "failed" and "another input of this batch" in items["a.png"].message
+    assert items["loop.png"].status == "failed" and "symbolic link loop" in items["loop.png"].message

@@ -393,3 +393,18 @@ def test_model_with_an_absurd_input_shape_is_refused(tmp_path):
     _rewrite(good, tmp_path / "bad.cnnf", header={"input_shape": [1, 100000, 100000]})
     with pytest.raises(nn.ModelError, match="input shape"):
         nn.load_model(tmp_path / "bad.cnnf")
+
+
+def test_split_in_place_and_chunked_statistics_match_numpy():
+    """The in-place permutation equals fancy indexing, and the chunked per-channel mean/std equal numpy's."""
+    from cnnfilter.nn.train import _channel_stats, _permute
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(5, 3, (1000, 3, 4, 5)).astype(np.float32)
+    order = rng.permutation(1000)
+    want = x[order]
+    _permute(x, order)
+    np.testing.assert_array_equal(x, want)
+    mean, std = _channel_stats(x, chunk=77)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(std, x.std(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
