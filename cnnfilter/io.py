@@ -134,12 +134,17 @@ def read_picture(source) -> Picture:
     palette has transparency); I;16 stays 16-bit greyscale; I and F become float32 greyscale. EXIF orientation is
     applied. 16-bit RGB, RGBA and grey + alpha PNGs stay 16-bit (read by ``cnnfilter._png``).
     """
-    img = _open(source)
-    if isinstance(img, Picture):
-        return img
-    info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
-    if img.getexif().get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
-        img = ImageOps.exif_transpose(img)
+    with warnings.catch_warnings(record=True) as caught:  # Pillow's warnings (corrupt EXIF), named by file
+        warnings.simplefilter("always")
+        img = _open(source)
+        if isinstance(img, Picture):
+            return img
+        info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
+        if img.getexif().get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
+            img = ImageOps.exif_transpose(img)
+    name = "<stdin>" if source == "-" else printable(str(source))
+    for w in caught:
+        warnings.warn(f"{name!r}: {str(w.message).strip()}", UserWarning, stacklevel=2)
     mode = img.mode
     if mode in ("1", "L"):
         return Picture(np.asarray(img if mode == "L" else img.convert("L")), None, 8, info)

@@ -298,8 +298,10 @@ def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.nd
                  f"a bank of {len(names)} maps of a {px.shape[0]}x{px.shape[1]} image")
     scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
     grey = to_gray(Picture(px[:, :, :3] if px.ndim == 3 else px)).pixels.astype(np.float32) / scale
-    maps = [apply_kernel(grey, resolve_kernel(name)[1], border=border) for name in names]
-    return grey, np.stack(maps), names
+    maps = np.empty((len(names), *grey.shape), np.float32)  # filled map by map: never the bank twice
+    for i, name in enumerate(names):
+        maps[i] = apply_kernel(grey, resolve_kernel(name)[1], border=border)
+    return grey, maps, names
 
 
 def summarize(acts: dict[str, np.ndarray]) -> list[dict]:

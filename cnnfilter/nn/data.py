@@ -81,7 +81,8 @@ def load_folder(folder, *, channels: int = 1, size: tuple[int, int] | None = Non
         except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and reported
             skipped.append((path, _reason(exc)))
     if not readable:
-        raise DataError(f"no readable images under {str(folder)!r}")
+        first = f"; the first, {str(skipped[0][0])!r}: {skipped[0][1]}" if skipped else ""
+        raise DataError(f"no readable images under {str(folder)!r} ({len(skipped)} skipped{first})")
     if size is None:
         size = sizes.most_common(1)[0][0]
     need = len(readable) * channels * size[0] * size[1] * 4
