@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .outputs import OutputError, quoted
+from .outputs import OutputError, clean, inside, quoted, remove_stale, safe_part
 
 GLOB_CHARS = set("*?[")
 
@@ -70,14 +70,19 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False,
                 yield Result(p, None, "failed", f"cannot read {quoted(arg)}: no such file or folder")
         except OSError as exc:  # a name too long, a folder that cannot be listed
             yield Result(p, None, "failed", f"cannot read {quoted(arg)}: {exc.strerror or exc}")
+        except ValueError as exc:
+            yield Result(p, None, "failed", str(exc))
 
 
 def _glob(pattern: str, root: Path, recursive: bool) -> list[str]:
     """Matches of ``pattern``, sorted. A recursive ``**`` walks without following symbolic links to folders
     (Python's glob follows them, so a link loop would repeat forever); hidden names are skipped, as glob does."""
     rest = Path(pattern).parts[len(root.parts) if str(root) != "." else 0:]
-    if not (recursive and "**" in rest) or ".." in rest:
+    if not (recursive and "**" in rest):
         return sorted(glob.iglob(pattern, recursive=recursive))
+    if ".." in rest:
+        msg = f"{quoted(pattern)}: '..' in a recursive pattern is not supported (it could climb through links)"
+        raise ValueError(msg)
     rx = re.compile(_translate(rest))
     show_hidden = rest[-1].startswith(".")
     found = []
@@ -137,13 +142,8 @@ def _relative(path: Path, root: Path) -> Path:
 
 
 def _safe_name(name: str) -> str:
-    """A path component kept as it is unless it holds separators or control characters, or is ``.``/``..``."""
-    from .outputs import safe_part
-
-    return name if _PLAIN.fullmatch(name) and name not in (".", "..") else safe_part(name)
-
-
-_PLAIN = re.compile(r"[^\x00-\x1f\x7f/\\]+")
+    """A path component with separators and control characters made ``_``; ``.`` and ``..`` made names."""
+    return safe_part(name) if name in ("", ".", "..") else clean(name)
 
 
 def _resolved(path: Path) -> Path | None:
@@ -195,6 +195,10 @@ def check_template(template: str) -> None:
     except ValueError as exc:
         msg = f"--name {template!r} is not a valid template: {exc}"
         raise ValueError(msg) from None
+    formatted = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None and (spec or conv)]
+    if formatted:
+        msg = f"--name {template!r} is not a valid template: {{{formatted[0]}}} has a format or conversion"
+        raise ValueError(msg)
     bad = [f for f in fields if f not in TEMPLATE_FIELDS]
     if bad:
         msg = f"--name {template!r} is not a valid template (fields: {{stem}}, {{name}}, {{kernel}}, {{ext}}; not {bad[0]!r})"
@@ -204,27 +208,23 @@ def check_template(template: str) -> None:
 def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
     """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
     the input, or under ``out_dir`` at the input's relative path (``template`` checked by :func:`check_template`)."""
-    from .outputs import inside
-
-    stem, full = _clean(src.path.stem), _clean(src.path.name)
+    stem, full = clean(src.path.stem), clean(src.path.name)
     try:
-        name = template.format(stem=stem, name=full, kernel=label, ext=ext)
+        name = template.format(stem=stem, name=full, kernel=clean(label), ext=ext)
     except (KeyError, IndexError, ValueError) as exc:
         msg = f"--name {template!r} is not a valid template (fields: {{stem}}, {{name}}, {{kernel}}, {{ext}}): {exc}"
         raise ValueError(msg) from None
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         msg = f"--name {template!r} gives {quoted(name)}, not a file name"
         raise ValueError(msg)
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        msg = f"the output name {quoted(name[:40] + '...')} is longer than 255 bytes"
+        raise ValueError(msg)
     if out_dir is None:
         return src.path.parent / name
     target = out_dir / src.rel.parent / name
     inside(target, out_dir)  # no symbolic link or '..' takes a result out of the output folder
     return target
-
-
-def _clean(text: str) -> str:
-    """Control characters and separators in a name field become ``_``."""
-    return re.sub(r"[\x00-\x1f\x7f/\\]", "_", text)
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,7 @@ class Result:
     target: Path | None
     status: str
     message: str = ""
+    usage: bool = False  # failed because the command line contradicts itself (an output that is an input)
 
 
 @dataclass(frozen=True)
@@ -244,16 +245,15 @@ class Job:
 
 
 def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path], *, overwrite: bool = False,
-         skip_existing: bool = False, in_place: bool = False) -> Iterator[Job | Result]:
+         skip_existing: bool = False, in_place: bool = False, other_inputs: Iterable = ()) -> Iterator[Job | Result]:
     """A :class:`Job` per source, or a :class:`Result` when it must not run: its output exists (``skipped`` with
     ``skip_existing``, else ``failed`` unless ``overwrite``), is the input itself (unless ``in_place``), is another
     input of the batch, or another input's output. Every input is listed before any output is chosen. Anything that
     goes wrong for one entry (a symbolic link loop, a name too long) is that entry's failure. Temporaries left by
     killed runs next to each output are removed."""
-    from .outputs import remove_stale
-
     sources = list(sources)
-    inputs = {r for r in (_resolved(s.path) for s in sources if isinstance(s, Source)) if r is not None}
+    paths = [s.path for s in sources if isinstance(s, Source)] + [Path(p) for p in other_inputs]
+    inputs = {r for r in map(_resolved, paths) if r is not None}
     claimed: set[Path] = set()
     planned = []
     for src in sources:
@@ -282,9 +282,12 @@ def _plan_one(src: Source, name_for, inputs, claimed, overwrite, skip_existing, 
         return Result(src.path, dst, "failed", f"another input already writes {quoted(dst)} (rename with --name)")
     claimed.add(key)
     if not in_place and key == own:
-        return Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it")
+        return Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it",
+                      usage=True)
     if not in_place and key in inputs:
-        return Result(src.path, dst, "failed", f"the output {quoted(dst)} is another input of this batch")
+        return Result(src.path, dst, "failed", f"the output {quoted(dst)} is an input of this command", usage=True)
+    if dst.exists() and not dst.is_file():
+        return Result(src.path, dst, "failed", f"{quoted(dst)} exists and is not a regular file")
     if dst.exists() and not in_place and not overwrite:
         if skip_existing:
             return Result(src.path, dst, "skipped", "output exists")
@@ -371,7 +374,7 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                     if attempt == 1 and not stop:
                         retry.append(job)
                         continue
-                res = _collect(fut, job)
+                res = _collect(fut, job, attempt)
                 yield res
                 stop = stop or (fail_fast and res.status == "failed")
             if stop:  # report what is already running, start nothing more
@@ -385,13 +388,13 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _collect(fut, job: Job) -> Result:
+def _collect(fut, job: Job, attempt: int = 1) -> Result:
     try:
         return fut.result()
     except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
         from concurrent.futures.process import BrokenProcessPool
 
-        why = ("it died while processing this file, twice (killed, or out of memory)"
+        why = (f"it died while processing this file{', twice' if attempt > 1 else ''} (killed, or out of memory)"
                if isinstance(exc, BrokenProcessPool) else str(exc))
         return Result(job.source, job.target, "failed", f"worker process failed: {why}")
 
@@ -413,6 +416,9 @@ def _worker_start(parent: int, initializer, initargs) -> None:
             pass
     if os.getppid() != parent:  # the parent died before the notice was set up
         os._exit(1)
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's clean-exit handler: a TERMed worker just dies
 
     def watch():  # everywhere else, and as a second check: poll
         while True:
@@ -436,8 +442,9 @@ def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result
         return Result(src, dst, "failed", f"{exc.strerror or exc}: {quoted(exc.filename or src)}")
     except MemoryError:
         return Result(src, dst, "failed", "not enough memory (raise the limits, or use fewer --jobs)")
-    except RuntimeError as exc:
-        return Result(src, dst, "failed", f"a symbolic link loop or similar: {exc}")
+    except RuntimeError as exc:  # Path.resolve on a symbolic link loop (Python 3.11), among others
+        why = "a symbolic link loop" if "loop" in str(exc).lower() else f"RuntimeError: {exc}"
+        return Result(src, dst, "failed", why)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; the message says what it was
         return Result(src, dst, "failed", f"{type(exc).__name__}: {exc}")
     return Result(src, dst, "done")

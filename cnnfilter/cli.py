@@ -242,7 +242,7 @@ def _ext_for(fmt: str | None) -> str:
 
 
 def _process(images, output, label, work, fmt, quiet, *, recursive, template, suffix, overwrite, skip_existing,
-             in_place, jobs, fail_fast, max_pixels, max_memory, raw=None):
+             in_place, jobs, fail_fast, max_pixels, max_memory, raw=None, other_inputs=()):
     """Run ``work(source, target)`` over every input and report: one file in this process, many in workers."""
     from . import batch
     from .io import check_target
@@ -263,10 +263,12 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         if output != "-" and Path(output).exists() and not overwrite:  # the rule for every other input
             if skip_existing:
                 if not quiet:
-                    click.echo(f"skipped {output}: it exists", err=True)
+                    click.echo(f"skipped {_q(output)}: it exists", err=True)
                 return None
             raise click.ClickException(f"{output!r} exists; use --overwrite or --skip-existing")
-        _claim_raw(raw, None, output, overwrite)
+        _claim_raw(raw, None, output, overwrite, other_inputs)
+        if output != "-":
+            _claim_raw(output, None, None, True, other_inputs, what="output")
         return _work_here(work, "-", output, max_pixels, max_memory)
     many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
@@ -276,7 +278,9 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if template is None:
         template = "{stem}" + suffix + ".{ext}" if suffix is not None else "{stem}.{kernel}.{ext}"
     if output is not None and not to_dir:
-        if output != "-" and Path(output).resolve() == Path(images[0]).resolve():
+        from .outputs import resolve
+
+        if output != "-" and _run(lambda: resolve(output)) == _run(lambda: resolve(images[0])):
             raise click.UsageError(f"output {output!r} is the input image; use --in-place to write over it")
         _run(lambda: check_target(output, fmt))
         name_for = lambda src: Path(output)  # noqa: E731
@@ -291,22 +295,22 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         _run(lambda: batch.output_path(probe, out_dir=out_dir, template=template, label=label, ext=ext))
         name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
     items = batch.plan(batch.iter_sources(images, recursive=recursive, exclude=out_dir), name_for,
-                       overwrite=overwrite, skip_existing=skip_existing, in_place=in_place)
+                       overwrite=overwrite, skip_existing=skip_existing, in_place=in_place, other_inputs=other_inputs)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
-            _claim_raw(raw, images[0], None, overwrite)
+            _claim_raw(raw, images[0], None, overwrite, other_inputs)
             return _work_here(work, images[0], "-", max_pixels, max_memory)
         item = next(items, None)
         if isinstance(item, batch.Result) and item.status == "skipped":
             if not quiet:
-                click.echo(f"skipped {item.target}: it exists", err=True)
+                click.echo(f"skipped {_q(item.target)}: it exists", err=True)
             return
         if isinstance(item, batch.Result):
-            raise click.ClickException(item.message)
-        _claim_raw(raw, item.source, item.target, overwrite)
+            raise (click.UsageError if item.usage else click.ClickException)(item.message)
+        _claim_raw(raw, item.source, item.target, overwrite, other_inputs)
         _work_here(work, item.source, item.target, max_pixels, max_memory)
         if not quiet:
-            click.echo(f"wrote {item.target}", err=True)
+            click.echo(f"wrote {_q(item.target)}", err=True)
         return
     from .limits import max_jobs
     from .limits import max_memory as default_memory
@@ -344,6 +348,14 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         sys.exit(1)
 
 
+def _q(path) -> str:
+    """A path for a message line: as it is when plain, quoted when it holds control characters."""
+    from .outputs import quoted
+
+    text = str(path)
+    return text if text.isprintable() else quoted(text)
+
+
 def _work_here(work, source, target, max_pixels, max_memory) -> None:
     """One file in this process, its errors mapped to exit codes like any other usage error or failure."""
     from .batch import pixel_limit
@@ -353,19 +365,20 @@ def _work_here(work, source, target, max_pixels, max_memory) -> None:
         _run(lambda: work(source, target))
 
 
-def _claim_raw(raw, source, target, overwrite: bool) -> None:
-    """``--raw`` goes through the output policy: never the input, never the image output, never an existing file
-    without --overwrite; checked before any work."""
+def _claim_raw(raw, source, target, overwrite: bool, other_inputs=(), what: str = "--raw") -> None:
+    """``--raw`` goes through the output policy: never the input (image or kernel file), never the image output,
+    never an existing file without --overwrite; checked before any work."""
     if raw is None:
         return
     from .outputs import OutputPolicy, resolve
 
     policy = OutputPolicy(overwrite=overwrite)
-    if source is not None and source != "-":
-        policy.input_files.add(_run(lambda: resolve(source)))
+    for path in [source, *other_inputs]:
+        if path is not None and path != "-":
+            policy.input_files.add(_run(lambda p=path: resolve(p)))
     if target is not None and target != "-":
         policy.claimed[_run(lambda: resolve(target))] = "the output image"
-    _run(lambda: policy.claim(raw, "--raw"))
+    _run(lambda: policy.claim(raw, what))
 
 
 class _progress:
@@ -502,7 +515,7 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
       cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
     """
-    from .kernels import adjust_kernel, resolve_kernel
+    from .kernels import adjust_kernel, kernel_file, resolve_kernel
     from .ops import convolve_file
 
     geometry = {"stride": _ints(stride, "--stride", 1), "padding": _padding(padding),
@@ -514,7 +527,8 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
     work = functools.partial(convolve_file, steps=steps, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
                              output_range=output_range, gray=gray, alpha=alpha_mode, **geometry)
-    _process(images, output, label, work, fmt, quiet, raw=raw, **batch_opts)
+    files = [f for f in map(kernel_file, kernels) if f is not None]
+    _process(images, output, label, work, fmt, quiet, raw=raw, other_inputs=files, **batch_opts)
 
 
 @cli.command("kernels", context_settings=_CONTEXT)

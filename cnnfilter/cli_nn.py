@@ -78,7 +78,8 @@ def _err() -> object:
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
               help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, split, shuffling.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seeds initialisation, split, shuffling.")
 @click.option("--size", metavar="N|HxW", help="Resize every image to this [default: the most common size].")
 @click.option("--channels", type=click.Choice(("1", "3")), default="1", show_default=True,
               help="Greyscale or RGB input.")
@@ -349,7 +350,7 @@ def predict(model, images, top_k, as_json, quiet):
             click.echo(json.dumps({"image": str(path), "class": top[0][0], "probability": round(top[0][1], 6),
                                    "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
         elif quiet:
-            click.echo(f"{printable(str(path))}\t{top[0][0]}\t{top[0][1]:.4f}")
+            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{top[0][1]:.4f}")
         else:
             rows.append((str(path), top))
             if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
@@ -378,8 +379,8 @@ def _table(rows, k: int) -> None:
     if k > 1:
         table.add_column("next")
     for name, top in rows:
-        rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-        table.add_row(printable(name), top[0][0], f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
+        rest = ", ".join(f"{printable(c)} {p:.3f}" for c, p in top[1:])
+        table.add_row(printable(name), printable(top[0][0]), f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
     Console(highlight=False, soft_wrap=True).print(table, markup=False)
 
 
@@ -456,9 +457,11 @@ def _evaluate(mdl, folder, as_json) -> None:
 @click.option("--weights", "all_weights", is_flag=True, help="Draw every convolution's filters, not only the first's.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for images in sub-folders too.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in DIR.")
+@click.option("--max-memory", metavar="SIZE", help="Refuse an image whose maps or montages would need more "
+              "[default: half the RAM; CNNFILTER_MAX_MEMORY].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
-                        separate, npz, all_weights, recursive, overwrite, quiet):
+                        separate, npz, all_weights, recursive, overwrite, max_memory, quiet):
     """Draw what a network, or a bank of kernels, sees in images.
 
     For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, the
@@ -481,7 +484,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from .cli import _progress
     from .io import ImageReadError, ImageWriteError
     from .limits import printable
-    from .outputs import OutputError, inside, quoted, safe_part
+    from .outputs import OutputError, inside, quoted, resolve, safe_part
 
     mdl = None
     if model is not None:
@@ -510,10 +513,15 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     out_root = Path(output or "featuremaps")
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
-    sources = iter_sources(images, recursive=recursive, exclude=out_root)
+    sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
+    inputs = [resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model)]
+              if p is not None and p.exists()]  # a report folder may hold none of them
     failures, done, seen_stems = [], 0, set()
     err = _err()
-    with _progress(not quiet and sys.stderr.isatty(), None) as advance:
+    from .limits import memory_limit
+
+    budget = None if max_memory is None else _bytes(max_memory)
+    with _progress(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(budget):
         for src in sources:
             path = getattr(src, "path", None)
             if getattr(src, "status", None) == "failed":
@@ -528,8 +536,11 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             seen_stems.add(stem)
             target = out_root / stem
             try:
-                inside(target, out_root)
-                if (target / "index.html").exists() and not overwrite:
+                folder = inside(target, out_root)
+                held = next((p for p in inputs if p.is_relative_to(folder)), None)
+                if held is not None:
+                    raise OutputError(f"the report folder {quoted(target)} holds an input, {quoted(held)}")
+                if folder.exists() and any(folder.iterdir()) and not overwrite:
                     raise OutputError(f"{quoted(target)} exists; use --overwrite")
             except OutputError as exc:
                 failures.append((str(path), str(exc)))
@@ -570,7 +581,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 advance()
             done += 1
             if not quiet:
-                click.echo(f"wrote {target / 'index.html'}", err=True)
+                click.echo(f"wrote {quoted(target / 'index.html')}", err=True)
     for name, why in failures:
         why = printable(why)
         click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",

@@ -44,7 +44,7 @@ class Picture:
     info: dict = field(default_factory=dict)  # what is carried to the output: icc_profile, dpi
 
 
-def _open(source) -> Image.Image | Picture:
+def open_image(source) -> Image.Image | Picture:
     """A loaded Pillow image, or a Picture for a 16-bit colour PNG (which Pillow would read as 8-bit). Only regular
     files are opened (a FIFO or a device would hang or never end); standard input is read up to its limit."""
     name = "<stdin>" if source == "-" else printable(str(source))
@@ -136,7 +136,7 @@ def read_picture(source) -> Picture:
     """
     with warnings.catch_warnings(record=True) as caught:  # Pillow's warnings (corrupt EXIF), named by file
         warnings.simplefilter("always")
-        img = _open(source)
+        img = open_image(source)
         if isinstance(img, Picture):
             return img
         info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}

@@ -425,6 +425,12 @@ def _read_npy(path: Path, name: str) -> np.ndarray:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
+def kernel_file(spec: str) -> Path | None:
+    """The file a kernel spec names (one ending in ``.txt``, ``.csv``, ``.npy`` or ``.json``), or None."""
+    text = spec.strip()
+    return Path(text) if Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES and _IM_HEAD.match(text) is None else None
+
+
 def resolve_kernel(spec: str, **params) -> tuple[str, np.ndarray | Magnitude]:
     """``(label, kernel)`` for any kernel a user can name: a registered name (with ``params`` for sized ones), a
     gradient-magnitude operator (a :class:`Magnitude`), ImageMagick's ``"3x3: 0,-1,0 -1,5,-1 0,-1,0"``, an inline
@@ -439,7 +445,7 @@ def resolve_kernel(spec: str, **params) -> tuple[str, np.ndarray | Magnitude]:
         x, y = MAGNITUDES[key]
         return key, Magnitude(get_kernel(x), get_kernel(y))
     imagemagick = _IM_HEAD.match(text) is not None
-    from_file = Path(text).suffix.lower() in KERNEL_FILE_SUFFIXES
+    from_file = kernel_file(text) is not None
     inline = bool(text) and (text[0].isdigit() or text[0] in "-+.;,") and any(ch.isdigit() for ch in text)
     if (imagemagick or from_file or inline) and given:
         msg = f"options {', '.join(sorted(given))} are for named sized kernels, not for {text!r}"

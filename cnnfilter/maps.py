@@ -134,9 +134,13 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
     th, tw = (H * factor) // shrink, (W * factor) // shrink
     if shrink > 1:  # subsample before scaling and colouring: memory and time follow the tiles, not the maps
         m, shrink = m[:, ::shrink, ::shrink], 1
+    rows, cols = _grid(C, columns)
+    from .limits import check_memory
+
+    canvas_bytes = 3.0 * (rows * (th + 20) + 70) * max(cols * (tw + GUTTER), 260)
+    check_memory(4 * canvas_bytes + 24.0 * m.size, f"a montage of {C} tiles of {th}x{tw} pixels")
     scaled, rng, sg = scale_maps(m, normalize, signed)
     luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
-    rows, cols = _grid(C, columns)
     label_h = 14 if show_labels else 0
     head = 24 if title else 4
     bar_h = 34

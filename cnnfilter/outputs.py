@@ -1,8 +1,8 @@
 """Every file cnnfilter writes goes through here: one output policy, atomic writes, and temporaries that only their
 own process may remove while it lives.
 
-The policy (:class:`OutputPolicy`), checked before any work is done: an output is never an input of the command
-(nor inside an input folder), never another output of the same command, never an existing file unless the user
+The policy (:class:`OutputPolicy`), checked before any work is done: an output is never an input of the command,
+never another output of the same command, never an existing file unless the user
 said ``--overwrite``, and its folder exists. Writing is atomic (:func:`atomic_file`): a temporary in the target's
 folder, renamed over the target once complete. A temporary's name carries a hash of its target's name and the
 writer's process id, so a later run removes the leftovers of killed runs (owner gone) and never those of a run
@@ -77,6 +77,8 @@ class OutputPolicy:
         folder = path.parent
         if not folder.is_dir():
             return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} does not exist")
+        if path.exists() and not path.is_file() and not path.is_dir():
+            return OutputError(f"cannot write {shown}: it exists and is not a regular file (a device, pipe or socket)")
         if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
             return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} is not writable")
         if path.is_dir():
@@ -201,10 +203,15 @@ def _default_mode() -> int:
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
+def clean(text: str) -> str:
+    """Separators and control characters in a name become ``_``."""
+    return _UNSAFE.sub("_", text)
+
+
 def safe_part(name: str) -> str:
     """One path component made safe to write: separators and control characters become ``_``; ``.``, ``..``,
     an empty name and a leading dot (a hidden file) get a ``_`` in front."""
-    name = _UNSAFE.sub("_", name)
+    name = clean(name)
     if name in ("", ".", "..") or name.startswith("."):
         name = "_" + name
     return name

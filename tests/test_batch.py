@@ -183,7 +183,7 @@ def test_review_regressions(folder, tmp_path, rng):
     res = _run("convolve", folder / "grey.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "d", "-j", "1")
     assert res.exit_code == 1 and "another input already writes" in res.stderr
     res = _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "")  # names the output as the input
-    assert res.exit_code == 1 and "--in-place" in res.stderr
+    assert res.exit_code == 2 and "--in-place" in res.stderr  # a usage error, as -o INPUT is
     assert _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "", "-o", f"{tmp_path / 'same'}/").exit_code == 0
     assert (tmp_path / "same" / "grey.png").is_file()
     res = _run("convolve", folder / "grey.png", "-k", "box", "--in-place", "-f", "jpeg")
@@ -266,5 +266,5 @@ def test_plan_turns_every_error_into_that_files_failure(tmp_path):
     name_for = lambda s: batch.output_path(s, out_dir=None, template="{stem}.box.png", label="box", ext="png")  # noqa: E731
     items = {str(i.source.name): i for i in batch.plan(sources, name_for, overwrite=True)}
     assert isinstance(items["a.box.png"], batch.Job)
-    assert items["a.png"].status == "failed" and "another input of this batch" in items["a.png"].message
+    assert items["a.png"].status == "failed" and "is an input of this command" in items["a.png"].message
     assert items["loop.png"].status == "failed" and "symbolic link loop" in items["loop.png"].message

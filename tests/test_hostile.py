@@ -110,9 +110,10 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, sig):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]
 
 
-def test_a_killed_worker_costs_only_its_own_file(tmp_path):
-    """SIGKILL to one worker in mid-batch: every file is still written (the files it held are retried once,
-    alone), and the exit code is 0."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_worker_costs_only_its_own_file(tmp_path, sig):
+    """SIGKILL or SIGTERM to one worker in mid-batch: every file is still written (the files it held are retried
+    once, alone), and the exit code is 0."""
     _photos(tmp_path / "in", 30)
     cmd = [sys.executable, "-m", "cnnfilter", "convolve", str(tmp_path / "in"), "-k", "gaussian", "--sigma", "3",
            "-o", str(tmp_path / "out"), "-j", "2"]
@@ -122,7 +123,7 @@ def test_a_killed_worker_costs_only_its_own_file(tmp_path):
     while time.monotonic() < deadline and (len(workers) < 2 or len(list((tmp_path / "out").glob("*.png"))) < 2):
         workers = _children(proc.pid)
         time.sleep(0.02)
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(workers[0], sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert len(list((tmp_path / "out").glob("*.png"))) == 30

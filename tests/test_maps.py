@@ -165,6 +165,8 @@ def test_cli_write_failure_is_reported_per_image(tmp_path):
     (out / "0003" / "input.png").mkdir(parents=True)  # a folder where the input PNG goes
     for extra in (["-m", "digits"], []):
         res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-o", str(out), "-q", *extra])
+        assert res.exit_code == 1 and "exists; use --overwrite" in res.stderr  # a report folder that is not empty
+        res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-o", str(out), "-q", "--overwrite", *extra])
         assert res.exit_code == 1, res.stderr
         assert "cannot write" in res.stderr and "internal error" not in res.stderr
 

@@ -16,6 +16,7 @@ Example: ``c8k3p1-relu-max2-c16k3p1-relu-max2-fc10``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -27,12 +28,13 @@ from . import layers as L
 
 HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
 
+_N = r"(\d{1,9})"  # at most 999,999,999: a larger number is no layer, and int() of 5,000 digits is refused
 _TOKENS = [
-    ("conv", re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?")),
+    ("conv", re.compile(rf"c{_N}k{_N}(?:s{_N})?(?:p{_N})?")),
     ("relu", re.compile(r"relu")),
-    ("max", re.compile(r"max(\d+)(?:s(\d+))?(?:p(\d+))?")),
-    ("avg", re.compile(r"avg(\d+)(?:s(\d+))?(?:p(\d+))?")),
-    ("fc", re.compile(r"fc(\d+)")),
+    ("max", re.compile(rf"max{_N}(?:s{_N})?(?:p{_N})?")),
+    ("avg", re.compile(rf"avg{_N}(?:s{_N})?(?:p{_N})?")),
+    ("fc", re.compile(rf"fc{_N}")),
     ("drop", re.compile(r"drop(0(?:\.\d*)?|\.\d+)")),
     ("flatten", re.compile(r"flatten")),
 ]
@@ -192,7 +194,7 @@ def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[t
         if kind in ("conv", "max", "avg") and len(shape) != 3:
             raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
         if kind == "fc" and len(shape) == 3:
-            add("flatten", (int(np.prod(shape)),), [])
+            add("flatten", (math.prod(shape),), [])
             shape = out[-1][1]
         if kind == "conv":
             new = (t[1], output_size(shape[1], t[2], t[3], t[4], t[4]), output_size(shape[2], t[2], t[3], t[4], t[4]))
@@ -205,7 +207,7 @@ def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[t
         elif kind == "flatten":
             if len(shape) != 3:
                 raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
-            base, params, new = "flatten", [], (int(np.prod(shape)),)
+            base, params, new = "flatten", [], (math.prod(shape),)
         else:
             base, params, new = {"relu": "relu", "drop": "dropout"}[kind], [], shape
         if min(new) < 1:
@@ -222,11 +224,11 @@ def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[t
 def check_size(layers: list[tuple], *, training: bool = False) -> None:
     """Refuse a network whose parameters exceed the parameter limit, or whose parameters and one sample's
     activations (im2col columns included) exceed the memory limit: before anything is allocated."""
-    params = sum(int(np.prod(p, dtype=np.float64)) for _, _, ps, *_ in layers for p in ps)
+    params = sum(math.prod(p) for _, _, ps, *_ in layers for p in ps)
     if params > max_params():
         msg = (f"the network has {params:,} parameters, over the limit of {max_params():,} (CNNFILTER_MAX_PARAMS)")
         raise ArchError(msg)
-    acts = sum(float(np.prod(s, dtype=np.float64)) + (extra[0] if extra else 0.0) for _, s, _, *extra in layers)
+    acts = sum(float(math.prod(s)) + (extra[0] if extra else 0.0) for _, s, _, *extra in layers)
     need = 4.0 * (params * (4 if training else 1) + acts * (2 if training else 1))
     try:
         check_memory(need, f"the network ({params:,} parameters, {fmt_bytes(4 * acts)} of activations per image)")

@@ -35,6 +35,9 @@ def scan(folder) -> tuple[list[str], list[tuple[Path, int]]]:
     if not root.is_dir():
         raise DataError(f"{str(root)!r} is not a folder (expected one sub-folder of images per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    odd = [c for c in classes if not c.isprintable()]
+    if odd:
+        raise DataError(f"class folder {odd[0]!r} has control characters in its name; rename it")
     if not classes:
         raise DataError(f"{str(root)!r} has no class sub-folders (expected DATA/<class>/<image>)")
     suffixes = image_suffixes()

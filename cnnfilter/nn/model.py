@@ -103,12 +103,35 @@ def load_model(path) -> Model:
     except OSError as exc:
         fail(exc.strerror or str(exc))
     with fh:
+        count = _member_count(fh)
+        if count is not None and count > MAX_MEMBERS:
+            fail(f"the archive declares {count:,} members; a model has at most {MAX_MEMBERS}")
         try:
             zf = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             fail("not a cnnfilter model (not a zip archive, or truncated)")
         with zf:
             return _load(zf, fail)
+
+
+MAX_MEMBERS = 1024  # a model holds a header and two arrays per layer (at most 256 layers)
+
+
+def _member_count(fh) -> int | None:
+    """The number of members a zip file's end-of-central-directory record declares (65535 for a zip64 archive),
+    read before zipfile parses the directory (a million empty members would take gigabytes); None if not found."""
+    import os
+    import struct
+
+    size = os.fstat(fh.fileno()).st_size
+    tail = min(size, 22 + 65535)
+    fh.seek(size - tail)
+    data = fh.read(tail)
+    fh.seek(0)
+    pos = data.rfind(b"PK\x05\x06")
+    if pos < 0 or pos + 22 > len(data):
+        return None
+    return struct.unpack("<H", data[pos + 10 : pos + 12])[0]
 
 
 def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, fail) -> bytes:
@@ -158,6 +181,8 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         arch = str(header["arch"])
         shape = tuple(int(v) for v in header["input_shape"])
         classes = [str(c) for c in header["classes"]]
+        if any(not c.isprintable() for c in classes):
+            raise ValueError("a class name holds control characters")
         mean = np.asarray(header["mean"], np.float32)
         std = np.asarray(header["std"], np.float32)
         meta = dict(header.get("training") or {})

@@ -40,9 +40,9 @@ def prepare(model: Model, image) -> np.ndarray:
 def load_input(path) -> Image.Image | np.ndarray:
     """An image file as a Pillow image, or for a 16-bit colour PNG (which Pillow cannot hold) an (H, W, 3) float32
     array in 0..1 (alpha dropped, as for every other image a model reads)."""
-    from ..io import Picture, _open
+    from ..io import Picture, open_image
 
-    img = _open(path)
+    img = open_image(path)
     if isinstance(img, Picture):
         return img.pixels.astype(np.float32) / np.float32(65535)
     return img
