@@ -61,7 +61,7 @@ def read_png16(data: bytes):
     """
     if data[:8] != SIGNATURE:
         raise ValueError("not a PNG file")
-    header, idat, info, trns = None, [], {}, None
+    header, idat, info, trns = None, bytearray(), {}, None
     for kind, body in _chunks(data):
         if header is None and kind != b"IHDR":
             raise ValueError("corrupt PNG: the first chunk is not IHDR")
@@ -70,7 +70,7 @@ def read_png16(data: bytes):
                 raise ValueError("corrupt PNG: bad IHDR chunk")
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
-            idat.append(body)
+            idat += body  # one buffer, however many (empty) chunks the file has
         elif kind == b"tRNS":
             trns = body
         elif kind == b"iCCP":
@@ -100,7 +100,7 @@ def read_png16(data: bytes):
     passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
     shapes = [(-(-(height - r0) // dr), -(-(width - c0) // dc)) for r0, c0, dr, dc in passes]
     expected = sum(h * (1 + w * bpp) for h, w in shapes if h > 0 and w > 0)
-    raw = _inflate(b"".join(idat), expected)
+    raw = _inflate(bytes(idat), expected)
 
     samples = np.empty((height, width, channels), np.uint16)
     pos = 0

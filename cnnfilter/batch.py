@@ -416,9 +416,7 @@ def _worker_start(parent: int, initializer, initargs) -> None:
             pass
     if os.getppid() != parent:  # the parent died before the notice was set up
         os._exit(1)
-    import signal
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's clean-exit handler: a TERMed worker just dies
 
     def watch():  # everywhere else, and as a second check: poll
         while True:

@@ -29,7 +29,6 @@ class _Group(click.Group):
         debug = "--debug" in args  # accepted anywhere on the line, not only before the command
         args = [a for a in args if a != "--debug"]
         _one_line_warnings()
-        _terminate_cleanly()
         try:
             code = super().main(args, prog_name or "cnnfilter", standalone_mode=False, **extra)
             _flush_stdout()
@@ -39,9 +38,6 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("cnnfilter: interrupted", err=True)
             sys.exit(130)
-        except _Terminated:
-            click.echo("cnnfilter: terminated", err=True)
-            sys.exit(143)
         except click.ClickException as exc:
             if debug:
                 raise
@@ -65,21 +61,6 @@ class _Group(click.Group):
                        err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that ``finally`` blocks run (worker pools shut, temporaries go)."""
-
-
-def _terminate_cleanly() -> None:
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        raise _Terminated
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _one_line_warnings() -> None:
@@ -269,6 +250,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         _claim_raw(raw, None, output, overwrite, other_inputs)
         if output != "-":
             _claim_raw(output, None, None, True, other_inputs, what="output")
+            if _same_file(0, output):
+                raise click.UsageError(f"output {output!r} is the file on standard input; it would be overwritten")
         return _work_here(work, "-", output, max_pixels, max_memory)
     many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
@@ -299,6 +282,8 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if not many:  # one file: here, with usage errors as such
         if output == "-":
             _claim_raw(raw, images[0], None, overwrite, other_inputs)
+            if _same_file(1, images[0]):
+                raise click.UsageError(f"standard output is the input {images[0]!r}; it would be overwritten")
             return _work_here(work, images[0], "-", max_pixels, max_memory)
         item = next(items, None)
         if isinstance(item, batch.Result) and item.status == "skipped":
@@ -346,6 +331,15 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             click.echo(f"  failed: {quoted(res.source)}: {printable(res.message)}", err=True)
     if failures:
         sys.exit(1)
+
+
+def _same_file(fd: int, path) -> bool:
+    """Whether the descriptor ``fd`` (0 or 1) is the file ``path`` (``< a.png`` or ``> a.png`` on the command
+    line)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _q(path) -> str:

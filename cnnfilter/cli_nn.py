@@ -73,7 +73,8 @@ def _err() -> object:
               "[default: LeNet-like, fitted to the input size].")
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate [default: 0.002 adam, 0.05 sgd].")
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True),
+              help="Learning rate [default: 0.002 adam, 0.05 sgd].")
 @click.option("--optimizer", type=click.Choice(("adam", "sgd")), default="adam", show_default=True)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
               help="SGD momentum.")
@@ -117,6 +118,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
       cnnfilter train-tiny --arch help
     """
     from . import nn
+    from .limits import printable
 
     if arch is not None and arch.strip().lower() == "help":
         click.echo(nn.ARCH_HELP)
@@ -158,7 +160,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         prep = _lib(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
                                        val=val_dir, seed=seed, max_memory=max_bytes))
     for path, why in prep.skipped:
-        err.print(f"cnnfilter: warning: skipped {str(path)!r}: {why}", markup=False)
+        click.echo(f"cnnfilter: warning: skipped {str(path)!r}: {printable(why)}", err=True)
     C, H, W = prep.input_shape
     arch = arch or nn.default_arch(H, W, len(prep.classes))
     rng = np.random.default_rng(seed)
@@ -316,6 +318,8 @@ def predict(model, images, top_k, as_json, quiet):
     from . import nn
     from .limits import printable
 
+    if sys.stdout is None:
+        raise click.ClickException("standard output is closed; predict prints its results there")
     mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import _png
-from .limits import LimitError, max_stdin, open_regular, printable, read_capped
+from .limits import LimitError, check_memory, max_stdin, open_regular, printable, read_capped
 from .outputs import WriteError, atomic_file
 
 
@@ -70,6 +70,8 @@ def open_image(source) -> Image.Image | Picture:
                 img = Image.open(fh)
             else:
                 img = Image.open(source)
+            _check_decode(img.width, img.height, len(img.getbands()), 4 if img.mode in ("I", "F") else
+                          2 if img.mode.startswith("I;16") else 1)
             img.load()
     except ImageReadError:
         raise
@@ -107,11 +109,18 @@ _ORIENT = {
 }
 
 
+def _check_decode(width: int, height: int, bands: int, sample_bytes: int) -> None:
+    """Refuse an image whose decoding and filtering would need more than the memory limit: the decoded samples and
+    a float32 working copy and result of each (``--max-memory``; ``--max-pixels`` bounds the pixels alone)."""
+    check_memory(float(width) * height * bands * (sample_bytes + 8), f"decoding a {width}x{height} image")
+
+
 def _read_png16(data: bytes) -> Picture:
     """A 16-bit RGB, RGBA or grey + alpha PNG, decoded by our own codec (Pillow would drop the low bytes)."""
     width, height = _png.png_size(data)
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
         raise Image.DecompressionBombError("too many pixels")
+    _check_decode(width, height, {2: 3, 4: 2, 6: 4}.get(data[25], 4), 2)
     pixels, alpha, found = _png.read_png16(data)
     info = {k: found[k] for k in ("icc_profile", "dpi") if k in found}
     if "exif" in found:  # an eXIf chunk's orientation, applied as for every other image
@@ -183,6 +192,8 @@ def _format_for(path: str, fmt: str | None) -> str:
         name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
         if name not in Image.SAVE:
             Image.init()
+        if name not in Image.SAVE:  # an extension's name (apng, j2k): the format that writes it
+            name = Image.registered_extensions().get("." + fmt.lower(), name)
         if name not in Image.SAVE:
             exts = Image.registered_extensions()
             known = ", ".join(sorted(e.lstrip(".") for e, f in exts.items() if f in Image.SAVE))
@@ -257,7 +268,8 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
     if (name == "PNG" and px is not None and px.dtype == np.uint16 and (px.ndim == 3 or alpha is not None)
             and (alpha is None or alpha.dtype == np.uint16)):
         level = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
-        extra = {"icc_profile": pic.info.get("icc_profile"), "dpi": pic.info.get("dpi")}
+        dpi = pic.info.get("dpi")
+        extra = {"icc_profile": pic.info.get("icc_profile"), "dpi": dpi if dpi and _sane_dpi(dpi) else None}
 
         def encode(fh):  # 16-bit RGB, RGBA or grey + alpha: Pillow would write 8 bits
             _png.write_png16(fh, px, alpha, compress_level=level, **extra)
@@ -292,13 +304,25 @@ JPEG_QUALITY = 90
 def _save(img: Image.Image, fh, fmt: str, info: dict, *, quality: int | None = None,
           compress_level: int | None = None) -> None:
     params = {k: v for k, v in info.items() if k in ("icc_profile", "dpi")}
+    if "dpi" in params and not _sane_dpi(params["dpi"]):  # a file's 0 or 4e9 dots per inch is dropped, not copied
+        del params["dpi"]
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = JPEG_QUALITY if quality is None else quality
     if fmt == "PNG":
         params["compress_level"] = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
     if fmt not in ("PNG", "JPEG", "TIFF", "WEBP"):
         params.pop("icc_profile", None)
-    img.save(fh, format=fmt, **params)
+    try:
+        img.save(fh, format=fmt, **params)
+    except (ValueError, OverflowError, ZeroDivisionError, struct.error, TypeError) as exc:
+        raise ImageWriteError(f"cannot write this image as {fmt}: {printable(str(exc)) or type(exc).__name__}") from None
+
+
+def _sane_dpi(dpi) -> bool:
+    try:
+        return len(dpi) == 2 and all(0.01 <= float(d) <= 1e6 for d in dpi)
+    except (TypeError, ValueError):
+        return False
 
 
 RAW_SUFFIXES = (".npy", ".npz", ".tif", ".tiff")

@@ -175,8 +175,9 @@ def log_kernel(size: int | None = None, sigma: float | None = None) -> np.ndarra
     sigma = _sigma(sigma, 1.0)
     size = _odd_size(size, sigma)
     x = np.arange(size) - (size - 1) / 2
-    r2 = (x[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma * sigma)
-    return _zero_sum_unit((1 - r2) * np.exp(-r2))
+    with np.errstate(all="ignore"):  # a sigma so small that 2σ² underflows: refused below as not finite
+        r2 = (x[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma * sigma)
+        return _zero_sum_unit((1 - r2) * np.exp(-r2))
 
 
 def dog_kernel(size: int | None = None, sigma: float | None = None, sigma2: float | None = None) -> np.ndarray:
@@ -187,9 +188,10 @@ def dog_kernel(size: int | None = None, sigma: float | None = None, sigma2: floa
     size = _odd_size(size, max(sigma, sigma2))
     x = np.arange(size) - (size - 1) / 2
     r2 = x[:, None] ** 2 + x[None, :] ** 2
-    g1 = np.exp(-r2 / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
-    g2 = np.exp(-r2 / (2 * sigma2 * sigma2)) / (2 * np.pi * sigma2 * sigma2)
-    return _zero_sum_unit(g1 - g2)
+    with np.errstate(all="ignore"):  # sigmas that under- or overflow: refused below as not finite
+        g1 = np.exp(-r2 / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
+        g2 = np.exp(-r2 / (2 * sigma2 * sigma2)) / (2 * np.pi * sigma2 * sigma2)
+        return _zero_sum_unit(g1 - g2)
 
 
 def unsharp_kernel(size: int | None = None, sigma: float | None = None, amount: float | None = None) -> np.ndarray:
@@ -254,9 +256,12 @@ def _data_files() -> dict[str, Path]:
 def parse_matrix(text: str, name: str = "kernel") -> np.ndarray:
     """Rows separated by ``;`` or newlines, values by commas or whitespace; ``#`` starts a comment."""
     rows = []
-    lines = [part for line in text.splitlines() for part in line.split("#", 1)[0].split(";")]
+    lines = (part for line in text.splitlines() for part in line.split("#", 1)[0].split(";"))
     for line in lines:
         line = line.replace(",", " ").split()
+        if len(rows) >= 4 * MAX_KERNEL_SIDE and line or len(line) > 4 * MAX_KERNEL_SIDE:  # stop: far too large
+            msg = f"{name} is larger than {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}, the largest kernel"
+            raise ValueError(msg)
         if line:
             try:
                 rows.append([float(v) for v in line])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import itertools
 import json
 import math
 from pathlib import Path
@@ -102,6 +103,9 @@ def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
     return np.clip(out, 0, 1), rng, sg
 
 
+MAX_TILES = 1024  # tiles of one montage: enough to see a layer, few enough to draw in bounded memory and time
+
+
 def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
             signed: bool | None = None, title: str | None = None, labels: list[str] | None = None,
             columns: int | None = None) -> Image.Image:
@@ -127,6 +131,9 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
     if m.ndim != 3 or m.size == 0:
         msg = f"maps have shape {np.shape(maps)}; expected (C, H, W), (H, W) or (N,)"
         raise ValueError(msg)
+    if m.shape[0] > MAX_TILES:  # a layer of 100,000 channels: its first tiles, and the title says so
+        title = f"{title or ''}  (the first {MAX_TILES} of {m.shape[0]})".strip()
+        m, labels = m[:MAX_TILES], None if labels is None else list(labels)[:MAX_TILES]
     C, H, W = m.shape
     target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
     factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
@@ -315,17 +322,29 @@ def summarize(acts: dict[str, np.ndarray]) -> list[dict]:
 
 
 def _png(img: Image.Image, path: Path) -> None:
-    from .io import atomic_file
+    from .outputs import atomic_file
 
     with atomic_file(path) as fh:
         img.save(fh, format="PNG", compress_level=1)
 
 
 def _text(text: str, path: Path) -> None:
-    from .io import atomic_file
+    from .outputs import atomic_file
 
     with atomic_file(path) as fh:
-        fh.write(text.encode())
+        fh.write(text.encode("utf-8", "replace"))  # a file name that is not UTF-8 becomes '?'
+
+
+def _folder(out: Path, *parts: str) -> Path:
+    """``out/parts`` created, checked to lie inside ``out`` (a symbolic link in a report folder cannot send files
+    elsewhere), with the temporaries of killed runs removed."""
+    from .outputs import inside, remove_stale_in
+
+    folder = out.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    inside(folder, out)
+    remove_stale_in(folder)
+    return folder
 
 
 def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray], title: str,
@@ -338,6 +357,7 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
     ``summary.json`` and ``index.html``. Returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _folder(out)
     labels = labels or {}
     inp = np.asarray(input_image, np.float32)
     shown = inp if inp.ndim == 2 else (inp[0] if inp.shape[0] == 1 else inp.transpose(1, 2, 0))
@@ -355,9 +375,9 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         _png(img, out / f"{name}.png")
         sections.append((name, shape, f"{name}.png"))
         if separate and a.ndim == 3:
-            (out / "channels").mkdir(exist_ok=True)
+            _folder(out, "channels")
             scaled, _, sg = scale_maps(a, normalize, signed)
-            for c in range(a.shape[0]):
+            for c in range(min(a.shape[0], MAX_TILES)):
                 lut = colormap(colormap_name or ("coolwarm" if sg[c] else "viridis"))
                 tile = Image.fromarray(lut[np.rint(scaled[c] * 255).astype(np.uint8)])
                 _png(tile, out / "channels" / f"{name}-{c}.png")
@@ -365,7 +385,8 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
     for name, w in (weights or {}).items():
         O, C = w.shape[:2]
         tiles = w.reshape(O * C, *w.shape[2:])
-        tl = [f"{o}" if C == 1 else f"{o}.{c}" for o in range(O) for c in range(C)]
+        tl = [f"{o}" if C == 1 else f"{o}.{c}" for o, c in
+              itertools.islice(((o, c) for o in range(O) for c in range(C)), MAX_TILES)]
         img = montage(tiles, tile_size=48, normalize="layer", colormap_name=colormap_name, signed=True,
                       title=f"{name} filters  {O}x{C}x{w.shape[2]}x{w.shape[3]}", labels=tl, columns=max(C, 8) if C > 1 else None)
         _png(img, out / f"weights-{name}.png")
@@ -375,7 +396,7 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         summary["prediction"] = prediction
     _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
     if npz:
-        from .io import atomic_file
+        from .outputs import atomic_file
 
         with atomic_file(out / "activations.npz") as fh:
             np.savez_compressed(fh, **{n: np.asarray(a, np.float32) for n, a in acts.items()})

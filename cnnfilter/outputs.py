@@ -152,6 +152,16 @@ def remove_stale(targets) -> int:
     return removed
 
 
+def remove_stale_in(folder) -> int:
+    """Remove every temporary in ``folder`` whose writer process is gone; returns how many."""
+    removed = 0
+    for path in stale_temporaries(folder):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def stale_temporaries(folder) -> list[Path]:
     """Every temporary in ``folder`` whose writer process is gone."""
     try:

@@ -53,13 +53,17 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
-def _png16(path: Path, colour: int = 2, size=(2, 2), extra: bytes = b"") -> None:
-    """A 16-bit PNG (colour type 2 RGB, 6 RGBA, 4 grey + alpha) with optional extra chunks before IDAT."""
+def _png16(path: Path, colour: int = 2, size=(2, 2), extra: bytes = b"", zeros: bool = False) -> None:
+    """A 16-bit PNG (colour type 2 RGB, 6 RGBA, 4 grey + alpha) with optional extra chunks before IDAT; random
+    pixels, or zeros (a small file for a large image)."""
     w, h = size
     channels = {2: 3, 4: 2, 6: 4}[colour]
     rng = np.random.default_rng(1)
-    rows = b"".join(b"\0" + rng.integers(0, 65536, (w * channels,), np.uint16).astype(">u2").tobytes()
-                    for _ in range(h))
+    if zeros:
+        rows = bytes(h * (1 + 2 * w * channels))
+    else:
+        rows = b"".join(b"\0" + rng.integers(0, 65536, (w * channels,), np.uint16).astype(">u2").tobytes()
+                        for _ in range(h))
     data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)) + extra
             + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
     path.write_bytes(data)
@@ -127,6 +131,20 @@ def _encrypted(root: Path) -> None:
             data[pos + off] |= 1
             pos = data.find(sig, pos + 4)
     (root / "m.cnnf").write_bytes(bytes(data))
+
+
+def _png_dpi(path: Path, per_metre: int) -> None:
+    """An 8-bit PNG whose pHYs chunk declares ``per_metre`` pixels per metre (0 or 4e9: nonsense to copy)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    phys = _chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1))
+    path.write_bytes(data[:33] + phys + data[33:])
+
+
+def _add_member(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(name, data)
 
 
 def _folder(root: Path, n: int = 4) -> None:
@@ -266,6 +284,47 @@ CASES: list[Case] = [
     Case("model-many-members", lambda r: _model(r, members={f"x{i}": b"" for i in range(70_000)}),
          ["predict", "m.cnnf", str(DIGIT)], 1, "declares 65,535 members", max_mb=200, max_s=10, writes=()),
     Case("seed-negative", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--seed", "-1"], 2, "--seed", writes=()),
+    Case("model-slow-pooling", lambda r: _model(r, header={"arch": "max400s1-max400-fc10", "input_shape": [1, 1024, 1024],
+                                                          "mean": [0.5], "std": [0.25]},
+                                                arrays={n: None for n in ("conv1.weight", "conv1.bias", "conv2.weight",
+                                                                          "conv2.bias", "fc1.weight", "fc1.bias")}
+                                                | {"fc1.weight": np.zeros((10, 1), np.float32),
+                                                   "fc1.bias": np.zeros(10, np.float32)}),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "over the work limit", max_s=10, writes=()),
+    Case("featuremaps-100000-channels", lambda r: _model(r, header={"arch": "c100000k1-fc2", "input_shape": [1, 1, 1],
+                                                                   "classes": ["a", "b"], "mean": [0.5], "std": [0.25]},
+                                                         arrays={"conv1.weight": np.zeros((100000, 1, 1, 1), np.float32),
+                                                                 "conv1.bias": np.zeros(100000, np.float32),
+                                                                 "conv2.weight": None, "conv2.bias": None,
+                                                                 "fc1.weight": np.zeros((2, 100000), np.float32),
+                                                                 "fc1.bias": np.zeros(2, np.float32)}),
+         ["featuremaps", str(DIGIT), "-m", "m.cnnf", "-o", "out", "-q"], 0, lines=0, max_mb=800, max_s=30),
+    Case("featuremaps-link-out-of-the-report", lambda r: (r / "maps" / "0003").mkdir(parents=True) or
+         (r / "victim").mkdir() or os.symlink("../../victim", r / "maps" / "0003" / "channels"),
+         ["featuremaps", str(DIGIT), "-m", "digits", "-o", "maps", "--separate", "--overwrite"], 1,
+         "outside the output folder", lines=2, writes=("maps",)),
+    Case("kernel-file-8-million-rows", _with(_photo, _write("k.txt", b"1\n" * 8_000_000)), [*C, "-k", "k.txt"], 2,
+         "larger than 255x255", max_mb=200, max_s=10),
+    Case("png16-decode-over-max-memory", lambda r: _png16(r / "big.png", 6, (4000, 4000), zeros=True),
+         ["convolve", "big.png", "-k", "box", "-o", "out/x.png", "--max-memory", "100MiB"], 1,
+         "decoding a 4000x4000 image needs about", max_mb=250, max_s=20),
+    Case("png-dpi-4e9-to-bmp", _write("d.png", lambda p: _png_dpi(p, 0xFFFFFFFF)),
+         ["convolve", "d.png", "-k", "box", "-o", "out/x.bmp", "-q"], 0, lines=0),
+    Case("png-dpi-0-to-pdf", _write("d.png", lambda p: _png_dpi(p, 0)),
+         ["convolve", "d.png", "-k", "box", "-o", "out/x.pdf", "-q"], 0, lines=0),
+    Case("stdout-is-the-input", _photo, ["cnnfilter convolve photo.png -k edge -o - 1<>photo.png"], 2,
+         "standard output is the input", shell=True, writes=()),
+    Case("stdin-is-the-output", _photo, ["cnnfilter convolve - -k edge -o photo.png --overwrite < photo.png"], 2,
+         "is the file on standard input", shell=True, writes=()),
+    Case("predict-stdout-closed", lambda r: None, [f"cnnfilter predict digits {DIGIT} >&-"], 1,
+         "standard output is closed", shell=True, writes=()),
+    Case("lr-1e308", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--lr", "1e308"], 2, "--lr", writes=()),
+    Case("featuremaps-non-utf8-name", lambda r: (r / os.fsdecode(b"e\xe9.png")).write_bytes(DIGIT.read_bytes()),
+         ["featuremaps", os.fsdecode(b"e\xe9.png"), "-m", "digits", "-o", "out", "-q"], 0, lines=0),
+    Case("model-member-declares-1e12", lambda r: _model(r, arrays={"fc1.bias": None}) or _add_member(
+         r / "m.cnnf", "fc1.bias.npy", _npy_header((10**12,), "<f4")),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "has shape (1000000000000,)", writes=()),
+    Case("format-apng", _photo, [*C[:3], "out/x.apng", "-k", "box", "-f", "apng", "-q"], 0, lines=0),
     # escapes
     Case("featuremaps-dot-stems", _dots, ["featuremaps", "in/...png", "in/..png", "-m", "digits", "-o", "work/maps",
                                           "-q"], 0, lines=0, writes=("work/maps",), files=26),

@@ -102,8 +102,6 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, sig):
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers)
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143 and "terminated" in proc.stderr.read().decode()
     res = subprocess.run([*cmd[:-1], "--skip-existing"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 40

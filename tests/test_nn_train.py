@@ -189,7 +189,7 @@ def _npy(arr):
     ("drop", "parameter 'fc1.bias' is missing"),
     ("shape", "parameter 'conv1.weight' has shape \\(3, 1, 3, 3\\); the architecture needs \\(4, 1, 3, 3\\)"),
     ("nan", "parameter 'conv1.bias' holds NaN or infinite values"),
-    ("pickle", "parameter 'conv1.bias' is unreadable"),
+    ("pickle", "parameter 'conv1.bias' has dtype object; expected float"),  # refused from its header, never unpickled
     ("extra", "unexpected member 'evil.py'"),
     ("noheader", "not a cnnfilter model \\(no header.json\\)"),
 ])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._args import output_size
-from ..limits import MAX_LAYERS, check_memory, fmt_bytes, max_params
+from ..limits import MAX_LAYERS, POOL_READ_COST, check_memory, check_work, fmt_bytes, max_params
 from . import layers as L
 
 HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
@@ -177,17 +177,18 @@ class Network:
         return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"
 
 
-def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[tuple]]]:
-    """``(layer name, output shape, parameter shapes)`` for each layer of a parsed ``spec`` (with the Flatten that
-    :func:`build` inserts), computed without allocating anything. Raises ArchError for a layer that does not fit
-    its input."""
+def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[tuple], int, int]]:
+    """``(layer name, output shape, parameter shapes, scratch elements, work)`` for each layer of a parsed ``spec``
+    (with the Flatten that :func:`build` inserts), computed without allocating anything: scratch is a convolution's
+    im2col columns for one sample, work its multiply-adds (a pooling's window reads, counted at their cost) for one
+    sample. Raises ArchError for a layer that does not fit its input."""
     shape = tuple(int(v) for v in input_shape)
     counts: dict[str, int] = {}
     out = []
 
-    def add(base, new, params):
+    def add(base, new, params, scratch=0, work=0):
         counts[base] = counts.get(base, 0) + 1
-        out.append((base if base == "flatten" else f"{base}{counts[base]}", new, params))
+        out.append((base if base == "flatten" else f"{base}{counts[base]}", new, params, scratch, work))
 
     for pos, t in enumerate(spec, 1):
         kind = t[0]
@@ -214,9 +215,12 @@ def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[t
             msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
                    f"the output would be {'x'.join(map(str, new))}")
             raise ArchError(msg)
-        add(base, new, params)
-        if kind == "conv":  # im2col: the columns of one sample, as large as the layer's work
-            out[-1] = (*out[-1], shape[0] * t[2] * t[2] * new[1] * new[2])
+        taps = {"conv": shape[0] * t[1] * t[2] * t[2] if kind == "conv" else 0,
+                "max": POOL_READ_COST * t[1] * t[1] if kind == "max" else 0,
+                "avg": POOL_READ_COST * t[1] * t[1] if kind == "avg" else 0,
+                "fc": shape[0] if kind == "fc" else 0}.get(kind, 1)
+        cols = shape[0] * t[2] * t[2] * new[1] * new[2] if kind == "conv" else 0
+        add(base, new, params, cols, taps * math.prod(new) // (t[1] if kind == "conv" else 1))
         shape = new
     return out
 
@@ -228,10 +232,12 @@ def check_size(layers: list[tuple], *, training: bool = False) -> None:
     if params > max_params():
         msg = (f"the network has {params:,} parameters, over the limit of {max_params():,} (CNNFILTER_MAX_PARAMS)")
         raise ArchError(msg)
-    acts = sum(float(math.prod(s)) + (extra[0] if extra else 0.0) for _, s, _, *extra in layers)
+    acts = sum(float(math.prod(s)) + scratch for _, s, _, scratch, _ in layers)
     need = 4.0 * (params * (4 if training else 1) + acts * (2 if training else 1))
+    work = float(sum(w for *_, w in layers))
     try:
         check_memory(need, f"the network ({params:,} parameters, {fmt_bytes(4 * acts)} of activations per image)")
+        check_work(work, f"the network ({params:,} parameters) on one image")
     except ValueError as exc:
         raise ArchError(str(exc)) from None
 

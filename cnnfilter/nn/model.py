@@ -214,8 +214,18 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         cap = 8 * int(np.prod(pshape)) + 4096  # float64 at most, and the .npy header
         data = _member(zf, infos[member], cap, fail)
         try:
-            arr = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False, max_header_size=4096)
-        except (OSError, ValueError, EOFError, SyntaxError) as exc:
+            fmt, buf = np.lib.format, io.BytesIO(data)
+            version = fmt.read_magic(buf)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape_declared, _, dtype = read_header(buf, max_header_size=4096)
+            if tuple(shape_declared) != tuple(pshape):  # before numpy allocates what the header declares
+                fail(f"parameter {pname!r} has shape {tuple(shape_declared)}; the architecture needs {tuple(pshape)}")
+            if dtype.kind != "f" or dtype.itemsize > 8:
+                fail(f"parameter {pname!r} has dtype {dtype}; expected float")
+            arr = fmt.read_array(io.BytesIO(data), allow_pickle=False, max_header_size=4096)
+        except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+            if isinstance(exc, ModelError):
+                raise
             fail(f"parameter {pname!r} is unreadable ({printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:80]})")
         if arr.shape != tuple(pshape):
             fail(f"parameter {pname!r} has shape {arr.shape}; the architecture needs {tuple(pshape)}")
