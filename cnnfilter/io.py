@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import _png
 from .limits import LimitError, check_memory, max_stdin, open_regular, printable, read_capped
-from .outputs import WriteError, atomic_file
+from .outputs import WriteError, atomic_file, folder_problem
 
 
 class ImageReadError(Exception):
@@ -214,13 +214,10 @@ def check_target(target, fmt: str | None = None) -> str:
     suffix or format is unknown or the folder does not exist."""
     if target == "-":
         return _format_for("out.png", fmt or "PNG")
-    path = Path(target)
-    name = _format_for(str(path), fmt)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
-        raise ImageWriteError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
+    name = _format_for(str(target), fmt)
+    problem = folder_problem(target)
+    if problem is not None:
+        raise ImageWriteError(problem)
     return name
 
 

@@ -74,13 +74,11 @@ class OutputPolicy:
         if path in self.claimed:
             return OutputError(f"{what} {shown} is also {self.claimed[path]}: give them different names",
                                usage=True)
-        folder = path.parent
-        if not folder.is_dir():
-            return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} does not exist")
+        err = folder_problem(target)
+        if err is not None:
+            return OutputError(err)
         if path.exists() and not path.is_file() and not path.is_dir():
             return OutputError(f"cannot write {shown}: it exists and is not a regular file (a device, pipe or socket)")
-        if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
-            return OutputError(f"cannot write {shown}: folder {quoted(Path(target).parent)} is not writable")
         if path.is_dir():
             return OutputError(f"cannot write {shown}: it is a folder")
         if path.exists() and not self.overwrite:
@@ -97,6 +95,17 @@ class OutputPolicy:
         self.claimed[path] = what
         remove_stale(path)
         return path
+
+
+def folder_problem(target) -> str | None:
+    """Why ``target``'s folder cannot take a new file (missing, not writable, a read-only file system), or None."""
+    folder = Path(target).parent
+    shown = quoted(str(folder) if str(folder) else ".")
+    if not folder.is_dir():
+        return f"cannot write {quoted(target)}: folder {shown} does not exist"
+    if not os.access(folder, os.W_OK):  # also a read-only file system, for root too
+        return f"cannot write {quoted(target)}: folder {shown} is not writable"
+    return None
 
 
 TAG = ".cnnf.part"
