@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .outputs import OutputError, clean, inside, quoted, remove_stale, safe_part
+from .outputs import OutputError, clean, inside, quoted, remove_stale, resolve, safe_part
 
 GLOB_CHARS = set("*?[")
 
@@ -251,17 +251,18 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
     input of the batch, or another input's output. Every input is listed before any output is chosen. Anything that
     goes wrong for one entry (a symbolic link loop, a name too long) is that entry's failure. Temporaries left by
     killed runs next to each output are removed."""
+    from .outputs import OutputPolicy
+
     sources = list(sources)
     paths = [s.path for s in sources if isinstance(s, Source)] + [Path(p) for p in other_inputs]
-    inputs = {r for r in map(_resolved, paths) if r is not None}
-    claimed: set[Path] = set()
+    policy = OutputPolicy(overwrite=overwrite, input_files={r for r in map(_resolved, paths) if r is not None})
     planned = []
     for src in sources:
         if isinstance(src, Result):
             planned.append(src)
             continue
         try:
-            planned.append(_plan_one(src, name_for, inputs, claimed, overwrite, skip_existing, in_place))
+            planned.append(_plan_one(src, name_for, policy, skip_existing, in_place))
         except (OSError, RuntimeError, ValueError, OutputError) as exc:
             if isinstance(exc, RuntimeError):
                 why = "a symbolic link loop"
@@ -270,28 +271,30 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
             else:
                 why = str(exc)
             planned.append(Result(src.path, None, "failed", why))
-    remove_stale(claimed)
+    remove_stale(policy.claimed)
     yield from planned
 
 
-def _plan_one(src: Source, name_for, inputs, claimed, overwrite, skip_existing, in_place) -> Job | Result:
-    own = src.path.resolve()  # in place through a symlink: its target
-    dst = own if in_place else name_for(src)
-    key = dst.resolve()
-    if key in claimed:
-        return Result(src.path, dst, "failed", f"another input already writes {quoted(dst)} (rename with --name)")
-    claimed.add(key)
-    if not in_place and key == own:
+def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool) -> Job | Result:
+    """One entry through the output policy (the same rules as every other output of every command)."""
+    own = resolve(src.path)  # in place through a symlink: its target
+    if in_place:
+        if own in policy.claimed:
+            return Result(src.path, own, "failed", f"{quoted(src.path)} is named twice")
+        policy.claimed[own] = f"the result of {quoted(src.path)}"
+        return Job(src.path, own)
+    dst = name_for(src)
+    key = resolve(dst)
+    if key == own:
         return Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it",
                       usage=True)
-    if not in_place and key in inputs:
-        return Result(src.path, dst, "failed", f"the output {quoted(dst)} is an input of this command", usage=True)
-    if dst.exists() and not dst.is_file():
-        return Result(src.path, dst, "failed", f"{quoted(dst)} exists and is not a regular file")
-    if dst.exists() and not in_place and not overwrite:
-        if skip_existing:
+    err = policy.conflict(dst, "the output", new_folder=True, exists_hint="use --overwrite or --skip-existing")
+    if err is not None:
+        if err.exists and skip_existing:
+            policy.claimed[key] = f"the result of {quoted(src.path)}"
             return Result(src.path, dst, "skipped", "output exists")
-        return Result(src.path, dst, "failed", f"{quoted(dst)} exists; use --overwrite or --skip-existing")
+        return Result(src.path, dst, "failed", str(err), usage=err.usage)
+    policy.claimed[key] = f"the result of {quoted(src.path)}"
     return Job(src.path, dst)
 
 

@@ -27,9 +27,10 @@ class OutputError(Exception):
     """An output the policy refuses. ``usage`` is True when the command line contradicts itself (an output that
     is an input, or two outputs that are one file): exit code 2; else (it exists, its folder is missing) 1."""
 
-    def __init__(self, message: str, *, usage: bool = False):
+    def __init__(self, message: str, *, usage: bool = False, exists: bool = False):
         super().__init__(message)
         self.usage = usage
+        self.exists = exists  # only because the target exists: --skip-existing may skip it
 
 
 def quoted(path) -> str:
@@ -65,8 +66,10 @@ class OutputPolicy:
     def add_input(self, path) -> None:
         self.input_files.add(resolve(path))
 
-    def conflict(self, target, what: str = "output") -> OutputError | None:
-        """The reason ``target`` may not be written, or None. Records nothing."""
+    def conflict(self, target, what: str = "output", *, new_folder: bool = False,
+                 exists_hint: str = "use --overwrite") -> OutputError | None:
+        """The reason ``target`` may not be written, or None. Records nothing. ``new_folder``: a missing folder
+        will be created (a batch's ``-o DIR`` tree)."""
         path = resolve(target)
         shown = quoted(target)
         if path in self.input_files:
@@ -74,7 +77,7 @@ class OutputPolicy:
         if path in self.claimed:
             return OutputError(f"{what} {shown} is also {self.claimed[path]}: give them different names",
                                usage=True)
-        err = folder_problem(target)
+        err = None if new_folder and not path.parent.exists() else folder_problem(target)
         if err is not None:
             return OutputError(err)
         if path.exists() and not path.is_file() and not path.is_dir():
@@ -82,7 +85,7 @@ class OutputPolicy:
         if path.is_dir():
             return OutputError(f"cannot write {shown}: it is a folder")
         if path.exists() and not self.overwrite:
-            return OutputError(f"{shown} exists; use --overwrite")
+            return OutputError(f"{shown} exists; {exists_hint}", exists=True)
         return None
 
     def claim(self, target, what: str = "output") -> Path:

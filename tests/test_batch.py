@@ -181,7 +181,7 @@ def test_review_regressions(folder, tmp_path, rng):
     assert "0 done, 6 skipped, 2 failed" in res.stderr
     assert not (folder / "sub" / "out" / "sub" / "out").exists()
     res = _run("convolve", folder / "grey.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "d", "-j", "1")
-    assert res.exit_code == 1 and "another input already writes" in res.stderr
+    assert res.exit_code == 1 and "is also the result of" in res.stderr
     res = _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "")  # names the output as the input
     assert res.exit_code == 2 and "--in-place" in res.stderr  # a usage error, as -o INPUT is
     assert _run("convolve", folder / "grey.png", "-k", "box", "--suffix", "", "-o", f"{tmp_path / 'same'}/").exit_code == 0
