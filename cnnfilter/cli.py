@@ -250,8 +250,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         _claim_raw(raw, None, output, overwrite, other_inputs)
         if output != "-":
             _claim_raw(output, None, None, True, other_inputs, what="output")
-            if _same_file(0, output):
-                raise click.UsageError(f"output {output!r} is the file on standard input; it would be overwritten")
+        _check_streams("-", output, raw, other_inputs)
         return _work_here(work, "-", output, max_pixels, max_memory)
     many = _many(images)
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
@@ -282,8 +281,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if not many:  # one file: here, with usage errors as such
         if output == "-":
             _claim_raw(raw, images[0], None, overwrite, other_inputs)
-            if _same_file(1, images[0]):
-                raise click.UsageError(f"standard output is the input {images[0]!r}; it would be overwritten")
+            _check_streams(images[0], "-", raw, other_inputs)
             return _work_here(work, images[0], "-", max_pixels, max_memory)
         item = next(items, None)
         if isinstance(item, batch.Result) and item.status == "skipped":
@@ -312,7 +310,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir)) if show else None
     from .limits import memory_limit
 
-    with (_progress(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels(),
+    with (ProgressBar(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels(),
           memory_limit(budget)):
         for res in results:
             counts[res.status] += 1
@@ -331,6 +329,32 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             click.echo(f"  failed: {quoted(res.source)}: {printable(res.message)}", err=True)
     if failures:
         sys.exit(1)
+
+
+def _check_streams(source, target, raw, other_inputs) -> None:
+    """Standard input and output are files too (``< a.png``, ``> k.txt``, ``1<>a.png``): never write to one that is
+    an input."""
+    inputs = ([] if source == "-" else [source]) + [str(p) for p in other_inputs]
+    if target == "-":
+        for path in inputs:
+            if _same_file(1, path):
+                raise click.UsageError(f"standard output is the input {path!r}; it would be overwritten")
+        if source == "-" and _same_fds(0, 1):
+            raise click.UsageError("standard output is the file on standard input; it would be overwritten")
+    if source == "-":
+        for out in (target, raw):
+            if out not in (None, "-") and _same_file(0, out):
+                raise click.UsageError(f"output {out!r} is the file on standard input; it would be overwritten")
+
+
+def _same_fds(a: int, b: int) -> bool:
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except (OSError, ValueError):
+        return False
+    import stat
+
+    return stat.S_ISREG(sa.st_mode) and os.path.samestat(sa, sb)
 
 
 def _same_file(fd: int, path) -> bool:
@@ -375,7 +399,7 @@ def _claim_raw(raw, source, target, overwrite: bool, other_inputs=(), what: str 
     _run(lambda: policy.claim(raw, what))
 
 
-class _progress:
+class ProgressBar:
     """A rich progress bar on stderr (files done, files/s, ETA), or nothing."""
 
     def __init__(self, show: bool, total: int | None):

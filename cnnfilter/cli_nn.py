@@ -485,7 +485,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from . import maps as fm
     from . import nn
     from .batch import iter_sources
-    from .cli import _progress
+    from .cli import ProgressBar
     from .io import ImageReadError, ImageWriteError
     from .limits import printable
     from .outputs import OutputError, inside, quoted, resolve, safe_part
@@ -518,14 +518,17 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
-    inputs = [resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model)]
+    from .kernels import kernel_file
+
+    bank_files = [kernel_file(k) for k in (names if mdl is None else [])]
+    inputs = [resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
               if p is not None and p.exists()]  # a report folder may hold none of them
     failures, done, seen_stems = [], 0, set()
     err = _err()
     from .limits import memory_limit
 
     budget = None if max_memory is None else _bytes(max_memory)
-    with _progress(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(budget):
+    with ProgressBar(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(budget):
         for src in sources:
             path = getattr(src, "path", None)
             if getattr(src, "status", None) == "failed":
@@ -544,10 +547,19 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 held = next((p for p in inputs if p.is_relative_to(folder)), None)
                 if held is not None:
                     raise OutputError(f"the report folder {quoted(target)} holds an input, {quoted(held)}")
-                if folder.exists() and any(folder.iterdir()) and not overwrite:
-                    raise OutputError(f"{quoted(target)} exists; use --overwrite")
-            except OutputError as exc:
-                failures.append((str(path), str(exc)))
+                if folder.exists() and not folder.is_dir():
+                    raise OutputError(f"cannot write the report folder {quoted(target)}: a file is in its place")
+                if folder.exists() and any(folder.iterdir()):
+                    if not overwrite:
+                        raise OutputError(f"{quoted(target)} exists; use --overwrite")
+                    odd = next((p for p in folder.rglob("*") if not (p.is_file() or p.is_dir())
+                                or p.is_symlink()), None)
+                    if odd is not None:
+                        raise OutputError(f"the report folder {quoted(target)} holds {quoted(odd)}, a link, pipe or "
+                                          "device; remove it")
+            except (OutputError, OSError) as exc:
+                why = str(exc) if isinstance(exc, OutputError) else f"{exc.strerror or exc}: {quoted(target)}"
+                failures.append((str(path), why))
                 advance()
                 continue
             try:

@@ -70,7 +70,8 @@ def open_image(source) -> Image.Image | Picture:
                 img = Image.open(fh)
             else:
                 img = Image.open(source)
-            _check_decode(img.width, img.height, len(img.getbands()), 4 if img.mode in ("I", "F") else
+            bands = 4 if img.mode in ("P", "PA") else len(img.getbands())  # palettes become RGB(A)
+            _check_decode(img.width, img.height, bands, 4 if img.mode in ("I", "F") else
                           2 if img.mode.startswith("I;16") else 1)
             img.load()
     except ImageReadError:

@@ -199,13 +199,15 @@ def read_file(path, cap: int, what: str) -> bytes:
         return read_capped(fh, cap, what)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
-
-
 def printable(text: str) -> str:
-    """``text`` with control characters (newlines, escapes) written as ``\\xNN``: a file name cannot forge a
-    line of output or move the terminal's cursor."""
-    return str(text).translate(_CONTROL)
+    """``text`` with every character that is not printable (newlines, escapes, C1 controls such as CSI, bidi
+    overrides, the surrogates of a name that is not UTF-8) written as ``\\xNN`` or ``\\uNNNN``, as Python's
+    ``repr`` does: a file or class name cannot forge a line of output or move the terminal's cursor."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                                              if ord(c) < 65536 else f"\\U{ord(c):08x}") for c in text)
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -104,6 +104,8 @@ def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
 
 
 MAX_TILES = 1024  # tiles of one montage: enough to see a layer, few enough to draw in bounded memory and time
+MAX_REPORT_TILES = 16_384  # tiles of one image's report (every layer's montage)
+MAX_REPORT_FILES = 4_096  # per-channel files of one image's report (--separate)
 
 
 def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
@@ -355,9 +357,19 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
     """Write one image's feature maps into ``out_dir`` (created): ``input.png``, ``<layer>.png`` montages,
     ``weights-<layer>.png``, ``channels/<layer>-<c>.png`` (``separate``), ``activations.npz`` (``npz``),
     ``summary.json`` and ``index.html``. Returns the folder."""
+    from .limits import LimitError
+
+    tiles = sum(min(int(np.shape(a)[0]) if np.ndim(a) == 3 else 1, MAX_TILES) for a in acts.values())
+    files = sum(min(int(np.shape(a)[0]), MAX_TILES) for a in acts.values() if np.ndim(a) == 3) if separate else 0
+    if tiles > MAX_REPORT_TILES or files > MAX_REPORT_FILES:
+        msg = (f"the report would draw {tiles:,} tiles" + (f" and write {files:,} channel files" if separate else "")
+               + f"; at most {MAX_REPORT_TILES:,} tiles and {MAX_REPORT_FILES:,} files: choose layers with --layers")
+        raise LimitError(msg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _folder(out)
+    if separate:
+        _folder(out, "channels")  # checked before anything is written
     labels = labels or {}
     inp = np.asarray(input_image, np.float32)
     shown = inp if inp.ndim == 2 else (inp[0] if inp.shape[0] == 1 else inp.transpose(1, 2, 0))

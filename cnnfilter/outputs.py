@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,11 +81,17 @@ class OutputPolicy:
         err = None if new_folder and not path.parent.exists() else folder_problem(target)
         if err is not None:
             return OutputError(err)
-        if path.exists() and not path.is_file() and not path.is_dir():
-            return OutputError(f"cannot write {shown}: it exists and is not a regular file (a device, pipe or socket)")
-        if path.is_dir():
+        try:  # the target as the kernel sees it (it follows /proc/self/fd links that resolve() cannot)
+            st = os.stat(target)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return OutputError(f"cannot write {shown}: {_why(exc)}")
+        if stat.S_ISDIR(st.st_mode):
             return OutputError(f"cannot write {shown}: it is a folder")
-        if path.exists() and not self.overwrite:
+        if not stat.S_ISREG(st.st_mode):
+            return OutputError(f"cannot write {shown}: it exists and is not a regular file (a device, pipe or socket)")
+        if not self.overwrite:
             return OutputError(f"{shown} exists; {exists_hint}", exists=True)
         return None
 

@@ -142,6 +142,15 @@ def _png_dpi(path: Path, per_metre: int) -> None:
     path.write_bytes(data[:33] + phys + data[33:])
 
 
+def _forged_count(root: Path) -> None:
+    """A model with 100,000 extra empty members whose end record claims 5: zipfile would read them all."""
+    _model(root, members={f"{i}": b"" for i in range(100_000)})
+    data = bytearray((root / "m.cnnf").read_bytes())
+    pos = data.rfind(b"PK\x05\x06")
+    data[pos + 8 : pos + 12] = struct.pack("<HH", 5, 5)
+    (root / "m.cnnf").write_bytes(bytes(data))
+
+
 def _add_member(path: Path, name: str, data: bytes) -> None:
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr(name, data)
@@ -302,7 +311,7 @@ CASES: list[Case] = [
     Case("featuremaps-link-out-of-the-report", lambda r: (r / "maps" / "0003").mkdir(parents=True) or
          (r / "victim").mkdir() or os.symlink("../../victim", r / "maps" / "0003" / "channels"),
          ["featuremaps", str(DIGIT), "-m", "digits", "-o", "maps", "--separate", "--overwrite"], 1,
-         "outside the output folder", lines=2, writes=("maps",)),
+         "channels', a link, pipe or device; remove it", lines=2, writes=("maps",)),
     Case("kernel-file-8-million-rows", _with(_photo, _write("k.txt", b"1\n" * 8_000_000)), [*C, "-k", "k.txt"], 2,
          "larger than 255x255", max_mb=200, max_s=10),
     Case("png16-decode-over-max-memory", lambda r: _png16(r / "big.png", 6, (4000, 4000), zeros=True),
@@ -325,6 +334,46 @@ CASES: list[Case] = [
          r / "m.cnnf", "fc1.bias.npy", _npy_header((10**12,), "<f4")),
          ["predict", "m.cnnf", str(DIGIT)], 1, "has shape (1000000000000,)", writes=()),
     Case("format-apng", _photo, [*C[:3], "out/x.apng", "-k", "box", "-f", "apng", "-q"], 0, lines=0),
+    Case("predict-batch-within-max-memory", lambda r: _model(r, header={
+             "arch": "max64-fc2", "input_shape": [3, 4096, 4096], "classes": ["a", "b"], "mean": [0.5] * 3,
+             "std": [0.2] * 3}, arrays={"conv1.weight": None, "conv1.bias": None, "conv2.weight": None,
+                                       "conv2.bias": None, "fc1.weight": np.zeros((2, 3 * 64 * 64), np.float32),
+                                       "fc1.bias": np.zeros(2, np.float32)}),
+         ["predict", "m.cnnf", str(DIGIT), str(DIGIT), str(DIGIT), "-q"], 0, lines=0, max_mb=1100, max_s=60,
+         env={"CNNFILTER_MAX_MEMORY": "1GiB"}, writes=()),
+    Case("model-forged-member-count", _forged_count, ["predict", "m.cnnf", str(DIGIT)], 1,
+         "the archive's directory is", max_mb=200, max_s=10, writes=()),
+    Case("model-two-channels", lambda r: _model(r, header={"input_shape": [2, 8, 8], "mean": [0.5, 0.5],
+                                                           "std": [0.2, 0.2]}),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "the header has input shape (2, 8, 8)", writes=()),
+    Case("stdout-appends-to-the-kernel", _with(_photo, _write("k.txt", "0 1 0\n1 -4 1\n0 1 0\n")),
+         ["cnnfilter convolve photo.png -k k.txt -o - >> k.txt"], 2, "standard output is the input 'k.txt'",
+         shell=True, writes=()),
+    Case("stdin-and-stdout-one-file", _photo, ["cnnfilter convolve - -k edge -o - < photo.png >> photo.png"], 2,
+         "standard output is the file on standard input", shell=True, writes=()),
+    Case("raw-is-the-file-on-stdin", _tif,
+         ["cnnfilter convolve - -k edge -o out/x.png --raw photo.tif --overwrite < photo.tif"], 2,
+         "output 'photo.tif' is the file on standard input", shell=True),
+    Case("featuremaps-bank-kernel-in-its-report", _with(_write("maps/d/k.txt", "0 1 0\n1 -4 1\n0 1 0\n"),
+                                                        _write("d.png", DIGIT.read_bytes())),
+         ["featuremaps", "d.png", "--kernels", "maps/d/k.txt,edge", "-o", "maps", "--overwrite"], 1,
+         "holds an input", lines=2, writes=()),
+    Case("featuremaps-fifo-in-its-report", _with(_write("d.png", DIGIT.read_bytes()),
+                                                 lambda r: (r / "maps" / "d").mkdir(parents=True)
+                                                 or os.mkfifo(r / "maps" / "d" / "index.html")),
+         ["featuremaps", "d.png", "-m", "digits", "-o", "maps", "--overwrite"], 1, "a link, pipe or device",
+         lines=2, max_s=10, writes=()),
+    Case("featuremaps-file-in-a-report-place", _with(_write("in/a.png", DIGIT.read_bytes()),
+                                                     _write("in/b.png", DIGIT.read_bytes()), _write("maps/a", "x")),
+         ["featuremaps", "in", "-m", "digits", "-o", "maps", "-q"], 1, "a file is in its place", lines=2,
+         writes=("maps/b",), files=13),
+    Case("featuremaps-250-layers", lambda r: _model(r, header={"arch": "c1024k1-" + "relu-" * 250 + "fc10"},
+                                                    arrays={"conv1.weight": np.zeros((1024, 1, 1, 1), np.float32),
+                                                            "conv1.bias": np.zeros(1024, np.float32),
+                                                            "conv2.weight": None, "conv2.bias": None,
+                                                            "fc1.weight": np.zeros((10, 1024 * 64), np.float32)}),
+         ["featuremaps", str(DIGIT), "-m", "m.cnnf", "-o", "out", "-q"], 1, "at most 16,384 tiles", lines=2,
+         max_s=15),
     # escapes
     Case("featuremaps-dot-stems", _dots, ["featuremaps", "in/...png", "in/..png", "-m", "digits", "-o", "work/maps",
                                           "-q"], 0, lines=0, writes=("work/maps",), files=26),

@@ -127,6 +127,7 @@ class Network:
     shapes: list[tuple]  # output shape of each layer, without the batch axis
     input_shape: tuple  # (C, H, W)
     arch: str
+    image_bytes: int = 0  # memory of one image's forward pass (input, activations, scratch), for batch sizes
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """The network's output for the batch ``x``; intermediate arrays are reused buffers (the output, from the
@@ -225,14 +226,15 @@ def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[t
     return out
 
 
-def check_size(layers: list[tuple], *, training: bool = False) -> None:
-    """Refuse a network whose parameters exceed the parameter limit, or whose parameters and one sample's
-    activations (im2col columns included) exceed the memory limit: before anything is allocated."""
+def check_size(layers: list[tuple], input_shape: tuple, *, training: bool = False) -> int:
+    """Refuse a network whose parameters exceed the parameter limit, or whose parameters and one sample's input
+    and activations (im2col columns included) exceed the memory limit, or whose work on one sample exceeds the work
+    limit: before anything is allocated. Returns the bytes of one sample's forward pass."""
     params = sum(math.prod(p) for _, _, ps, *_ in layers for p in ps)
     if params > max_params():
         msg = (f"the network has {params:,} parameters, over the limit of {max_params():,} (CNNFILTER_MAX_PARAMS)")
         raise ArchError(msg)
-    acts = sum(float(math.prod(s)) + scratch for _, s, _, scratch, _ in layers)
+    acts = float(math.prod(input_shape)) + sum(float(math.prod(s)) + scratch for _, s, _, scratch, _ in layers)
     need = 4.0 * (params * (4 if training else 1) + acts * (2 if training else 1))
     work = float(sum(w for *_, w in layers))
     try:
@@ -240,6 +242,7 @@ def check_size(layers: list[tuple], *, training: bool = False) -> None:
         check_work(work, f"the network ({params:,} parameters) on one image")
     except ValueError as exc:
         raise ArchError(str(exc)) from None
+    return int(4 * acts)
 
 
 def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.random.Generator | None = None,
@@ -257,7 +260,7 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             raise ArchError(f"architecture ends with fc{spec[-1][1]} but the data has {classes} classes")
     elif spec[-1][0] != "fc":
         raise ArchError("architecture must end with fc<classes>")
-    check_size(plan(spec, input_shape))
+    image_bytes = check_size(plan(spec, input_shape), input_shape)
     rng = rng if rng is not None else np.random.default_rng(0)
     shape = tuple(int(v) for v in input_shape)
     layers, names, shapes, counts = [], [], [], {}
@@ -306,4 +309,4 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             break
         if layer.params():
             break
-    return Network(layers, names, shapes, tuple(int(v) for v in input_shape), to_string(spec))
+    return Network(layers, names, shapes, tuple(int(v) for v in input_shape), to_string(spec), image_bytes)

@@ -45,10 +45,19 @@ class Model:
         """``(x - mean) / std`` per channel, for ``x (N, C, H, W)`` in 0..1."""
         return ((x - self.mean.reshape(1, -1, 1, 1)) / self.std.reshape(1, -1, 1, 1)).astype(np.float32)
 
-    def probabilities(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1."""
+    def batch_size(self, most: int = 256) -> int:
+        """How many images to run at once: at most ``most``, and as many as the memory limit holds, counting four
+        copies of each (the decoded input, the batch, its normalised copy, the forward pass)."""
+        from ..limits import max_memory
+
+        return max(1, min(most, max_memory() // max(4 * self.net.image_bytes, 1)))
+
+    def probabilities(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1, :meth:`batch_size` at a
+        time unless ``batch`` says."""
         from .layers import softmax
 
+        batch = batch or self.batch_size()
         out = [softmax(self.net.forward(self.normalize(x[i : i + batch]))) for i in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
@@ -103,9 +112,12 @@ def load_model(path) -> Model:
     except OSError as exc:
         fail(exc.strerror or str(exc))
     with fh:
-        count = _member_count(fh)
-        if count is not None and count > MAX_MEMBERS:
-            fail(f"the archive declares {count:,} members; a model has at most {MAX_MEMBERS}")
+        directory = _directory(fh)
+        if directory is not None and directory[0] > MAX_MEMBERS:
+            fail(f"the archive declares {directory[0]:,} members; a model has at most {MAX_MEMBERS}")
+        if directory is not None and directory[1] > MAX_DIRECTORY_BYTES:
+            fail(f"the archive's directory is {fmt_bytes(directory[1])}; a model's is at most "
+                 f"{fmt_bytes(MAX_DIRECTORY_BYTES)}")
         try:
             zf = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
@@ -115,11 +127,13 @@ def load_model(path) -> Model:
 
 
 MAX_MEMBERS = 1024  # a model holds a header and two arrays per layer (at most 256 layers)
+MAX_DIRECTORY_BYTES = 1 << 20  # 1024 entries of under 1 KiB each
 
 
-def _member_count(fh) -> int | None:
-    """The number of members a zip file's end-of-central-directory record declares (65535 for a zip64 archive),
-    read before zipfile parses the directory (a million empty members would take gigabytes); None if not found."""
+def _directory(fh) -> tuple[int, int] | None:
+    """``(members, central directory bytes)`` as the end-of-central-directory record declares them, read before
+    zipfile parses the directory (which it sizes by the byte count: a million empty members would take
+    gigabytes); a zip64 archive (0xFFFF / 0xFFFFFFFF) declares more than a model ever has. None if not found."""
     import os
     import struct
 
@@ -131,7 +145,8 @@ def _member_count(fh) -> int | None:
     pos = data.rfind(b"PK\x05\x06")
     if pos < 0 or pos + 22 > len(data):
         return None
-    return struct.unpack("<H", data[pos + 10 : pos + 12])[0]
+    count, nbytes = struct.unpack("<HI", data[pos + 10 : pos + 16])
+    return count, nbytes
 
 
 def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, fail) -> bytes:
@@ -188,7 +203,7 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         meta = dict(header.get("training") or {})
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         fail(f"the header is incomplete or malformed ({printable(str(exc))[:80]})")
-    if (len(shape) != 3 or min(shape) < 1 or shape[0] > 4 or shape[1] * shape[2] > 1 << 24 or not classes
+    if (len(shape) != 3 or min(shape) < 1 or shape[0] not in (1, 3) or shape[1] * shape[2] > 1 << 24 or not classes
             or len(classes) > 100_000):
         fail(f"the header has input shape {shape} and {len(classes)} classes")
     if mean.shape != (shape[0],) or std.shape != (shape[0],) or not (np.isfinite(mean).all()
@@ -199,7 +214,7 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         if spec[-1][0] != "fc":
             spec.append(("fc", len(classes)))
         layers = plan(spec, shape)
-        check_size(layers)
+        check_size(layers, shape)
     except ArchError as exc:
         fail(f"the architecture does not build: {exc}")
     expected = {f"{n}.{part}": p for n, _, ps, *_ in layers for part, p in zip(("weight", "bias"), ps)}

@@ -58,11 +58,12 @@ def predict(model: Model, images) -> np.ndarray:
     return model.probabilities(x)
 
 
-def predict_files(model: Model, paths, batch: int = 256):
+def predict_files(model: Model, paths, batch: int | None = None):
     """``(path, probabilities or None, error or None)`` per file, in order, ``batch`` images at a time: a file
     that cannot be read gives its error and the rest go on."""
     from ..io import ImageReadError
 
+    batch = batch or model.batch_size()
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush():
