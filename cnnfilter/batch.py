@@ -40,20 +40,23 @@ class Source:
     rel: Path
 
 
-def iter_sources(args: Iterable[str], *, recursive: bool = False,
-                 exclude: Path | None = None) -> Iterator[Source | Result]:
+def iter_sources(args: Iterable[str], *, recursive: bool = False, exclude: Path | None = None,
+                 outputs: re.Pattern | None = None) -> Iterator[Source | Result]:
     """Stream the files named by ``args``: files as given, folders (their images; all levels with ``recursive``)
     and glob patterns (``**`` when ``recursive``). Files inside folders are filtered by image suffix and sorted per
     folder; a file named explicitly is always taken (a bad one is reported when read). An argument that names
     nothing yields a failed :class:`Result`. Files under ``exclude`` (the output folder) are never taken, so a
-    batch writing inside its own input folder does not feed on its results. Symbolic links to folders are not
-    followed, by folder walks and ``**`` alike (a link loop cannot make a batch endless)."""
+    batch writing inside its own input folder does not feed on its results. A file that a folder or a glob finds and
+    whose name ``outputs`` matches (see :func:`output_pattern`) is an earlier result of the same command: it is
+    yielded as an ``ignored`` :class:`Result`, never as input. Symbolic links to folders are not followed, by
+    folder walks and ``**`` alike (a link loop cannot make a batch endless)."""
     skip = _resolved(exclude) if exclude is not None else None
     for arg in args:
         p = Path(arg)
         try:
             if p.is_dir():
-                yield from _walk(p, recursive, image_suffixes(), skip)
+                for src in _walk(p, recursive, image_suffixes(), skip):
+                    yield _unless_output(src, outputs)
             elif p.exists() or p.is_symlink():
                 yield Source(p, Path(_safe_name(p.name)))
             elif GLOB_CHARS & set(arg):
@@ -63,7 +66,7 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False,
                     mp = Path(m)
                     if mp.is_file() and not _inside(mp, skip):
                         found = True
-                        yield Source(mp, _relative(mp, root))
+                        yield _unless_output(Source(mp, _relative(mp, root)), outputs)
                 if not found:
                     yield Result(p, None, "failed", f"no file matches {quoted(arg)}")
             else:
@@ -72,6 +75,34 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False,
             yield Result(p, None, "failed", f"cannot read {quoted(arg)}: {exc.strerror or exc}")
         except ValueError as exc:
             yield Result(p, None, "failed", str(exc))
+
+
+def _unless_output(src: Source, outputs: re.Pattern | None) -> Source | Result:
+    if outputs is not None and outputs.fullmatch(src.path.name):
+        return Result(src.path, None, "ignored", "named like an output of this command")
+    return src
+
+
+def output_pattern(template: str, label: str, ext: str) -> re.Pattern | None:
+    """A regular expression for the names ``template`` gives (``{stem}`` and ``{name}`` any text, ``{kernel}`` and
+    ``{ext}`` as given), so that a re-run does not take its own results as input; None when the template adds
+    nothing to a name (``{stem}.{ext}``), since every input would match."""
+    import string
+
+    parts, literal = [], ""
+    for text, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(text))
+        literal += text
+        if field in ("stem", "name"):
+            parts.append(".+")
+        elif field == "kernel":
+            parts.append(re.escape(clean(label)))
+            literal += label
+        elif field == "ext":
+            parts.append(re.escape(ext))
+    if not literal.strip(".") or literal in (".", "." + ext):
+        return None
+    return re.compile("".join(parts), re.S)
 
 
 def _glob(pattern: str, root: Path, recursive: bool) -> list[str]:
@@ -229,7 +260,8 @@ def output_path(src: Source, *, out_dir: Path | None, template: str, label: str,
 
 @dataclass(frozen=True)
 class Result:
-    """What became of one input: ``status`` is ``done``, ``skipped`` (output exists) or ``failed``."""
+    """What became of one input: ``status`` is ``done``, ``skipped`` (output exists), ``failed``, or ``ignored`` (a
+    result of an earlier run, found in an input folder)."""
 
     source: Path
     target: Path | None

@@ -276,8 +276,13 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         probe = batch.Source(Path("x.png"), Path("x.png"))  # a template that names no file is a usage error
         _run(lambda: batch.output_path(probe, out_dir=out_dir, template=template, label=label, ext=ext))
         name_for = lambda src: batch.output_path(src, out_dir=out_dir, template=template, label=label, ext=ext)  # noqa: E731
-    items = batch.plan(batch.iter_sources(images, recursive=recursive, exclude=out_dir), name_for,
-                       overwrite=overwrite, skip_existing=skip_existing, in_place=in_place, other_inputs=other_inputs)
+    # a folder or a glob never feeds a run its own earlier results; in a batch an existing output is skipped unless
+    # --overwrite (a re-run does nothing but say so)
+    pattern = None if in_place or (output is not None and not to_dir) else batch.output_pattern(template, label, ext)
+    sources = batch.iter_sources(images, recursive=recursive, exclude=out_dir, outputs=pattern)
+    skip = skip_existing or (many and not overwrite and not in_place)
+    items = batch.plan(sources, name_for, overwrite=overwrite, skip_existing=skip, in_place=in_place,
+                       other_inputs=other_inputs)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
             _claim_raw(raw, images[0], None, overwrite, other_inputs)
@@ -304,10 +309,11 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     budget = (max_memory or default_memory()) // max(processes, 1)
     results = batch.run(items, work, processes=processes, fail_fast=fail_fast, initializer=batch.worker_init,
                         initargs=(max_pixels, 1, budget))
-    counts = {"done": 0, "skipped": 0, "failed": 0}
+    counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
     show = not quiet and sys.stderr.isatty()
-    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir)) if show else None
+    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir,
+                                               outputs=pattern)) if show else None
     from .limits import memory_limit
 
     with (ProgressBar(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels(),
@@ -320,7 +326,9 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if not any(counts.values()):
         raise click.ClickException(f"no images found in {', '.join(map(repr, images))}")
     if failures or not quiet:
-        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k == "done")
+        words = {"skipped": "skipped (outputs exist; --overwrite replaces them)",
+                 "ignored": "ignored (named like this command's outputs)"}
+        summary = ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items() if n or k == "done")
         click.echo(f"cnnfilter: {summary}", err=True)
         from .limits import printable
         from .outputs import quoted

@@ -60,17 +60,40 @@ def test_without_recursion_and_with_globs(folder, tmp_path):
     assert res.exit_code == 1 and "no file matches" in res.stderr
 
 
-def test_existing_outputs_need_overwrite_or_skip(folder, tmp_path):
-    """A second run refuses to replace outputs; --skip-existing resumes; --overwrite replaces."""
+def test_existing_outputs_are_skipped_in_batches_and_replaced_with_overwrite(folder, tmp_path):
+    """A second run of a batch replaces nothing and says so in one line (--skip-existing says the same);
+    --overwrite replaces; a single file's existing output is still an error."""
     out = tmp_path / "o"
     args = ["convolve", folder / "grey.png", folder / "rgba.png", "-k", "box", "-o", out, "-j", "1"]
     assert _run(*args).exit_code == 0
-    res = _run(*args)
-    assert res.exit_code == 1 and "exists; use --overwrite or --skip-existing" in res.stderr
-    res = _run(*args, "--skip-existing")
-    assert res.exit_code == 0 and "0 done, 2 skipped" in res.stderr
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    for extra in ([], ["--skip-existing"]):
+        res = _run(*args, *extra)
+        assert res.exit_code == 0
+        assert res.stderr.splitlines() == ["cnnfilter: 0 done, 2 skipped (outputs exist; --overwrite replaces them)"]
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
     res = _run(*args, "--overwrite")
     assert res.exit_code == 0 and "2 done" in res.stderr
+    res = _run("convolve", folder / "grey.png", "-k", "box", "-o", out / "grey.box.png")
+    assert res.exit_code == 1 and "exists; use --overwrite or --skip-existing" in res.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--suffix", "_edges"], ["--name", "{kernel}-{stem}.{ext}"], ["-f", "jpeg"]])
+def test_a_rerun_never_feeds_on_its_own_results(tmp_path, rng, extra):
+    """Run twice, three times in a row over a folder (outputs next to the inputs) and over a glob: the second and
+    third runs write nothing and take no earlier result as input, whatever the naming."""
+    src = tmp_path / "p"
+    src.mkdir()
+    for n in range(3):
+        save_image(src / f"IMG_{n}.png", rng.integers(0, 256, (12, 12, 3), np.uint8))
+    for args in ([src], [f"{src}/*"]):
+        for run in range(3):
+            res = _run("convolve", *args, "-k", "edge", "-j", "1", *extra)
+            assert res.exit_code == 0, res.stderr
+            assert len(list(src.iterdir())) == 6, sorted(p.name for p in src.iterdir())
+            if run:
+                assert res.stderr.startswith("cnnfilter: 0 done, 3 skipped") and "3 ignored" in res.stderr
+            assert len(res.stderr.splitlines()) == 1
 
 
 def test_naming_templates_and_in_place(folder, tmp_path, rng):
@@ -178,7 +201,7 @@ def test_review_regressions(folder, tmp_path, rng):
     res = _run("convolve", folder, "-r", "-k", "box", "-o", folder / "sub" / "out", "-j", "1")
     assert res.exit_code == 1 and "6 done, 2 failed" in res.stderr
     res = _run("convolve", folder, "-r", "-k", "box", "-o", folder / "sub" / "out", "-j", "1", "--skip-existing")
-    assert "0 done, 6 skipped, 2 failed" in res.stderr
+    assert "0 done, 6 skipped (outputs exist; --overwrite replaces them), 2 failed" in res.stderr
     assert not (folder / "sub" / "out" / "sub" / "out").exists()
     res = _run("convolve", folder / "grey.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "d", "-j", "1")
     assert res.exit_code == 1 and "is also the result of" in res.stderr
