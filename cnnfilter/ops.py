@@ -74,11 +74,16 @@ def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, paddi
     bias = parse_bias(bias, pic.depth)
     if bias:
         values = values + bias
-    if output_range is None:
-        last = kernels[-1]
-        zero_sum = not isinstance(last, Magnitude) and abs(last.sum()) <= 1e-9 * np.abs(last).max()
-        output_range = "abs" if zero_sum else "clip"
+    output_range = output_range or default_output_range(kernels)
     return Picture(map_output(values, output_range, pic.depth), alpha, pic.depth, dict(pic.info))
+
+
+def default_output_range(kernels) -> str:
+    """``abs`` when the last kernel sums to 0 (edge and derivative kernels: responses of both signs), else
+    ``clip``."""
+    last = kernels[-1]
+    zero_sum = not isinstance(last, Magnitude) and abs(last.sum()) <= 1e-9 * np.abs(last).max()
+    return "abs" if zero_sum else "clip"
 
 
 def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
@@ -150,8 +155,16 @@ def convolve_file(source, target, *, steps, fmt=None, quality=None, compress_lev
     (creating its folder), and with ``raw`` also the unrounded float result. The unit of work of a batch."""
     from .io import read_picture
 
-    result = filter_picture(read_picture(source), steps, **options)
-    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=raw)
+    if raw is None:
+        result = filter_picture(read_picture(source), steps, **options)
+        _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=None)
+        return
+    # --raw is the response before --output-range ("clip" maps nothing); the image is mapped from it
+    output_range = options.pop("output_range", None) or default_output_range(steps)
+    response = filter_picture(read_picture(source), steps, output_range="clip", **options)
+    result = Picture(map_output(response.pixels, output_range, response.depth), response.alpha, response.depth,
+                     response.info)
+    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=(raw, response))
 
 
 def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=None, raw=None, **options) -> None:
@@ -163,6 +176,8 @@ def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=No
 
 
 def _write(result: Picture, target, *, raw, **save) -> None:
+    """Write ``result`` to ``target``; ``raw`` is a path (``result`` itself, unrounded, goes there) or a
+    ``(path, picture)`` pair for a response that differs from the image (before --output-range)."""
     from pathlib import Path
 
     from .io import write_picture, write_raw
@@ -170,5 +185,6 @@ def _write(result: Picture, target, *, raw, **save) -> None:
     if target != "-":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     if raw is not None:
-        write_raw(result, raw)
+        path, values = raw if isinstance(raw, tuple) else (raw, result)
+        write_raw(values, path)
     write_picture(result, target, **save)
