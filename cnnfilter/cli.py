@@ -365,6 +365,12 @@ def _same_fds(a: int, b: int) -> bool:
     return stat.S_ISREG(sa.st_mode) and os.path.samestat(sa, sb)
 
 
+def _named() -> set[str]:
+    from .kernels import list_kernels
+
+    return {info.name for info in list_kernels()}
+
+
 def _same_file(fd: int, path) -> bool:
     """Whether the descriptor ``fd`` (0 or 1) is the file ``path`` (``< a.png`` or ``> a.png`` on the command
     line)."""
@@ -490,7 +496,8 @@ def _kernel_params(fn):
 @cli.command(context_settings=_CONTEXT)
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("-k", "--kernel", "kernels", multiple=True, required=True, metavar="KERNEL",
-              help="A name (cnnfilter kernels), a matrix '0,-1,0;-1,5,-1;0,-1,0', ImageMagick's '3x3: 0,-1,0 ...', "
+              help="A name (cnnfilter kernels), a name with its own options 'gaussian:sigma=1.5' or ImageMagick's "
+                   "'Gaussian:0x2', a matrix '0,-1,0;-1,5,-1;0,-1,0', ImageMagick's '3x3: 0,-1,0 ...', "
                    "or a .txt/.csv/.npy/.json file. Repeat to chain.")
 @_kernel_params
 @click.option("--normalize", is_flag=True, help="Divide each kernel by its sum (an error when it sums to 0).")
@@ -537,18 +544,26 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
       cnnfilter convolve photo.png -k "3x3: 0,-1,0 -1,5,-1 0,-1,0"
       cnnfilter convolve photo.png -k my_kernel.csv --normalize
       cnnfilter convolve photo.png -k blur -k sharpen --stride 2
+      cnnfilter convolve photo.png -k gaussian:sigma=1.5 -k edge    # each step its own options
+      cnnfilter convolve photo.png -k Gaussian:0x2                 # ImageMagick's form
       cnnfilter convolve photo.png -k laplacian --output-range offset
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
       cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
     """
-    from .kernels import adjust_kernel, kernel_file, resolve_kernel
+    from .kernels import Magnitude, adjust_kernel, kernel_file, resolve_steps
     from .ops import convolve_file
 
     geometry = {"stride": _ints(stride, "--stride", 1), "padding": _padding(padding),
                 "dilation": _ints(dilation, "--dilation", 1)}
     params = {"size": size, "sigma": sigma, "sigma2": sigma2, "amount": amount, "angle": angle}
-    resolved = [_run(lambda s=spec: resolve_kernel(s, **params)) for spec in kernels]
+    resolved = _run(lambda: resolve_steps(kernels, **params))
     steps = [_run(lambda k=k: adjust_kernel(k, normalize=normalize, scale=scale)) for _, k in resolved]
+    if not (normalize or scale is not None or quiet):
+        for spec, (name, k) in zip(kernels, resolved):  # a kernel of one's own that will wash the image out
+            total = 0.0 if isinstance(k, Magnitude) else float(k.sum())
+            if name not in _named() and abs(total) > 1e-6 * float(abs(k).max()) and abs(total - 1) > 1e-6:
+                click.echo(f"cnnfilter: warning: kernel {spec.strip()[:60]!r} sums to {total:g}, not 0 or 1: "
+                           "results may saturate (--normalize divides by the sum; --scale sets a factor)", err=True)
     label = "-".join(name for name, _ in resolved)
     work = functools.partial(convolve_file, steps=steps, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
@@ -563,12 +578,19 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
 def kernels_command(name, size, sigma, sigma2, amount, angle):
     """List the named kernels, or print one as a matrix.
 
+    A kernel step can carry its own options, so that each kernel of a chain has its own:
+    NAME:KEY=VALUE,... with keys size, sigma, sigma2, amount, angle (gaussian:sigma=1.5, motion:size=9,angle=30),
+    or ImageMagick's geometry: Gaussian:RADIUSxSIGMA, Blur:RADIUSxSIGMA (a Gaussian, as ImageMagick's Blur),
+    LoG:RADIUSxSIGMA, DoG:RADIUS,SIGMA1,SIGMA2 (radius 0: the sigma chooses the size; else 2*RADIUS+1). The
+    global --size, --sigma, ... go to the sized kernels that take them.
+
     \b
     Examples:
       cnnfilter kernels                         # name, size, sum, description
       cnnfilter kernels sharpen
       cnnfilter kernels gaussian --size 5 --sigma 1.2
-      cnnfilter kernels log --sigma 1.4
+      cnnfilter kernels gaussian:sigma=1.2
+      cnnfilter kernels LoG:0x1.4
     """
     from .kernels import describe_kernel, kernel_table
 

@@ -430,6 +430,95 @@ def _read_npy(path: Path, name: str) -> np.ndarray:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
+_STEP = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):(.*)", re.S)
+_PARAM_TYPES = {"size": int, "sigma": float, "sigma2": float, "amount": float, "angle": float}
+
+
+def split_step(spec: str) -> tuple[str, dict] | None:
+    """``(name, options)`` for a kernel step with its own options, or None for any other spec.
+
+    Two forms: ``NAME:KEY=VALUE,...`` (``gaussian:sigma=1.5``, ``motion:size=9,angle=30``) and ImageMagick's
+    geometry ``Gaussian:RADIUSxSIGMA`` (``Gaussian:0x2``, ``Blur:0x3`` — a Gaussian, as ImageMagick's Blur kernel
+    and ``-blur`` are —, ``LoG:0x1.4``, ``DoG:RADIUS,SIGMA1,SIGMA2``); a radius of 0 lets the sigma choose the
+    size, another gives ``2 * RADIUS + 1``.
+    """
+    text = spec.strip()
+    m = _STEP.fullmatch(text)
+    if m is None or _IM_HEAD.match(text) is not None:
+        return None
+    name, rest = m.group(1).lower(), m.group(2).strip()
+    if name not in (*_FACTORIES, *_data_files(), *MAGNITUDES):
+        return None
+    if "=" in rest or not rest:
+        options = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip().lower()
+            if key not in _PARAM_TYPES:
+                msg = f"kernel step {shorten(text, 60)!r}: {key!r} is not one of {', '.join(_PARAM_TYPES)}"
+                raise ValueError(msg)
+            options[key] = _step_number(value, key, text)
+        return name, options
+    numbers = [_step_number(v, "geometry", text, float) for v in re.split(r"[x,]", rest)]
+    if name in ("gaussian", "blur", "log") and 1 <= len(numbers) <= 2:
+        options = {"sigma": numbers[1]} if len(numbers) == 2 else {}
+        target = "log" if name == "log" else "gaussian"
+    elif name == "dog" and len(numbers) == 3:
+        options, target = {"sigma": numbers[1], "sigma2": numbers[2]}, "dog"
+    else:
+        msg = (f"kernel step {shorten(text, 60)!r}: ImageMagick's geometry is RADIUSxSIGMA for Gaussian, Blur and "
+               "LoG, RADIUS,SIGMA1,SIGMA2 for DoG; use NAME:KEY=VALUE for the others")
+        raise ValueError(msg)
+    if numbers[0] != int(numbers[0]) or numbers[0] < 0:
+        msg = f"kernel step {shorten(text, 60)!r}: the radius must be a whole number of at least 0"
+        raise ValueError(msg)
+    if numbers[0] > 0:
+        options["size"] = 2 * int(numbers[0]) + 1
+    return target, options
+
+
+def _step_number(value: str, key: str, text: str, kind=None):
+    kind = kind or _PARAM_TYPES[key]
+    try:
+        number = float(value)
+    except ValueError:
+        msg = f"kernel step {shorten(text, 60)!r}: {key} {value.strip()!r} is not a number"
+        raise ValueError(msg) from None
+    if kind is int:
+        if not number.is_integer():
+            msg = f"kernel step {shorten(text, 60)!r}: {key} {value.strip()!r} is not a whole number"
+            raise ValueError(msg)
+        return int(number)
+    return number
+
+
+def resolve_steps(specs, **defaults) -> list[tuple[str, np.ndarray | Magnitude]]:
+    """``(label, kernel)`` for each step of a pipeline. A step's own options (:func:`split_step`) are its own;
+    ``defaults`` (the command line's ``--size``, ``--sigma``, ...) go to a single kernel as :func:`resolve_kernel`
+    takes them, and in a chain to each sized kernel that takes them and has no options of its own; an option that no
+    kernel of a chain takes is an error."""
+    given = {k: v for k, v in defaults.items() if v is not None}
+    specs = list(specs)
+    if len(specs) == 1 and split_step(specs[0]) is None:
+        return [resolve_kernel(specs[0], **given)]
+    used, out = set(), []
+    for spec in specs:
+        step = split_step(spec)
+        if step is not None:
+            name, options = step
+            out.append((name, resolve_kernel(name, **options)[1]))
+            continue
+        accepted = kernel_params(spec) if spec.strip().lower() in _FACTORIES else []
+        mine = {k: v for k, v in given.items() if k in accepted}
+        used |= set(mine)
+        out.append(resolve_kernel(spec, **mine))
+    unused = sorted(set(given) - used)
+    if unused:
+        msg = f"--{unused[0]} is taken by no kernel of the chain (give each step its own: -k gaussian:sigma=2)"
+        raise ValueError(msg)
+    return out
+
+
 def kernel_file(spec: str) -> Path | None:
     """The file a kernel spec names (one ending in ``.txt``, ``.csv``, ``.npy`` or ``.json``), or None."""
     text = spec.strip()
@@ -517,7 +606,7 @@ def kernel_table() -> str:
 
 def describe_kernel(name: str, **params) -> str:
     """One kernel as text: a header (name, size, sum) and its matrix, as ``cnnfilter kernels NAME`` prints it."""
-    label, k = resolve_kernel(name, **params)
+    [(label, k)] = resolve_steps([name], **params)
     parts = [("x", k.gx), ("y", k.gy)] if isinstance(k, Magnitude) else [("", k)]
     out = []
     for suffix, m in parts:

@@ -269,7 +269,7 @@ CASES: list[Case] = [
     Case("output-is-the-kernel-file", _with(_photo, _write("k.txt", "0 1 0\n1 -4 1\n0 1 0\n")),
          ["convolve", "photo.png", "-k", "k.txt", "-o", "k.txt", "-f", "png", "--overwrite"], 2,
          "is an input of this command", writes=()),
-    Case("raw-is-the-kernel-file", _with(_photo, _write("k.npy", lambda p: np.save(p, np.ones((3, 3))))),
+    Case("raw-is-the-kernel-file", _with(_photo, _write("k.npy", lambda p: np.save(p, np.full((3, 3), 1 / 9)))),
          ["convolve", "photo.png", "-k", "k.npy", "-o", "out/x.png", "--raw", "k.npy", "--overwrite"], 2,
          "--raw 'k.npy' is an input of this command"),
     Case("output-is-a-fifo", _with(_photo, lambda r: os.mkfifo(r / "p.png")),

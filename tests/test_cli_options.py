@@ -469,7 +469,9 @@ def test_in_place_replaces_each_input_in_its_own_format(tmp_path):
     save_image(tmp_path / "b.jpg", np.full((16, 16, 3), 60, np.uint8))
     res = ok(run("convolve", tmp_path / "a.png", tmp_path / "b.jpg", "-k", "0,0,0;0,2,0;0,0,0", "--in-place",
                  "-j", "1"))
-    assert res.stderr == "cnnfilter: 2 done\n"
+    assert res.stderr.splitlines() == ["cnnfilter: warning: kernel '0,0,0;0,2,0;0,0,0' sums to 2, not 0 or 1: results "
+                                       "may saturate (--normalize divides by the sum; --scale sets a factor)",
+                                       "cnnfilter: 2 done"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]
     np.testing.assert_array_equal(load_image(tmp_path / "a.png"), np.full((6, 6), 20))
     assert Image.open(tmp_path / "b.jpg").format == "JPEG"

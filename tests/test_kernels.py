@@ -215,3 +215,57 @@ def test_every_named_kernel_is_valid_and_described():
         assert info.name in table and info.description
         text = describe_kernel(info.name)
         assert text.startswith(f"# {info.name}")
+
+
+@pytest.mark.parametrize(("spec", "name", "options"), [
+    ("gaussian:sigma=1.5", "gaussian", {"sigma": 1.5}),
+    ("motion:size=9,angle=30", "motion", {"size": 9, "angle": 30.0}),
+    ("Gaussian:0x2", "gaussian", {"sigma": 2.0}),
+    ("Blur:0x3", "gaussian", {"sigma": 3.0}),
+    ("Blur:2x1", "gaussian", {"size": 5, "sigma": 1.0}),
+    ("LoG:0x1.4", "log", {"sigma": 1.4}),
+    ("DoG:0,1,2", "dog", {"sigma": 1.0, "sigma2": 2.0}),
+    ("DoG:3,1,2", "dog", {"size": 7, "sigma": 1.0, "sigma2": 2.0}),
+    ("edge:", "edge", {}),
+])
+def test_kernel_steps_with_their_own_options(spec, name, options):
+    """NAME:KEY=VALUE and ImageMagick's RADIUSxSIGMA forms name a kernel and its options."""
+    from cnnfilter.kernels import split_step
+
+    assert split_step(spec) == (name, options)
+
+
+@pytest.mark.parametrize("spec", ["3x3: 0,1,0 1,1,1 0,1,0", "k.txt", "1,2;3,4", "photo:x", "edge"])
+def test_other_specs_are_not_steps(spec):
+    from cnnfilter.kernels import split_step
+
+    assert split_step(spec) is None
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("gaussian:sigma=x", "sigma 'x' is not a number"), ("gaussian:width=3", "'width' is not one of"),
+    ("motion:size=2.5", "is not a whole number"), ("edge:0x2", "ImageMagick's geometry"),
+    ("Gaussian:-1x2", "the radius must be a whole number"), ("sharpen:sigma=2", "takes no sigma"),
+])
+def test_kernel_step_errors_name_the_step(spec, message):
+    from cnnfilter.kernels import resolve_steps
+
+    with pytest.raises(ValueError, match=message):
+        resolve_steps([spec])
+
+
+def test_chain_steps_and_global_defaults():
+    """Global options go to the sized kernels of a chain that take them; each step's own options win; an option no
+    kernel takes is an error."""
+    from cnnfilter.kernels import get_kernel, resolve_steps
+
+    (_, ga), (_, edge) = resolve_steps(["gaussian", "edge"], sigma=1.5)
+    np.testing.assert_array_equal(ga, get_kernel("gaussian", sigma=1.5))
+    np.testing.assert_array_equal(edge, get_kernel("edge"))
+    [(_, own)] = resolve_steps(["gaussian:sigma=2"])
+    np.testing.assert_array_equal(own, get_kernel("gaussian", sigma=2))
+    with pytest.raises(ValueError, match="--sigma is taken by no kernel"):  # the step's own sigma: --sigma is moot
+        resolve_steps(["gaussian:sigma=2"], sigma=1.5)
+    np.testing.assert_array_equal(resolve_steps(["Gaussian:0x2"])[0][1], get_kernel("gaussian", sigma=2))
+    with pytest.raises(ValueError, match="--sigma is taken by no kernel of the chain"):
+        resolve_steps(["edge", "sharpen"], sigma=2)
