@@ -83,7 +83,7 @@ def _unless_output(src: Source, outputs: re.Pattern | None) -> Source | Result:
     return src
 
 
-def output_pattern(template: str, label: str, ext: str) -> re.Pattern | None:
+def output_pattern(template: str, label: str, ext: str | None) -> re.Pattern | None:
     """A regular expression for the names ``template`` gives (``{stem}`` and ``{name}`` any text, ``{kernel}`` and
     ``{ext}`` as given), so that a re-run does not take its own results as input; None when the template adds
     nothing to a name (``{stem}.{ext}``), since every input would match."""
@@ -99,8 +99,8 @@ def output_pattern(template: str, label: str, ext: str) -> re.Pattern | None:
             parts.append(re.escape(clean(label)))
             literal += label
         elif field == "ext":
-            parts.append(re.escape(ext))
-    if not literal.strip(".") or literal in (".", "." + ext):
+            parts.append(re.escape(ext) if ext else "[A-Za-z0-9]+")
+    if not literal.strip(".") or literal in (".", "." + (ext or "")):
         return None
     return re.compile("".join(parts), re.S)
 
@@ -236,9 +236,13 @@ def check_template(template: str) -> None:
         raise ValueError(msg)
 
 
-def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str) -> Path:
+def output_path(src: Source, *, out_dir: Path | None, template: str, label: str, ext: str | None) -> Path:
     """Where ``src``'s result goes: ``template`` (fields ``{stem}``, ``{name}``, ``{kernel}``, ``{ext}``) next to
-    the input, or under ``out_dir`` at the input's relative path (``template`` checked by :func:`check_template`)."""
+    the input, or under ``out_dir`` at the input's relative path (``template`` checked by :func:`check_template`).
+    ``ext`` None: the input's own extension when Pillow can write its format, else ``png``."""
+    from .io import same_ext
+
+    ext = same_ext(src.path) if ext is None else ext
     stem, full = clean(src.path.stem), clean(src.path.name)
     try:
         name = template.format(stem=stem, name=full, kernel=clean(label), ext=ext)

@@ -222,11 +222,20 @@ def _ext_for(fmt: str | None) -> str:
     return (preferred or (exts[0] if exts else "." + name.lower())).lstrip(".")
 
 
+def _format_of(path) -> str | None:
+    from .io import check_target
+
+    try:
+        return check_target("-", Path(path).suffix.lstrip(".") or "png")
+    except (ValueError, OSError):
+        return None
+
+
 def _process(images, output, label, work, fmt, quiet, *, recursive, template, suffix, overwrite, skip_existing,
-             in_place, jobs, fail_fast, max_pixels, max_memory, raw=None, other_inputs=()):
+             in_place, jobs, fail_fast, max_pixels, max_memory, raw=None, other_inputs=(), quality=None):
     """Run ``work(source, target)`` over every input and report: one file in this process, many in workers."""
     from . import batch
-    from .io import check_target
+    from .io import LOSSY, check_target
 
     if in_place and (output is not None or fmt or template is not None or suffix is not None):
         raise click.UsageError("--in-place writes over each input in its own format; it takes no -o, -f, --name "
@@ -256,7 +265,9 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     to_dir = output is not None and (many or output.endswith(("/", os.sep)) or Path(output).is_dir())
     if output == "-" and many:
         raise click.UsageError("-o - (standard output) takes a single input image")
-    ext = _ext_for(fmt)
+    ext = _ext_for(fmt) if fmt else None  # None: each output keeps its input's format
+    if quality is not None and fmt and _run(lambda: check_target("-", fmt)) not in LOSSY:
+        raise click.UsageError(f"--quality is for JPEG and WebP; -f {fmt} is lossless")
     if template is None:
         template = "{stem}" + suffix + ".{ext}" if suffix is not None else "{stem}.{kernel}.{ext}"
     if output is not None and not to_dir:
@@ -271,7 +282,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
         out_dir: Path | None = Path(output) if to_dir else None
         if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
             raise click.UsageError(f"-o {output!r} is a file; several inputs need a folder")
-        _run(lambda: check_target(f"x.{ext}", fmt))
+        _run(lambda: check_target(f"x.{ext or 'png'}", fmt))
         _run(lambda: batch.check_template(template))
         probe = batch.Source(Path("x.png"), Path("x.png"))  # a template that names no file is a usage error
         _run(lambda: batch.output_path(probe, out_dir=out_dir, template=template, label=label, ext=ext))
@@ -281,8 +292,13 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     pattern = None if in_place or (output is not None and not to_dir) else batch.output_pattern(template, label, ext)
     sources = batch.iter_sources(images, recursive=recursive, exclude=out_dir, outputs=pattern)
     skip = skip_existing or (many and not overwrite and not in_place)
-    items = batch.plan(sources, name_for, overwrite=overwrite, skip_existing=skip, in_place=in_place,
-                       other_inputs=other_inputs)
+    items = list(batch.plan(sources, name_for, overwrite=overwrite, skip_existing=skip, in_place=in_place,
+                            other_inputs=other_inputs))
+    if quality is not None and not fmt:
+        lossy = [j for j in items if isinstance(j, batch.Job) and _format_of(j.target) in LOSSY]
+        if output != "-" and any(isinstance(j, batch.Job) for j in items) and not lossy:
+            raise click.UsageError("--quality is for JPEG and WebP outputs; these outputs are lossless (use -f jpeg)")
+    items = iter(items)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
             _claim_raw(raw, images[0], None, overwrite, other_inputs)
@@ -472,13 +488,14 @@ def _common_output(fn):
     fn = click.option("--compress-level", type=click.IntRange(0, 9), metavar="0-9",
                       help="PNG compression [default: 1, fast; Pillow's own default is 6].")(fn)
     fn = click.option("--quality", type=click.IntRange(1, 100), metavar="1-100",
-                      help="JPEG/WebP quality [default: 90].")(fn)
+                      help="JPEG/WebP quality [default: a JPEG input's own tables, else 90].")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")(fn)
     fn = click.option("-f", "--format", "fmt", metavar="FMT",
-                      help="Output format (png, jpeg, tiff, ...); default from the output suffix, PNG for -o -.")(fn)
+                      help="Output format (png, jpeg, tiff, ...); default: the -o suffix, else each input's own "
+                           "format (PNG when Pillow cannot write it).")(fn)
     fn = click.option("-o", "--output", metavar="PATH",
                       help="Output file, folder (several inputs), or - for standard output. Default: "
-                           "IMAGE-STEM.LABEL.png next to each input.")(fn)
+                           "IMAGE-STEM.LABEL.EXT next to each input.")(fn)
     return fn
 
 
@@ -569,7 +586,7 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
                              raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
                              output_range=output_range, gray=gray, alpha=alpha_mode, **geometry)
     files = [f for f in map(kernel_file, kernels) if f is not None]
-    _process(images, output, label, work, fmt, quiet, raw=raw, other_inputs=files, **batch_opts)
+    _process(images, output, label, work, fmt, quiet, raw=raw, other_inputs=files, quality=quality, **batch_opts)
 
 
 @cli.command("kernels", context_settings=_CONTEXT)
@@ -637,7 +654,7 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
     label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
     work = functools.partial(pool_file, size=win, fmt=fmt, quality=quality, compress_level=compress_level,
                              raw=_raw(raw, images), **kwargs)
-    _process(images, output, label, work, fmt, quiet, raw=raw, **batch_opts)
+    _process(images, output, label, work, fmt, quiet, raw=raw, quality=quality, **batch_opts)
 
 
 def _register() -> None:

@@ -148,10 +148,24 @@ def read_picture(source) -> Picture:
         warnings.simplefilter("always")
         img = open_image(source)
         if isinstance(img, Picture):
+            img.info.setdefault("format", "PNG")
             return img
         info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
-        if img.getexif().get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
+        info["format"] = img.format
+        exif = img.getexif()
+        if img.format == "JPEG" and getattr(img, "quantization", None):  # what a JPEG output keeps by default
+            from PIL import JpegImagePlugin
+
+            info["quantization"] = img.quantization
+            info["subsampling"] = JpegImagePlugin.get_sampling(img)
+        if exif.get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
             img = ImageOps.exif_transpose(img)
+            exif[0x0112] = 1  # applied: the output is upright
+        if len(exif):
+            try:
+                info["exif"] = exif.tobytes()
+            except Exception:  # noqa: BLE001 - an EXIF block Pillow cannot write back is dropped
+                pass
     name = "<stdin>" if source == "-" else printable(str(source))
     for w in caught:
         warnings.warn(f"{name!r}: {str(w.message).strip()}", UserWarning, stacklevel=2)
@@ -210,6 +224,31 @@ def _format_for(path: str, fmt: str | None) -> str:
     return found
 
 
+LOSSY = ("JPEG", "WEBP")  # the formats --quality means something for
+
+
+def _writable(fmt: str | None) -> str | None:
+    """``fmt`` when Pillow can write it, else None."""
+    if not fmt:
+        return None
+    Image.preinit()
+    if fmt not in Image.SAVE:
+        Image.init()
+    return fmt if fmt in Image.SAVE else None
+
+
+def same_ext(path) -> str:
+    """The extension an output of ``path`` keeps by default: its own (lower case) when Pillow can write that
+    format, else ``png``."""
+    ext = Path(path).suffix.lower()
+    Image.preinit()
+    found = Image.EXTENSION.get(ext)
+    if not found or found not in Image.SAVE:
+        Image.init()
+        found = Image.registered_extensions().get(ext)
+    return ext.lstrip(".") if found and found in Image.SAVE else "png"
+
+
 def check_target(target, fmt: str | None = None) -> str:
     """The Pillow format ``target`` will be written in; raises ImageWriteError before any work is done when the
     suffix or format is unknown or the folder does not exist."""
@@ -259,8 +298,12 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
 def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int | None = None,
                   compress_level: int | None = None) -> None:
     """Write ``pic`` to ``target`` (a path, or ``"-"`` for standard output) atomically: a temporary file in the
-    same folder, renamed over the target once complete, so a killed run never leaves half a file. ``quality``
-    for JPEG/WebP (default 90), ``compress_level`` 0-9 for PNG (default 1)."""
+    same folder, renamed over the target once complete, so a killed run never leaves half a file. The format is
+    ``fmt``, else the target's suffix; standard output takes the input's format (PNG when Pillow cannot write it).
+    ``quality`` for JPEG/WebP (default: a JPEG input's own tables, else 90), ``compress_level`` 0-9 for PNG
+    (default 1). EXIF (orientation reset once applied), ICC profile and DPI are carried over."""
+    if target == "-" and fmt is None:
+        fmt = _writable(pic.info.get("format")) or "PNG"
     name = check_target(target, fmt)
     px, alpha = _samples(pic) if pic.depth == 16 else (None, None)
     if (name == "PNG" and px is not None and px.dtype == np.uint16 and (px.ndim == 3 or alpha is not None)
@@ -304,7 +347,14 @@ def _save(img: Image.Image, fh, fmt: str, info: dict, *, quality: int | None = N
     params = {k: v for k, v in info.items() if k in ("icc_profile", "dpi")}
     if "dpi" in params and not _sane_dpi(params["dpi"]):  # a file's 0 or 4e9 dots per inch is dropped, not copied
         del params["dpi"]
-    if fmt in ("JPEG", "WEBP"):
+    if info.get("exif") and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["exif"] = info["exif"]
+    tables = info.get("quantization")
+    if fmt == "JPEG" and quality is None and tables and len(tables) >= (2 if img.mode == "RGB" else 1):
+        params["qtables"] = [tables[k] for k in sorted(tables)][: 2 if img.mode == "RGB" else 1]
+        if img.mode == "RGB" and info.get("subsampling", -1) in (0, 1, 2):
+            params["subsampling"] = info["subsampling"]  # as mogrify keeps the input's quality
+    elif fmt in ("JPEG", "WEBP"):
         params["quality"] = JPEG_QUALITY if quality is None else quality
     if fmt == "PNG":
         params["compress_level"] = PNG_COMPRESS_LEVEL if compress_level is None else compress_level

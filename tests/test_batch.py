@@ -41,8 +41,9 @@ def test_folder_recursive_keeps_relative_paths_and_reports_every_failure(folder,
     res = _run("convolve", folder, "-r", "-k", "sharpen", "-o", out, "-j", "1")
     assert res.exit_code == 1
     made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert made == ["cmyk.sharpen.png", "deep.sharpen.png", "grey.sharpen.png", "pal.sharpen.png",
-                    "rgba.sharpen.png", "sub/nested.sharpen.png"]
+    assert made == ["cmyk.sharpen.jpg", "deep.sharpen.png", "grey.sharpen.png", "pal.sharpen.gif",
+                    "rgba.sharpen.png", "sub/nested.sharpen.png"]  # each in its input's format
+    assert [Image.open(out / n).format for n in ("cmyk.sharpen.jpg", "pal.sharpen.gif")] == ["JPEG", "GIF"]
     assert "cnnfilter: 6 done, 2 failed" in res.stderr
     assert f"failed: '{folder / 'notes.png'}': cannot read" in res.stderr
     assert f"failed: '{folder / 'sub' / 'truncated.png'}': cannot read" in res.stderr
@@ -291,3 +292,35 @@ def test_plan_turns_every_error_into_that_files_failure(tmp_path):
     assert isinstance(items["a.box.png"], batch.Job)
     assert items["a.png"].status == "failed" and "is an input of this command" in items["a.png"].message
     assert items["loop.png"].status == "failed" and "symbolic link loop" in items["loop.png"].message
+
+
+def test_outputs_keep_the_inputs_format_exif_and_jpeg_tables(tmp_path, rng):
+    """Without -f: JPEG stays JPEG with the input's quantisation tables, subsampling and EXIF (orientation reset once
+    applied), PNG stays PNG, WebP stays WebP; --quality makes new tables; --quality with lossless outputs only is a
+    usage error; standard output takes the input's format."""
+    from PIL import JpegImagePlugin
+
+    src = tmp_path / "p"
+    src.mkdir()
+    pixels = rng.integers(0, 256, (24, 32, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "TestCam", 6
+    Image.fromarray(pixels).save(src / "a.jpg", quality=75, subsampling=2, exif=exif.tobytes())
+    Image.fromarray(pixels).save(src / "b.png")
+    Image.fromarray(pixels).save(src / "c.webp")
+    assert _run("convolve", src, "-k", "sharpen", "-j", "1").exit_code == 0
+    assert sorted(p.name for p in src.iterdir()) == ["a.jpg", "a.sharpen.jpg", "b.png", "b.sharpen.png", "c.sharpen.webp",
+                                                     "c.webp"]
+    a, out = Image.open(src / "a.jpg"), Image.open(src / "a.sharpen.jpg")
+    assert out.size == (24, 32)  # the EXIF orientation (6) was applied ...
+    assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "TestCam"  # ... and reset; the camera kept
+    assert out.quantization == a.quantization and JpegImagePlugin.get_sampling(out) == 2
+    assert Image.open(src / "c.sharpen.webp").format == "WEBP"
+    assert _run("convolve", src / "a.jpg", "-k", "sharpen", "--quality", "95", "-o", tmp_path / "q.jpg").exit_code == 0
+    assert Image.open(tmp_path / "q.jpg").quantization != a.quantization
+    res = _run("convolve", src / "b.png", src / "c.webp", "-k", "box", "--quality", "80", "-o", tmp_path / "d")
+    assert res.exit_code == 0  # the WebP output takes it
+    res = _run("convolve", src / "b.png", "-k", "box", "--quality", "80", "-o", f"{tmp_path / 'd2'}/")
+    assert res.exit_code == 2 and "--quality is for JPEG and WebP outputs" in res.stderr
+    res = CliRunner().invoke(cli, ["convolve", "-", "-k", "box", "-o", "-"], input=(src / "a.jpg").read_bytes())
+    assert res.exit_code == 0 and res.stdout_bytes[:3] == b"\xff\xd8\xff"
