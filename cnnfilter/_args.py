@@ -20,7 +20,13 @@ def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     if rows < minimum or cols < minimum:
         msg = f"{name} {value!r} must be at least {minimum}"
         raise ValueError(msg)
+    if max(rows, cols) > MAX_INT:
+        msg = f"{name} {value!r} is larger than {MAX_INT:,}"
+        raise ValueError(msg)
     return rows, cols
+
+
+MAX_INT = 2**31 - 1  # strides, dilations, sizes and paddings the compiled loops index with
 
 
 def _is_int(v) -> bool:

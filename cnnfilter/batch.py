@@ -114,7 +114,11 @@ def _glob(pattern: str, root: Path, recursive: bool) -> list[str]:
     if ".." in rest:
         msg = f"{quoted(pattern)}: '..' in a recursive pattern is not supported (it could climb through links)"
         raise ValueError(msg)
-    rx = re.compile(_translate(rest))
+    try:
+        rx = re.compile(_translate(rest))
+    except re.error as exc:
+        msg = f"{quoted(pattern)} is not a valid pattern ({exc})"
+        raise ValueError(msg) from None
     show_hidden = rest[-1].startswith(".")
     found = []
     for folder, dirs, files in os.walk(root):
@@ -313,8 +317,12 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
 
 def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool) -> Job | Result:
     """One entry through the output policy (the same rules as every other output of every command)."""
-    own = resolve(src.path)  # in place through a symlink: its target
+    own = resolve(src.path)
     if in_place:
+        if src.path.is_symlink():  # its target may lie anywhere: name the target itself
+            return Result(src.path, own, "failed", "is a symbolic link; --in-place writes regular files only")
+        if not os.stat(own).st_mode & 0o222:
+            return Result(src.path, own, "failed", "is read-only; --in-place will not replace it")
         if own in policy.claimed:
             return Result(src.path, own, "failed", f"{quoted(src.path)} is named twice")
         policy.claimed[own] = f"the result of {quoted(src.path)}"

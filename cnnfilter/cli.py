@@ -568,7 +568,9 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
       cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
     """
     from .kernels import Magnitude, adjust_kernel, kernel_file, resolve_steps
-    from .ops import convolve_file
+    from .ops import convolve_file, parse_bias
+
+    _run(lambda: parse_bias(bias, 16))  # a bad --bias is a usage error before any file is read
 
     geometry = {"stride": _ints(stride, "--stride", 1), "padding": _padding(padding),
                 "dilation": _ints(dilation, "--dilation", 1)}

@@ -388,14 +388,19 @@ def _table(rows, k: int) -> None:
     Console(highlight=False, soft_wrap=True).print(table, markup=False)
 
 
+_CONFUSION_CLASSES = 50  # a larger confusion matrix is no table a person reads (and n² cells)
+
+
 def _evaluate(mdl, folder, as_json) -> None:
     from . import nn
+    from .limits import printable
 
     classes, items = _lib(lambda: nn.data.scan(folder))
     unknown = [c for c in classes if c not in mdl.classes]
     if unknown:
-        raise click.UsageError(f"class folder(s) {', '.join(map(repr, unknown))} are not classes of the model "
-                               f"({', '.join(mdl.classes)})")
+        shown = ", ".join(map(repr, mdl.classes[:20])) + (", ..." if len(mdl.classes) > 20 else "")
+        raise click.UsageError(f"class folder(s) {', '.join(map(repr, unknown[:5]))} are not classes of the model "
+                               f"({shown})")
     index = {c: mdl.classes.index(c) for c in classes}
     truth, pred, failed = [], [], 0
     paths = [p for p, _ in items]
@@ -403,34 +408,45 @@ def _evaluate(mdl, folder, as_json) -> None:
     for path, probs, error in nn.predict_files(mdl, paths):
         if error is not None:
             failed += 1
-            click.echo(f"cnnfilter: error: {error}", err=True)
+            click.echo(f"cnnfilter: error: {printable(error)}", err=True)
             continue
         truth.append(labels[path])
         pred.append(int(np.argmax(probs)))
+    import collections
+
     n = len(mdl.classes)
-    conf = np.zeros((n, n), np.int64)
-    np.add.at(conf, (np.asarray(truth, np.int64), np.asarray(pred, np.int64)), 1)
-    acc = float(np.trace(conf) / max(conf.sum(), 1))
+    cells = collections.Counter(zip(truth, pred))  # the confusion matrix's non-zero cells: memory follows the data
+    right = sum(v for (t, p), v in cells.items() if t == p)
+    acc = right / max(len(truth), 1)
+    dense = n <= _CONFUSION_CLASSES
     if as_json:
-        click.echo(json.dumps({"accuracy": round(acc, 6), "images": int(conf.sum()), "failed": failed,
-                               "classes": mdl.classes, "confusion": conf.tolist()}))
+        conf = ([[cells.get((i, j), 0) for j in range(n)] for i in range(n)] if dense
+                else [[t, p, v] for (t, p), v in sorted(cells.items())])
+        click.echo(json.dumps({"accuracy": round(acc, 6), "images": len(truth), "failed": failed,
+                               "classes": mdl.classes, "confusion": conf}))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         out = Console(highlight=False)
-        out.print(f"accuracy {100 * acc:.2f}% ({int(np.trace(conf))} of {int(conf.sum())} images)")
-        table = Table(title="confusion matrix (rows: true class, columns: predicted)", box=None, pad_edge=False,
-                      header_style="bold", title_justify="left")
-        table.add_column("")
-        for c in mdl.classes:
-            table.add_column(c, justify="right")
-        table.add_column("recall", justify="right")
-        for i, c in enumerate(mdl.classes):
-            total = conf[i].sum()
-            cells = [(f"[bold]{v}[/bold]" if i == j and v else (str(v) if v else "·")) for j, v in enumerate(conf[i])]
-            table.add_row(c, *cells, f"{100 * conf[i, i] / total:.1f}%" if total else "")
-        out.print(table)
+        out.print(f"accuracy {100 * acc:.2f}% ({right} of {len(truth)} images)", markup=False)
+        if not dense:
+            out.print(f"{n} classes: the confusion matrix is drawn for at most {_CONFUSION_CLASSES}; --json gives its "
+                      "non-zero cells as [true, predicted, count]", markup=False)
+        else:
+            table = Table(title="confusion matrix (rows: true class, columns: predicted)", box=None, pad_edge=False,
+                          header_style="bold", title_justify="left")
+            table.add_column("")
+            for c in mdl.classes:
+                table.add_column(escape(printable(c)), justify="right")
+            table.add_column("recall", justify="right")
+            for i, c in enumerate(mdl.classes):
+                row = [cells.get((i, j), 0) for j in range(n)]
+                total = sum(row)
+                shown = [(f"[bold]{v}[/bold]" if i == j and v else (str(v) if v else "·")) for j, v in enumerate(row)]
+                table.add_row(escape(printable(c)), *shown, f"{100 * row[i] / total:.1f}%" if total else "")
+            out.print(table)
     if failed:
         click.echo(f"cnnfilter: {failed} of {len(paths)} image(s) failed", err=True)
         sys.exit(1)

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from . import _args
+from . import _args, limits
 
 
 def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
@@ -39,6 +39,9 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
     batched = xa.ndim == 4
     xb = xa if batched else xa[None]
     N, C, H, W = xb.shape
+    if np.iscomplexobj(weight) or np.iscomplexobj(bias):
+        msg = "weight and bias must be real, not complex"
+        raise TypeError(msg)
     w = np.asarray(weight, dtype=np.float64)
     if w.ndim != 4 or w.size == 0:
         msg = f"weight has shape {w.shape}; expected (O, C/groups, kh, kw)"
@@ -71,6 +74,10 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
     if Ho < 1 or Wo < 1:
         msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)}: the kernel ({span[0]}x{span[1]} with dilation) does not fit the padded input ({H + top + bottom}x{W + left + right})"
         raise ValueError(msg)
+    itemsize = np.dtype(dtype).itemsize
+    what = f"conv2d of {N}x{C}x{H}x{W} with {O}x{Cg}x{kh}x{kw} weights into {N}x{O}x{Ho}x{Wo}"
+    limits.check_memory(itemsize * (N * C * (H + top + bottom) * (W + left + right) + N * O * Ho * Wo), what)
+    limits.check_work(float(N) * O * Ho * Wo * Cg * kh * kw, what)
     xp = np.zeros((N, C, H + top + bottom, W + left + right), dtype)
     xp[:, :, top : top + H, left : left + W] = xb
     out = np.empty((N, O, Ho, Wo), dtype)

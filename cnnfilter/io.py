@@ -7,6 +7,7 @@ PNGs, which Pillow reads as 8-bit and cannot write, are read and written by ``cn
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import os
 import struct
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import _png
-from .limits import LimitError, check_memory, max_stdin, open_regular, printable, read_capped
+from .limits import MAX_JPEG_SCANS, LimitError, check_memory, max_stdin, open_regular, printable, read_capped
 from .outputs import WriteError, atomic_file, folder_problem
 
 
@@ -60,12 +61,15 @@ def open_image(source) -> Image.Image | Picture:
                     raise ImageReadError("cannot read '-': standard input is empty")
                 if _png.sniff16(data[:33]):
                     return _read_png16(data)
+                _check_jpeg_scans(data)
                 img = Image.open(_io.BytesIO(data))
             elif isinstance(source, (str, os.PathLike)):
                 fh = open_regular(source, "image")
                 head = fh.read(33)
                 if _png.sniff16(head):
                     return _read_png16(head + fh.read())
+                if head[:2] == b"\xff\xd8":
+                    _check_jpeg_scans(head + fh.read())
                 fh.seek(0)
                 img = Image.open(fh)
             else:
@@ -74,8 +78,18 @@ def open_image(source) -> Image.Image | Picture:
             _check_decode(img.width, img.height, bands, 4 if img.mode in ("I", "F") else
                           2 if img.mode.startswith("I;16") else 1)
             img.load()
-    except ImageReadError:
-        raise
+            try:  # counted while the file is open (GIF and TIFF seek for it); the first frame is what is filtered
+                frames = int(getattr(img, "n_frames", 1))
+                if frames > 1:  # counting moved through the frames: back to the first, loaded while open
+                    img.seek(0)
+                    img.load()
+            except Exception:  # noqa: BLE001 - a broken later frame: the first is still there
+                frames = 1
+            img.info["frames"] = frames
+    except ImageReadError as exc:
+        if str(exc).startswith("cannot read"):
+            raise
+        raise ImageReadError(f"cannot read {name!r}: {exc}") from None
     except LimitError as exc:
         msg = str(exc) if str(exc).startswith("cannot read") else f"cannot read {name!r}: {exc}"
         raise ImageReadError(msg) from None
@@ -108,6 +122,15 @@ _ORIENT = {
     5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
     8: lambda a: np.rot90(a),
 }
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """Refuse a JPEG with more scans than any encoder writes: each progressive scan re-decodes the whole image, so
+    a 2.7 MB file of 20,000 scans takes minutes (libjpeg's djpeg has -maxscans for this)."""
+    if data[:2] == b"\xff\xd8":
+        scans = data.count(b"\xff\xda")  # a start-of-scan marker; entropy-coded 0xFF bytes are stuffed (FF 00)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageReadError(f"a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
 
 
 def _check_decode(width: int, height: int, bands: int, sample_bytes: int) -> None:
@@ -152,15 +175,21 @@ def read_picture(source) -> Picture:
             return img
         info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
         info["format"] = img.format
-        exif = img.getexif()
+        info["frames"] = img.info.get("frames", 1)
         if img.format == "JPEG" and getattr(img, "quantization", None):  # what a JPEG output keeps by default
             from PIL import JpegImagePlugin
 
             info["quantization"] = img.quantization
             info["subsampling"] = JpegImagePlugin.get_sampling(img)
-        if exif.get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
-            img = ImageOps.exif_transpose(img)
-            exif[0x0112] = 1  # applied: the output is upright
+        try:
+            exif = img.getexif()
+            if exif.get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
+                img = ImageOps.exif_transpose(img)
+                exif[0x0112] = 1  # applied: the output is upright
+        except Exception as exc:  # noqa: BLE001 - EXIF Pillow cannot parse: ignored, as a viewer would
+            warnings.warn(f"unreadable EXIF ignored ({printable(str(exc))[:80] or type(exc).__name__})",
+                          UserWarning, stacklevel=2)
+            exif = Image.Exif()
         if len(exif):
             try:
                 info["exif"] = exif.tobytes()
@@ -213,6 +242,9 @@ def _format_for(path: str, fmt: str | None) -> str:
             exts = Image.registered_extensions()
             known = ", ".join(sorted(e.lstrip(".") for e, f in exts.items() if f in Image.SAVE))
             raise ImageFormatError(f"format {fmt!r} is not one Pillow can write ({known})")
+        if not _holds_images(name):
+            raise ImageFormatError(f"format {fmt!r} cannot hold greyscale or RGB images here (Pillow writes it "
+                                   "for other kinds of data only, or lacks its plugin)")
         return name
     ext = Path(path).suffix.lower()
     found = Image.EXTENSION.get(ext)
@@ -247,6 +279,19 @@ def same_ext(path) -> str:
         Image.init()
         found = Image.registered_extensions().get(ext)
     return ext.lstrip(".") if found and found in Image.SAVE else "png"
+
+
+@functools.cache
+def _holds_images(fmt: str) -> bool:
+    """Whether Pillow writes a 1x1 greyscale or RGB image in ``fmt`` (BUFR, GRIB, HDF5 need plugins; XBM and MSP
+    take 1-bit images only)."""
+    for mode in ("L", "RGB"):
+        try:
+            Image.new(mode, (1, 1)).save(_io.BytesIO(), format=fmt)
+            return True
+        except Exception:  # noqa: BLE001 - any refusal means no
+            continue
+    return False
 
 
 def check_target(target, fmt: str | None = None) -> str:

@@ -38,7 +38,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_LAYERS = 256
 DEFAULT_MAX_PARAMS = 50_000_000
 JOBS_PER_CORE = 4
-MAX_JSON_DEPTH = 32
+MAX_JPEG_SCANS = 1000  # progressive JPEGs have about 10; each scan re-decodes the image
 
 _memory: int | None = None  # set for the duration of a command by ``memory_limit``
 

@@ -89,6 +89,10 @@ def default_output_range(kernels) -> str:
 def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
     """Filter colour and alpha together, colour weighted by alpha (premultiplied), then divide the alpha back out:
     transparent pixels, whatever colour they hold, leave no dark or coloured halo around opaque ones."""
+    from .limits import check_memory
+
+    check_memory(4.0 * 6 * pic.alpha.size * (1 + (pic.pixels.shape[2] if pic.pixels.ndim == 3 else 1)),
+                 f"filtering a {pic.alpha.shape[0]}x{pic.alpha.shape[1]} image with its alpha (--alpha filter)")
     top = 65535.0 if pic.depth == 16 else 255.0
     a = pic.alpha.astype(np.float32) / np.float32(top)
     px = pic.pixels.astype(np.float32)
@@ -108,12 +112,15 @@ def parse_bias(bias, depth: int) -> float:
     """A bias as a number, or ``"P%"``: P percent of the full range of ``depth`` (``50%`` of 8-bit is 127.5)."""
     text = str(bias).strip()
     try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100 * (65535.0 if depth == 16 else 255.0)
-        return float(text)
+        value = (float(text[:-1]) / 100 * (65535.0 if depth == 16 else 255.0) if text.endswith("%")
+                 else float(text))
     except ValueError:
         msg = f"bias {bias!r} is not a number or a percentage such as 50%"
         raise ValueError(msg) from None
+    if not np.isfinite(value) or abs(value) > 1e30:
+        msg = f"bias {bias!r} must be a finite number of at most 1e30"
+        raise ValueError(msg)
+    return value
 
 
 def map_output(values: np.ndarray, output_range: str, depth: int) -> np.ndarray:
@@ -155,13 +162,14 @@ def convolve_file(source, target, *, steps, fmt=None, quality=None, compress_lev
     (creating its folder), and with ``raw`` also the unrounded float result. The unit of work of a batch."""
     from .io import read_picture
 
+    pic = _readable_in_place(read_picture(source), source, target)
     if raw is None:
-        result = filter_picture(read_picture(source), steps, **options)
+        result = filter_picture(pic, steps, **options)
         _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=None)
         return
     # --raw is the response before --output-range ("clip" maps nothing); the image is mapped from it
     output_range = options.pop("output_range", None) or default_output_range(steps)
-    response = filter_picture(read_picture(source), steps, output_range="clip", **options)
+    response = filter_picture(pic, steps, output_range="clip", **options)
     result = Picture(map_output(response.pixels, output_range, response.depth), response.alpha, response.depth,
                      response.info)
     _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=(raw, response))
@@ -171,8 +179,22 @@ def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=No
     """:func:`pool_picture` from file to file, as :func:`convolve_file`."""
     from .io import read_picture
 
-    result = pool_picture(read_picture(source), size, **options)
+    result = pool_picture(_readable_in_place(read_picture(source), source, target), size, **options)
     _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=raw)
+
+
+def _readable_in_place(pic: Picture, source, target) -> Picture:
+    """``pic``, unless writing ``target`` would replace ``source``'s other frames (an animated GIF, a multi-page
+    TIFF: only the first frame is filtered)."""
+    from pathlib import Path
+
+    from .io import ImageWriteError
+
+    frames = pic.info.get("frames", 1)
+    if frames > 1 and source != "-" and target != "-" and Path(source).resolve() == Path(target).resolve():
+        msg = f"{str(source)!r} has {frames} frames and only the first is filtered: --in-place would lose the others"
+        raise ImageWriteError(msg)
+    return pic
 
 
 def _write(result: Picture, target, *, raw, **save) -> None:

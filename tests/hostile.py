@@ -151,6 +151,23 @@ def _forged_count(root: Path) -> None:
     (root / "m.cnnf").write_bytes(bytes(data))
 
 
+def _png_chunk(path: Path, kind: bytes, body: bytes) -> None:
+    """An 8-bit PNG with one extra chunk after IHDR."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    path.write_bytes(data[:33] + _chunk(kind, body) + data[33:])
+
+
+def _scan_bomb(path: Path) -> None:
+    """A small progressive JPEG whose last scan is repeated 5,000 times (each scan re-decodes the whole image)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="JPEG", progressive=True)
+    data = buf.getvalue()
+    last, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+    path.write_bytes(data[:end] + data[last:end] * 5000 + data[end:])
+
+
 def _add_member(path: Path, name: str, data: bytes) -> None:
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr(name, data)
@@ -374,6 +391,41 @@ CASES: list[Case] = [
                                                             "fc1.weight": np.zeros((10, 1024 * 64), np.float32)}),
          ["featuremaps", str(DIGIT), "-m", "m.cnnf", "-o", "out", "-q"], 1, "at most 16,384 tiles", lines=2,
          max_s=15),
+    Case("png-with-broken-exif", _write("b.png", lambda p: _png_chunk(p, b"eXIf", b"XX\0*\0\0\0\x08\0\0")),
+         ["convolve", "b.png", "-k", "box", "-o", "out/x.png", "-q"], 0, "unreadable EXIF ignored"),
+    Case("predict-broken-exif", _write("b.png", lambda p: _png_chunk(p, b"eXIf", b"XX\0*\0\0\0\x08\0\0")),
+         ["predict", "digits", "b.png", str(DIGIT), "-q"], 0, lines=0, writes=()),
+    Case("jpeg-scan-bomb", _write("s.jpg", _scan_bomb), ["convolve", "s.jpg", "-k", "edge", "-o", "out/x.png"], 1,
+         "a JPEG of 5,00", max_s=10),
+    Case("predict-2000-classes", lambda r: _model(r, header={"arch": "fc2000", "input_shape": [1, 1, 1],
+                                                             "classes": [f"c{i}" for i in range(2000)],
+                                                             "mean": [0.5], "std": [0.25]},
+                                                  arrays={n: None for n in ("conv1.weight", "conv1.bias", "conv2.weight",
+                                                                            "conv2.bias")}
+                                                  | {"fc1.weight": np.zeros((2000, 1), np.float32),
+                                                     "fc1.bias": np.zeros(2000, np.float32)})
+         or _write("d/c7/x.png", DIGIT.read_bytes())(r),
+         ["predict", "m.cnnf", "d"], 0, lines=0, max_mb=300, max_s=15, writes=()),
+    Case("class-name-with-markup", _with(lambda r: _model(r, header={"classes": ["[/]", "[link=https://e.x/]b",
+                                                                            *map(str, range(2, 10))]}),
+                                         _write("d/2/x.png", DIGIT.read_bytes())),
+         ["predict", "m.cnnf", "d"], 0, lines=0, writes=()),
+    Case("stride-2-to-the-70", _photo, [*C, "-k", "box", "--stride", str(2**70)], 2, "is larger than"),
+    Case("glob-bad-range", _folder, ["convolve", "in/**/[z-a].png", "-r", "-k", "edge", "-o", "out"], 1,
+         "is not a valid pattern", lines=2),
+    Case("predict-nan-pixels", _write("n.tif", lambda p: Image.fromarray(
+        np.where(np.eye(8, dtype=bool), np.nan, 0.5).astype(np.float32)).save(p)),
+         ["predict", "digits", "n.tif"], 1, "not finite", lines=2, writes=()),
+    Case("format-that-holds-no-images", _photo, [*C[:3], "out/x.bufr", "-k", "box", "-f", "bufr"], 2,
+         "cannot hold greyscale or RGB images"),
+    Case("bias-nan", _photo, [*C, "-k", "box", "--bias", "nan"], 2, "must be a finite number"),
+    Case("in-place-through-a-link", _with(lambda r: (r / "d").mkdir() or (r / "outside").mkdir(),
+                                          lambda r: _img(r / "outside" / "v.png"),
+                                          lambda r: os.symlink("../outside/v.png", r / "d" / "link.png")),
+         ["convolve", "d", "-k", "box", "--in-place", "-j", "1"], 1, "is a symbolic link", lines=2, writes=()),
+    Case("in-place-animated-gif", _write("a.gif", lambda p: Image.new("L", (8, 8)).save(
+        p, save_all=True, append_images=[Image.new("L", (8, 8), 255)] * 3)),
+         ["convolve", "a.gif", "-k", "box", "--in-place"], 1, "frames and only the first is filtered", writes=()),
     # escapes
     Case("featuremaps-dot-stems", _dots, ["featuremaps", "in/...png", "in/..png", "-m", "digits", "-o", "work/maps",
                                           "-q"], 0, lines=0, writes=("work/maps",), files=26),

@@ -54,7 +54,10 @@ def scan(folder) -> tuple[list[str], list[tuple[Path, int]]]:
 def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """A Pillow image as ``(channels, H, W)`` float32 in 0..1: EXIF orientation applied, 16-bit greyscale
     scaled by 65535, everything else converted to L or RGB, resized (bilinear) to ``size = (H, W)``."""
-    img = ImageOps.exif_transpose(img)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - EXIF Pillow cannot parse: the image as stored
+        pass
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         scale = 65535.0 if img.mode != "F" else 1.0
         arr = np.asarray(img, np.float32) / scale

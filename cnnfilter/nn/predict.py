@@ -69,7 +69,11 @@ def predict_files(model: Model, paths, batch: int | None = None):
     def flush():
         if pending:
             probs = model.probabilities(np.stack([a for _, a in pending]))
-            yield from ((p, pr, None) for (p, _), pr in zip(pending, probs))
+            for (p, _), pr in zip(pending, probs):
+                if np.isfinite(pr).all():
+                    yield p, pr, None
+                else:  # NaN or inf pixels (a float TIFF) give no probability at all
+                    yield p, None, f"{str(p)!r}: the model's output is not finite (NaN or infinite pixels?)"
             pending.clear()
 
     for path in paths:
