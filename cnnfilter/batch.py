@@ -8,7 +8,6 @@ is yielded to the caller (the CLI draws the progress bar and the summary from th
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import glob
 import os
@@ -154,7 +153,7 @@ def _translate_part(part: str) -> str:
             rx.append("[^/]*")
         elif c == "?":
             rx.append("[^/]")
-        elif c == "[" and "]" in part[i + 2:] or (c == "[" and part[i + 1:i + 2] == "]" and "]" in part[i + 2:]):
+        elif c == "[" and "]" in part[i + 2:]:  # a class; a ']' or '!' right after '[' is part of it
             j = part.index("]", i + 2) if part[i + 1:i + 2] in ("]", "!") else part.index("]", i + 1)
             inner = part[i + 1:j]
             neg = inner.startswith("!")
@@ -463,7 +462,6 @@ def _worker_start(parent: int, initializer, initargs) -> None:
             pass
     if os.getppid() != parent:  # the parent died before the notice was set up
         os._exit(1)
-
 
     def watch():  # everywhere else, and as a second check: poll
         while True:

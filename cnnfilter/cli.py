@@ -256,9 +256,9 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
                     click.echo(f"skipped {_q(output)}: it exists", err=True)
                 return None
             raise click.ClickException(f"{output!r} exists; use --overwrite or --skip-existing")
-        _claim_raw(raw, None, output, overwrite, other_inputs)
+        _claim(raw, None, output, overwrite, other_inputs)
         if output != "-":
-            _claim_raw(output, None, None, True, other_inputs, what="output")
+            _claim(output, None, None, True, other_inputs, what="output")
         _check_streams("-", output, raw, other_inputs)
         return _work_here(work, "-", output, max_pixels, max_memory)
     many = _many(images)
@@ -301,7 +301,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     items = iter(items)
     if not many:  # one file: here, with usage errors as such
         if output == "-":
-            _claim_raw(raw, images[0], None, overwrite, other_inputs)
+            _claim(raw, images[0], None, overwrite, other_inputs)
             _check_streams(images[0], "-", raw, other_inputs)
             return _work_here(work, images[0], "-", max_pixels, max_memory)
         item = next(items, None)
@@ -311,7 +311,7 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
             return
         if isinstance(item, batch.Result):
             raise (click.UsageError if item.usage else click.ClickException)(item.message)
-        _claim_raw(raw, item.source, item.target, overwrite, other_inputs)
+        _claim(raw, item.source, item.target, overwrite, other_inputs)
         _work_here(work, item.source, item.target, max_pixels, max_memory)
         if not quiet:
             click.echo(f"wrote {_q(item.target)}", err=True)
@@ -381,12 +381,6 @@ def _same_fds(a: int, b: int) -> bool:
     return stat.S_ISREG(sa.st_mode) and os.path.samestat(sa, sb)
 
 
-def _named() -> set[str]:
-    from .kernels import list_kernels
-
-    return {info.name for info in list_kernels()}
-
-
 def _same_file(fd: int, path) -> bool:
     """Whether the descriptor ``fd`` (0 or 1) is the file ``path`` (``< a.png`` or ``> a.png`` on the command
     line)."""
@@ -413,20 +407,21 @@ def _work_here(work, source, target, max_pixels, max_memory) -> None:
         _run(lambda: work(source, target))
 
 
-def _claim_raw(raw, source, target, overwrite: bool, other_inputs=(), what: str = "--raw") -> None:
-    """``--raw`` goes through the output policy: never the input (image or kernel file), never the image output,
-    never an existing file without --overwrite; checked before any work."""
-    if raw is None:
+def _claim(path, source, target, overwrite: bool, other_inputs=(), what: str = "--raw") -> None:
+    """A second output (``--raw``), or the output of standard input, through the output policy: never the input
+    (image or kernel file), never the image output ``target``, never an existing file without --overwrite; checked
+    before any work."""
+    if path is None:
         return
     from .outputs import OutputPolicy, resolve
 
     policy = OutputPolicy(overwrite=overwrite)
-    for path in [source, *other_inputs]:
-        if path is not None and path != "-":
-            policy.input_files.add(_run(lambda p=path: resolve(p)))
+    for given in [source, *other_inputs]:
+        if given is not None and given != "-":
+            policy.input_files.add(_run(lambda g=given: resolve(g)))
     if target is not None and target != "-":
         policy.claimed[_run(lambda: resolve(target))] = "the output image"
-    _run(lambda: policy.claim(raw, what))
+    _run(lambda: policy.claim(path, what))
 
 
 class ProgressBar:
@@ -579,8 +574,9 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
     steps = [_run(lambda k=k: adjust_kernel(k, normalize=normalize, scale=scale)) for _, k in resolved]
     if not (normalize or scale is not None or quiet):
         for spec, (name, k) in zip(kernels, resolved):  # a kernel of one's own that will wash the image out
+            own = name == "custom" or kernel_file(spec) is not None
             total = 0.0 if isinstance(k, Magnitude) else float(k.sum())
-            if name not in _named() and abs(total) > 1e-6 * float(abs(k).max()) and abs(total - 1) > 1e-6:
+            if own and abs(total) > 1e-6 * float(abs(k).max()) and abs(total - 1) > 1e-6:
                 click.echo(f"cnnfilter: warning: kernel {spec.strip()[:60]!r} sums to {total:g}, not 0 or 1: "
                            "results may saturate (--normalize divides by the sum; --scale sets a factor)", err=True)
     label = "-".join(name for name, _ in resolved)

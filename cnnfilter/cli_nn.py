@@ -504,7 +504,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from .cli import ProgressBar
     from .io import ImageReadError, ImageWriteError
     from .limits import printable
-    from .outputs import OutputError, inside, quoted, resolve, safe_part
+    from .outputs import OutputError, OutputPolicy, quoted, resolve, safe_part
 
     mdl = None
     if model is not None:
@@ -537,8 +537,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from .kernels import kernel_file
 
     bank_files = [kernel_file(k) for k in (names if mdl is None else [])]
-    inputs = [resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
-              if p is not None and p.exists()]  # a report folder may hold none of them
+    policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
+        resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
+        if p is not None and p.exists()})
     failures, done, seen_stems = [], 0, set()
     err = _err()
     from .limits import memory_limit
@@ -558,24 +559,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 stem += "_"
             seen_stems.add(stem)
             target = out_root / stem
-            try:
-                folder = inside(target, out_root)
-                held = next((p for p in inputs if p.is_relative_to(folder)), None)
-                if held is not None:
-                    raise OutputError(f"the report folder {quoted(target)} holds an input, {quoted(held)}")
-                if folder.exists() and not folder.is_dir():
-                    raise OutputError(f"cannot write the report folder {quoted(target)}: a file is in its place")
-                if folder.exists() and any(folder.iterdir()):
-                    if not overwrite:
-                        raise OutputError(f"{quoted(target)} exists; use --overwrite")
-                    odd = next((p for p in folder.rglob("*") if not (p.is_file() or p.is_dir())
-                                or p.is_symlink()), None)
-                    if odd is not None:
-                        raise OutputError(f"the report folder {quoted(target)} holds {quoted(odd)}, a link, pipe or "
-                                          "device; remove it")
-            except (OutputError, OSError) as exc:
-                why = str(exc) if isinstance(exc, OutputError) else f"{exc.strerror or exc}: {quoted(target)}"
-                failures.append((str(path), why))
+            problem = policy.report_conflict(target, out_root)
+            if problem is not None:
+                failures.append((str(path), str(problem)))
                 advance()
                 continue
             try:

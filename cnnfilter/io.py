@@ -86,10 +86,8 @@ def open_image(source) -> Image.Image | Picture:
             except Exception:  # noqa: BLE001 - a broken later frame: the first is still there
                 frames = 1
             img.info["frames"] = frames
-    except ImageReadError as exc:
-        if str(exc).startswith("cannot read"):
-            raise
-        raise ImageReadError(f"cannot read {name!r}: {exc}") from None
+    except ImageReadError:
+        raise
     except LimitError as exc:
         msg = str(exc) if str(exc).startswith("cannot read") else f"cannot read {name!r}: {exc}"
         raise ImageReadError(msg) from None
@@ -130,7 +128,7 @@ def _check_jpeg_scans(data: bytes) -> None:
     if data[:2] == b"\xff\xd8":
         scans = data.count(b"\xff\xda")  # a start-of-scan marker; entropy-coded 0xFF bytes are stuffed (FF 00)
         if scans > MAX_JPEG_SCANS:
-            raise ImageReadError(f"a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
+            raise LimitError(f"a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
 
 
 def _check_decode(width: int, height: int, bands: int, sample_bytes: int) -> None:
@@ -274,11 +272,7 @@ def same_ext(path) -> str:
     format, else ``png``."""
     ext = Path(path).suffix.lower()
     Image.preinit()
-    found = Image.EXTENSION.get(ext)
-    if not found or found not in Image.SAVE:
-        Image.init()
-        found = Image.registered_extensions().get(ext)
-    return ext.lstrip(".") if found and found in Image.SAVE else "png"
+    return ext.lstrip(".") if _writable(Image.EXTENSION.get(ext) or Image.registered_extensions().get(ext)) else "png"
 
 
 @functools.cache

@@ -95,6 +95,30 @@ class OutputPolicy:
             return OutputError(f"{shown} exists; {exists_hint}", exists=True)
         return None
 
+    def report_conflict(self, folder, root) -> OutputError | None:
+        """Why the report folder ``folder`` (inside ``root``) may not be written, or None: it leaves ``root``, a file
+        is in its place, it holds an input, or it is not empty (without ``overwrite``) or holds a link, a pipe or
+        a device. Records nothing."""
+        try:
+            path = inside(folder, root)
+            held = next((p for p in self.input_files if p.is_relative_to(path)), None)
+            if held is not None:
+                return OutputError(f"the report folder {quoted(folder)} holds an input, {quoted(held)}")
+            if path.exists() and not path.is_dir():
+                return OutputError(f"cannot write the report folder {quoted(folder)}: a file is in its place")
+            if path.exists() and any(path.iterdir()):
+                if not self.overwrite:
+                    return OutputError(f"{quoted(folder)} exists; use --overwrite", exists=True)
+                odd = next((p for p in path.rglob("*") if p.is_symlink() or not (p.is_file() or p.is_dir())), None)
+                if odd is not None:
+                    return OutputError(f"the report folder {quoted(folder)} holds {quoted(odd)}, a link, pipe or "
+                                       "device; remove it")
+        except OutputError as exc:
+            return exc
+        except OSError as exc:
+            return OutputError(f"{_why(exc)}: {quoted(folder)}")
+        return None
+
     def claim(self, target, what: str = "output") -> Path:
         """Check ``target`` (raises OutputError) and record it as ``what``; remove stale temporaries of killed
         runs that wrote it. Returns the resolved path."""
@@ -140,7 +164,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, OSError):
+    except (OSError, OverflowError):
         return True  # another user's process, or a pid we cannot ask about: assume it is alive
     try:  # a zombie (killed, not yet reaped) writes nothing more
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -156,33 +180,17 @@ def remove_stale(targets) -> int:
     by_folder: dict[Path, set[str]] = {}
     for t in targets:
         by_folder.setdefault(t.parent, set()).add(_key(t.name))
-    removed = 0
-    for folder, keys in by_folder.items():
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            m = _TEMP.match(entry.name)
-            if m and m.group(1) in keys and not _alive(int(m.group(2))):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
+    return sum(_unlink(stale_temporaries(folder, keys)) for folder, keys in by_folder.items())
 
 
 def remove_stale_in(folder) -> int:
     """Remove every temporary in ``folder`` whose writer process is gone; returns how many."""
-    removed = 0
-    for path in stale_temporaries(folder):
-        with contextlib.suppress(OSError):
-            path.unlink()
-            removed += 1
-    return removed
+    return _unlink(stale_temporaries(folder))
 
 
-def stale_temporaries(folder) -> list[Path]:
-    """Every temporary in ``folder`` whose writer process is gone."""
+def stale_temporaries(folder, keys: set[str] | None = None) -> list[Path]:
+    """The temporaries in ``folder`` (of the targets whose name hashes are ``keys``, or all) whose writer process
+    is gone."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -190,9 +198,18 @@ def stale_temporaries(folder) -> list[Path]:
     out = []
     for entry in entries:
         m = _TEMP.match(entry.name)
-        if m and not _alive(int(m.group(2))):
+        if m and (keys is None or m.group(1) in keys) and not _alive(int(m.group(2))):
             out.append(Path(entry.path))
     return out
+
+
+def _unlink(paths: list[Path]) -> int:
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
 
 
 class WriteError(Exception):

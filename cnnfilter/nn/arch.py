@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -178,65 +179,73 @@ class Network:
         return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"
 
 
-def plan(spec: list[tuple], input_shape: tuple) -> list[tuple[str, tuple, list[tuple], int, int]]:
-    """``(layer name, output shape, parameter shapes, scratch elements, work)`` for each layer of a parsed ``spec``
-    (with the Flatten that :func:`build` inserts), computed without allocating anything: scratch is a convolution's
-    im2col columns for one sample, work its multiply-adds (a pooling's window reads, counted at their cost) for one
-    sample. Raises ArchError for a layer that does not fit its input."""
+class Planned(NamedTuple):
+    """One layer of a network, planned before anything is allocated."""
+
+    name: str  # conv1, relu1, pool1, flatten, fc1, ...
+    token: tuple  # the parsed token (("flatten",) for the Flatten inserted before the first dense layer)
+    shape: tuple  # output shape, without the batch axis
+    params: list  # parameter shapes (weight, bias)
+    scratch: int  # a convolution's im2col columns for one sample (elements)
+    work: int  # multiply-adds for one sample (a pooling's window reads counted at their cost)
+
+
+def plan(spec: list[tuple], input_shape: tuple) -> list[Planned]:
+    """Every layer of a parsed ``spec`` (with the Flatten inserted before the first dense layer): names, shapes,
+    parameter shapes, scratch and work, computed without allocating anything. Raises ArchError for a layer that
+    does not fit its input. :func:`build` makes the layers from this plan."""
     shape = tuple(int(v) for v in input_shape)
     counts: dict[str, int] = {}
-    out = []
-
-    def add(base, new, params, scratch=0, work=0):
-        counts[base] = counts.get(base, 0) + 1
-        out.append((base if base == "flatten" else f"{base}{counts[base]}", new, params, scratch, work))
-
-    for pos, t in enumerate(spec, 1):
+    out: list[Planned] = []
+    # (position in the string, token); a dense layer on 3-D features gets a Flatten first (position 0)
+    tokens = [pt for pos, t in enumerate(spec, 1) for pt in ([(0, ("flatten",))] if t[0] == "fc" else []) + [(pos, t)]]
+    for pos, t in tokens:
         kind = t[0]
+        if kind == "flatten" and len(shape) != 3:
+            if not pos:  # the implicit Flatten of features already flat
+                continue
+            raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
         if kind in ("conv", "max", "avg") and len(shape) != 3:
             raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
-        if kind == "fc" and len(shape) == 3:
-            add("flatten", (math.prod(shape),), [])
-            shape = out[-1][1]
+        params, scratch, work = [], 0, 0
         if kind == "conv":
             new = (t[1], output_size(shape[1], t[2], t[3], t[4], t[4]), output_size(shape[2], t[2], t[3], t[4], t[4]))
-            base, params = "conv", [(t[1], shape[0], t[2], t[2]), (t[1],)]
+            params = [(t[1], shape[0], t[2], t[2]), (t[1],)]
+            scratch = shape[0] * t[2] * t[2] * new[1] * new[2]
+            work = scratch * t[1]
         elif kind in ("max", "avg"):
-            base, params = "pool", []
             new = L.MaxPool2d(t[1], t[2], t[3]).out_shape(shape)
+            work = POOL_READ_COST * t[1] * t[1] * math.prod(new)
         elif kind == "fc":
-            base, params, new = "fc", [(t[1], shape[0]), (t[1],)], (t[1],)
+            new, params = (t[1],), [(t[1], shape[0]), (t[1],)]
+            work = shape[0] * t[1]
         elif kind == "flatten":
-            if len(shape) != 3:
-                raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
-            base, params, new = "flatten", [], (math.prod(shape),)
+            new = (math.prod(shape),)
         else:
-            base, params, new = {"relu": "relu", "drop": "dropout"}[kind], [], shape
+            new = shape
         if min(new) < 1:
             msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
                    f"the output would be {'x'.join(map(str, new))}")
             raise ArchError(msg)
-        taps = {"conv": shape[0] * t[1] * t[2] * t[2] if kind == "conv" else 0,
-                "max": POOL_READ_COST * t[1] * t[1] if kind == "max" else 0,
-                "avg": POOL_READ_COST * t[1] * t[1] if kind == "avg" else 0,
-                "fc": shape[0] if kind == "fc" else 0}.get(kind, 1)
-        cols = shape[0] * t[2] * t[2] * new[1] * new[2] if kind == "conv" else 0
-        add(base, new, params, cols, taps * math.prod(new) // (t[1] if kind == "conv" else 1))
+        base = {"conv": "conv", "max": "pool", "avg": "pool", "drop": "dropout"}.get(kind, kind)
+        counts[base] = counts.get(base, 0) + 1
+        name = base if base == "flatten" else f"{base}{counts[base]}"
+        out.append(Planned(name, t, new, params, scratch, work))
         shape = new
     return out
 
 
-def check_size(layers: list[tuple], input_shape: tuple, *, training: bool = False) -> int:
+def check_size(layers: list[Planned], input_shape: tuple, *, training: bool = False) -> int:
     """Refuse a network whose parameters exceed the parameter limit, or whose parameters and one sample's input
     and activations (im2col columns included) exceed the memory limit, or whose work on one sample exceeds the work
     limit: before anything is allocated. Returns the bytes of one sample's forward pass."""
-    params = sum(math.prod(p) for _, _, ps, *_ in layers for p in ps)
+    params = sum(math.prod(p) for layer in layers for p in layer.params)
     if params > max_params():
         msg = (f"the network has {params:,} parameters, over the limit of {max_params():,} (CNNFILTER_MAX_PARAMS)")
         raise ArchError(msg)
-    acts = float(math.prod(input_shape)) + sum(float(math.prod(s)) + scratch for _, s, _, scratch, _ in layers)
+    acts = float(math.prod(input_shape)) + sum(float(math.prod(p.shape)) + p.scratch for p in layers)
     need = 4.0 * (params * (4 if training else 1) + acts * (2 if training else 1))
-    work = float(sum(w for *_, w in layers))
+    work = float(sum(p.work for p in layers))
     try:
         check_memory(need, f"the network ({params:,} parameters, {fmt_bytes(4 * acts)} of activations per image)")
         check_work(work, f"the network ({params:,} parameters) on one image")
@@ -260,48 +269,29 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             raise ArchError(f"architecture ends with fc{spec[-1][1]} but the data has {classes} classes")
     elif spec[-1][0] != "fc":
         raise ArchError("architecture must end with fc<classes>")
-    image_bytes = check_size(plan(spec, input_shape), input_shape)
+    planned = plan(spec, input_shape)
+    image_bytes = check_size(planned, input_shape)
     rng = rng if rng is not None else np.random.default_rng(0)
     shape = tuple(int(v) for v in input_shape)
-    layers, names, shapes, counts = [], [], [], {}
-
-    def add(layer, base):
-        counts[base] = counts.get(base, 0) + 1
-        layers.append(layer)
-        names.append(base if base == "flatten" else f"{base}{counts[base]}")
-        shapes.append(layer.out_shape(shape))
-
-    for pos, t in enumerate(spec, 1):
-        kind = t[0]
-        if kind in ("conv", "max", "avg") and len(shape) != 3:
-            raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
-        if kind == "conv":
-            layer, base = L.Conv2d(shape[0], t[1], t[2], t[3], t[4], rng=rng, dtype=dtype), "conv"
-        elif kind in ("max", "avg"):
-            layer = (L.MaxPool2d if kind == "max" else L.AvgPool2d)(t[1], t[2], t[3])
-            base = "pool"
-        elif kind == "relu":
+    layers = []
+    for p in planned:
+        t = p.token
+        if t[0] == "conv":
+            layer = L.Conv2d(shape[0], t[1], t[2], t[3], t[4], rng=rng, dtype=dtype)
+        elif t[0] in ("max", "avg"):
+            layer = (L.MaxPool2d if t[0] == "max" else L.AvgPool2d)(t[1], t[2], t[3])
+        elif t[0] == "relu":
             # in place only on a fresh array: never on the caller's input, even through a flatten or dropout view
             fresh = any(isinstance(x, (L.Conv2d, L.Dense, L.MaxPool2d, L.AvgPool2d)) for x in layers)
-            layer, base = L.ReLU(inplace=fresh), "relu"
-        elif kind == "drop":
-            layer, base = L.Dropout(t[1], rng=rng), "dropout"
-        elif kind == "flatten":
-            if len(shape) != 3:
-                raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
-            layer, base = L.Flatten(), "flatten"
+            layer = L.ReLU(inplace=fresh)
+        elif t[0] == "drop":
+            layer = L.Dropout(t[1], rng=rng)
+        elif t[0] == "flatten":
+            layer = L.Flatten()
         else:
-            if len(shape) == 3:
-                add(L.Flatten(), "flatten")
-                shape = shapes[-1]
-            layer, base = L.Dense(shape[0], t[1], rng=rng, dtype=dtype), "fc"
-        new = layer.out_shape(shape)
-        if min(new) < 1:
-            msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
-                   f"the output would be {'x'.join(map(str, new))}")
-            raise ArchError(msg)
-        add(layer, base)
-        shape = new
+            layer = L.Dense(shape[0], t[1], rng=rng, dtype=dtype)
+        layers.append(layer)
+        shape = p.shape
     # the first convolution's input gradient is never needed
     for layer in layers:
         if isinstance(layer, L.Conv2d):
@@ -309,4 +299,5 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             break
         if layer.params():
             break
-    return Network(layers, names, shapes, tuple(int(v) for v in input_shape), to_string(spec), image_bytes)
+    return Network(layers, [p.name for p in planned], [p.shape for p in planned], tuple(int(v) for v in input_shape),
+                   to_string(spec), image_bytes)

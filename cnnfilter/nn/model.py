@@ -217,7 +217,7 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         check_size(layers, shape)
     except ArchError as exc:
         fail(f"the architecture does not build: {exc}")
-    expected = {f"{n}.{part}": p for n, _, ps, *_ in layers for part, p in zip(("weight", "bias"), ps)}
+    expected = {f"{layer.name}.{part}": p for layer in layers for part, p in zip(("weight", "bias"), layer.params)}
     extra = set(infos) - {HEADER} - {f"{n}.npy" for n in expected}
     if extra:
         fail(f"unexpected member {printable(sorted(extra)[0])!r}")
