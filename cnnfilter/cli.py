@@ -323,17 +323,14 @@ def _process(images, output, label, work, fmt, quiet, *, recursive, template, su
     if jobs is not None and jobs > processes and not quiet:
         click.echo(f"cnnfilter: warning: -j {jobs} is more than {processes} (4 per core); using {processes}", err=True)
     budget = (max_memory or default_memory()) // max(processes, 1)
-    results = batch.run(items, work, processes=processes, fail_fast=fail_fast, initializer=batch.worker_init,
-                        initargs=(max_pixels, 1, budget))
+    items = list(items)
+    jobs_count = sum(isinstance(j, batch.Job) for j in items)
+    settings = batch.Settings(max_pixels, budget, batch.engine_for(jobs_count, processes))
+    results = batch.ProcessPool(processes, settings).run(items, work, fail_fast=fail_fast)
     counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
     show = not quiet and sys.stderr.isatty()
-    total = sum(1 for _ in batch.iter_sources(images, recursive=recursive, exclude=out_dir,
-                                               outputs=pattern)) if show else None
-    from .limits import memory_limit
-
-    with (ProgressBar(show, total) as advance, batch.pixel_limit(max_pixels), batch.compiled_kernels(),
-          memory_limit(budget)):
+    with ProgressBar(show, len(items)) as advance:
         for res in results:
             counts[res.status] += 1
             if res.status == "failed":
@@ -530,11 +527,13 @@ def _kernel_params(fn):
 @click.option("--gray", is_flag=True, help="Convert to greyscale (ITU-R 601 luma) before filtering.")
 @click.option("--alpha", "alpha_mode", type=click.Choice(("keep", "filter")), default="keep", show_default=True,
               help="keep: alpha passes through; filter: filter it too, colour weighted by alpha (no dark halos).")
+@click.option("--depth", type=click.Choice(("8", "16")), callback=lambda c, p, v: v and int(v),
+              help="Bits per sample of the output [default: the input's]; 8-bit values are scaled by 257 to 16.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True, help="Algorithm.")
 @_common_output
 @_batch_options
 def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, scale, bias, output_range, stride,
-             padding, dilation, border, cval, flip, gray, alpha_mode, method, output, fmt, quiet, quality,
+             padding, dilation, border, cval, flip, gray, alpha_mode, depth, method, output, fmt, quiet, quality,
              compress_level, raw, **batch_opts):
     """Filter images with one or more kernels and write the results.
 
@@ -562,8 +561,9 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
       cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
     """
+    from .io import SaveSpec
     from .kernels import Magnitude, adjust_kernel, kernel_file, resolve_steps
-    from .ops import convolve_file, parse_bias
+    from .ops import FilterSpec, parse_bias, process_file
 
     _run(lambda: parse_bias(bias, 16))  # a bad --bias is a usage error before any file is read
 
@@ -580,9 +580,10 @@ def convolve(images, kernels, size, sigma, sigma2, amount, angle, normalize, sca
                 click.echo(f"cnnfilter: warning: kernel {spec.strip()[:60]!r} sums to {total:g}, not 0 or 1: "
                            "results may saturate (--normalize divides by the sum; --scale sets a factor)", err=True)
     label = "-".join(name for name, _ in resolved)
-    work = functools.partial(convolve_file, steps=steps, fmt=fmt, quality=quality, compress_level=compress_level,
-                             raw=_raw(raw, images), flip=flip, border=border, cval=cval, method=method, bias=bias,
-                             output_range=output_range, gray=gray, alpha=alpha_mode, **geometry)
+    spec = _run(lambda: FilterSpec(tuple(steps), flip=flip, border=border, cval=cval, method=method, bias=bias,
+                                   output_range=output_range, gray=gray, alpha=alpha_mode, depth=depth, **geometry))
+    work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
+                             raw=_raw(raw, images))
     files = [f for f in map(kernel_file, kernels) if f is not None]
     _process(images, output, label, work, fmt, quiet, raw=raw, other_inputs=files, quality=quality, **batch_opts)
 
@@ -643,16 +644,15 @@ def pool(images, size, stride, padding, mode, ceil_mode, exclude_pad, output, fm
       cnnfilter pool photo.png --size 2 --padding 1 --ceil-mode
       cnnfilter pool photos/*.jpg --mode avg -o thumbs/
     """
-    from .ops import pool_file
+    from .io import SaveSpec
+    from .ops import PoolSpec, process_file
 
     win = _ints(size, "--size", 1)
-    kwargs = {"stride": None if stride is None else _ints(stride, "--stride", 1),
-              "padding": _padding(padding, words=False), "mode": mode, "ceil_mode": ceil_mode,
-              "count_include_pad": not exclude_pad}
-    label = f"{mode}{win if isinstance(win, int) else 'x'.join(map(str, win))}"
-    work = functools.partial(pool_file, size=win, fmt=fmt, quality=quality, compress_level=compress_level,
-                             raw=_raw(raw, images), **kwargs)
-    _process(images, output, label, work, fmt, quiet, raw=raw, quality=quality, **batch_opts)
+    spec = _run(lambda: PoolSpec(win, None if stride is None else _ints(stride, "--stride", 1),
+                                 _padding(padding, words=False), mode, ceil_mode, not exclude_pad))
+    work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
+                             raw=_raw(raw, images))
+    _process(images, output, spec.label, work, fmt, quiet, raw=raw, quality=quality, **batch_opts)
 
 
 def _register() -> None:

@@ -81,11 +81,11 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
     xp = np.zeros((N, C, H + top + bottom, W + left + right), dtype)
     xp[:, :, top : top + H, left : left + W] = xb
     out = np.empty((N, O, Ho, Wo), dtype)
-    from . import _kernels
+    from . import _loops
 
     wk = np.ascontiguousarray(w, dtype)
     if (kh, kw, sh, sw) == (3, 3, 1, 1):
-        _kernels.conv2d_3x3(xp, wk, b, out, dh, dw, groups)
+        _loops.conv2d_3x3(xp, wk, b, out, dh, dw, groups)
     else:
-        _kernels.conv2d_forward(xp, wk, b, out, sh, sw, dh, dw, groups)
+        _loops.conv2d_forward(xp, wk, b, out, sh, sw, dh, dw, groups)
     return out if batched else out[0]

@@ -1,22 +1,20 @@
 """correlate2d / convolve2d: check and normalise the arguments, pick the direct, separable or FFT path.
 
-The compiled loops live in ``_kernels`` and are imported on first use, so ``import cnnfilter`` stays free of
+The compiled loops live in ``_loops`` and are imported on first use, so ``import cnnfilter`` stays free of
 numba.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from . import _args, limits
+from . import _args, config, limits
 from .kernels import validate_kernel
 
 METHODS = ("auto", "direct", "separable", "fft")
 
-# The ``auto`` rule, measured with benchmarks/methods.py (README, "Choosing the method").
-FFT_MIN_TAPS = 225  # dense kernels of at least this many taps (15x15) go to the FFT at stride 1 ...
-FFT_MIN_PIXELS = 128 * 128  # ... on images at least this large
-SEPARABLE_MIN_TAPS = 25  # rank-1 kernels from 5x5 up (not 1xN) go to the separable path
 
 
 def correlate2d(image, kernel, *, stride=1, padding="same", dilation=1, border="constant", cval=0.0,
@@ -58,8 +56,32 @@ def convolve2d(image, kernel, *, stride=1, padding="same", dilation=1, border="c
     return _filter(image, kernel, stride, padding, dilation, border, cval, method, out, flip=True)
 
 
-def _filter(image, kernel, stride, padding, dilation, border, cval, method, out, *, flip):
-    img = _args.as_image(image)
+class Samples(NamedTuple):
+    """How a float result becomes stored samples in the filter's own pass (``io.to_depth``'s rule): ``bias``
+    added, then ``output_range`` (``clip``: as it is; ``abs``; ``offset``: plus mid-grey), rounded half-to-even
+    and clipped to ``[0, 2**depth - 1]`` (NaN becomes 0)."""
+
+    depth: int = 8
+    output_range: str = "clip"
+    bias: float = 0.0
+
+
+POSTS = {"clip": 0, "abs": 1, "offset": 2}  # the output ranges a filter can finish in its own pass
+
+
+class _Geometry(NamedTuple):
+    k: np.ndarray
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    shape: tuple[int, int]  # output rows, columns
+    mode: int
+    cval: float
+    what: str  # for limit messages
+
+
+def _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype) -> _Geometry:
+    """Check every argument and work out the output size; refuse work over the memory and work limits."""
     k = validate_kernel(kernel)
     if flip:
         k = k[::-1, ::-1]
@@ -83,65 +105,161 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
         else:
             msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)} pixels: padding {padding!r} is too small"
         raise ValueError(msg)
-    dtype = _args.work_dtype(img)
     what = (f"filtering a {H}x{W} image with a {kh}x{kw} kernel (dilation {dh},{dw}, padding "
             f"{top},{bottom},{left},{right}) into {Ho}x{Wo}")
     itemsize = np.dtype(dtype).itemsize
     limits.check_memory(itemsize * C * ((H + top + bottom) * (W + left + right) + 2 * Ho * Wo), what)
     cval = _args.check_value(cval, "cval", dtype)
-    shape = (Ho, Wo, C) if img.ndim == 3 else (Ho, Wo)
+    return _Geometry(k, (sh, sw), (dh, dw), (top, bottom, left, right), (Ho, Wo), mode, cval, what)
+
+
+def _filter(image, kernel, stride, padding, dilation, border, cval, method, out, *, flip):
+    img = _args.as_image(image)
+    dtype = _args.work_dtype(img)
+    g = _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
+    Ho, Wo = g.shape
+    shape = (Ho, Wo, img.shape[2]) if img.ndim == 3 else (Ho, Wo)
     res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
     if out is not None and _args.overlaps(out, img):
         msg = "out shares memory with image; the result would overwrite pixels still to be read"
         raise ValueError(msg)
-    kd = np.ascontiguousarray(k, dtype)
-    o2 = res.reshape(Ho, Wo * C)
-    cv = dtype(cval)
-    if method == "auto" and _exact_in_numpy(img, k, H * W, cval):
-        _correlate_numpy(img, kd, res.reshape(Ho, Wo, C), (sh, sw), (dh, dw), (top, bottom, left, right), border,
-                         cval)
-        return res
-    chosen, factors = _choose(method, kd, (sh, sw), H * W)
-    if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
-        chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
-    if chosen != "fft":
-        taps = (kh + kw) if chosen == "separable" else kh * kw
-        limits.check_work(float(taps) * Ho * Wo * C, what)
-    unrolled = chosen == "direct" and (sh, sw, dh, dw) == (1, 1, 1, 1) and kh == kw and kh in (3, 5)
-    # The unrolled 3x3/5x5 loops also read 8-bit images as they are (a second specialisation, compiled only when
-    # used): converting a photo to float32 first would cost more memory traffic than the filter itself.
-    keep = unrolled and img.dtype == np.uint8
-    x2 = np.ascontiguousarray(img, None if keep else dtype).reshape(H, W * C)
-
-    if chosen == "fft":
-        from ._fft import correlate_fft
-
-        correlate_fft(x2.reshape(H, W, C), kd, o2.reshape(Ho, Wo, C), (sh, sw), (dh, dw), (top, bottom, left, right),
-                      border, cval)
-        return res
-    from . import _kernels
-
-    nchunks = _chunks(Ho)
-    if chosen == "separable":
-        u, v = factors
-        _kernels.correlate_separable(x2, u, v, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
-    elif unrolled:
-        fn = _kernels.correlate_3x3 if kh == 3 else _kernels.correlate_5x5
-        fn(x2, kd, o2, C, top, left, mode, cv)
-    else:
-        _kernels.correlate_direct(x2, kd, o2, C, sh, sw, dh, dw, top, left, mode, cv, nchunks)
+    _into(img, g, border, method, res.reshape(Ho, Wo, -1), dtype)
     return res
 
 
-SMALL_PIXELS = 1 << 20  # images up to 1 MP may take the numpy path below
+def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) -> None:
+    """The float result of ``g`` over ``img`` into ``res3 (Ho, Wo, C)``, by the engine the rules choose."""
+    H, W = img.shape[:2]
+    C = res3.shape[2]
+    Ho, Wo = g.shape
+    kd = np.ascontiguousarray(g.k, dtype)
+    (sh, sw), (dh, dw), (top, bottom, left, right) = g.stride, g.dilation, g.pads
+    if method == "auto" and _numpy_engine(img, kd, H * W, g.cval):
+        from . import _small
+
+        _small.correlate(img, kd, res3, g.stride, g.dilation, g.pads, border, g.cval)
+        return
+    chosen, factors = _choose(method, kd, g.stride, H * W)
+    if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
+        chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
+    if chosen != "fft":
+        taps = (kd.shape[0] + kd.shape[1]) if chosen == "separable" else kd.size
+        limits.check_work(float(taps) * Ho * Wo * C, g.what)
+    cv = dtype(g.cval)
+    o2 = res3.reshape(Ho, Wo * C)
+    if chosen == "fft":
+        from ._fft import correlate_fft
+
+        x3 = np.ascontiguousarray(img, dtype).reshape(H, W, C)
+        correlate_fft(x3, kd, res3, g.stride, g.dilation, g.pads, border, g.cval)
+        return
+    from . import _loops
+
+    if chosen == "direct" and _unrolled(kd, g):
+        # the unrolled loops read 8- and 16-bit samples as they are: converting a photo to float first would
+        # cost more memory traffic than the filter itself
+        keep = img.dtype in (np.dtype(np.uint8), np.dtype(np.uint16))  # native byte order only
+        x2 = np.ascontiguousarray(img, img.dtype if keep else dtype).reshape(H, W * C)
+        scratch = np.empty((_chunks(Ho), Wo * C), dtype)
+        _loops.correlate_small(x2, kd, o2, C, C, top, left, g.mode, cv, scratch, -1, 0.0, 0, 0)
+        return
+    x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
+    if chosen == "separable":
+        u, v = factors
+        _loops.correlate_separable(x2, u, v, o2, C, sh, sw, dh, dw, top, left, g.mode, cv, _chunks(Ho))
+    else:
+        _loops.correlate_direct(x2, kd, o2, C, sh, sw, dh, dw, top, left, g.mode, cv, _chunks(Ho))
 
 
-def _exact_in_numpy(img: np.ndarray, k: np.ndarray, pixels: int, cval: float) -> bool:
-    """Whether the small-image numpy path gives exactly the compiled result: an integer image and an integer kernel
-    whose every partial sum is an integer below 2**24, so float32 holds each one exactly in any order. It spares
-    a one-off command the ~0.8 s of importing numba and loading its cached kernels."""
-    if pixels > SMALL_PIXELS or img.dtype.kind not in "biu" or k.size > 49:
+def _unrolled(k: np.ndarray, g: _Geometry) -> bool:
+    return g.stride == (1, 1) and g.dilation == (1, 1) and k.shape[0] == k.shape[1] and k.shape[0] in (3, 5)
+
+
+def correlate_samples(image, kernel, samples: Samples, *, channels: int | None = None, others: bool = True,
+                      stride=1, padding="same", dilation=1, border="constant", cval=0.0, method="auto",
+                      flip=False) -> np.ndarray:
+    """:func:`correlate2d` (``convolve2d`` with ``flip``) straight into stored samples, as ``samples`` says:
+    bias, output range, rounding and clipping in the filter's own pass where the kernel allows it (3x3 and 5x5 at
+    stride 1), so no full-image float result is made; the same values as filtering into float and then
+    rounding with ``io.to_depth``.
+
+    ``image`` is ``(H, W)`` or ``(H, W, S)`` of which the first ``channels`` (default all) are filtered; the other
+    lanes (alpha, or Pillow's padding byte) are copied from the same pixel when the size is unchanged, else set
+    to full scale; with ``others`` False they are left undefined (a padding byte nobody reads). ``image`` may be a view with pixels ``S`` samples apart (Pillow's own 4-byte RGB buffer).
+    Returns ``uint8`` (``samples.depth`` 8) or ``uint16`` (16) of shape ``(Ho, Wo)`` or ``(Ho, Wo, S)``.
+    """
+    img = _args.as_image(image)
+    if samples.depth not in (8, 16) or samples.output_range not in POSTS:
+        msg = f"samples {samples!r}: depth must be 8 or 16 and output_range one of {', '.join(POSTS)}"
+        raise ValueError(msg)
+    S = img.shape[2] if img.ndim == 3 else 1
+    C = S if channels is None else channels
+    if not 1 <= C <= S:
+        msg = f"channels {channels!r} must be between 1 and {S}"
+        raise ValueError(msg)
+    dtype = _args.work_dtype(img)
+    g = _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
+    Ho, Wo = g.shape
+    H, W = img.shape[:2]
+    hi = 255 if samples.depth == 8 else 65535
+    out = np.empty((Ho, Wo, S), np.uint8 if samples.depth == 8 else np.uint16)
+    post, bias = POSTS[samples.output_range], float(samples.bias)
+    kd = np.ascontiguousarray(g.k, dtype)
+    lanes = _lanes(img, S) if img.dtype in (np.dtype(np.uint8), np.dtype(np.uint16)) else None
+    compiled = not (method == "auto" and _numpy_engine(img, kd, H * W, g.cval))
+    if compiled and method in ("auto", "direct") and _unrolled(kd, g) and lanes is not None:
+        limits.check_work(float(kd.size) * Ho * Wo * C, g.what)
+        from . import _loops
+
+        (top, _, left, _) = g.pads
+        scratch = np.empty((_chunks(Ho), Wo * S), dtype)
+        _loops.correlate_small(lanes, kd, out.reshape(Ho, Wo * S), S, C, top, left, g.mode, dtype(g.cval),
+                               scratch, post, bias, hi, 1 if others else 0)
+        return out if img.ndim == 3 else out[:, :, 0]
+    if not compiled and g.stride == (1, 1) and g.dilation == (1, 1):
+        from . import _small
+
+        _small.samples(img if img.ndim == 3 else img[:, :, None], kd, out, g.pads, border, g.cval, post, bias, hi)
+    else:
+        values = np.empty((Ho, Wo, C), dtype)
+        _into(img[:, :, :C] if img.ndim == 3 else img, g, border, method, values, dtype)
+        if compiled:
+            from . import _loops
+
+            _loops.finish(values.reshape(Ho, Wo * C), out.reshape(Ho, Wo * S), S, C, post, bias, hi)
+        else:
+            from . import _small
+
+            out[:, :, :C] = _small.finish(values, post, bias, hi)
+    if S > C and others:
+        out[:, :, C:] = img[:, :, C:] if (Ho, Wo) == (H, W) else hi
+    return out if img.ndim == 3 else out[:, :, 0]
+
+
+def _lanes(img: np.ndarray, S: int):
+    """``img`` as a 2-D ``(H, W*S)`` array of its samples without copying, or None when its rows or pixels are
+    not laid out evenly (a crop, a transposed view)."""
+    H, W = img.shape[:2]
+    z = img.itemsize
+    if img.ndim == 2:
+        return img if img.strides == (W * z, z) else None
+    if img.strides == (W * S * z, S * z, z):
+        return np.lib.stride_tricks.as_strided(img, (H, W * S), (W * S * z, z), writeable=False)
+    return None
+
+
+def _numpy_engine(img: np.ndarray, k: np.ndarray, pixels: int, cval: float) -> bool:
+    """Whether this image takes the numpy engine (``config.numpy_engine``): a small image, and either a float
+    kernel on an 8- or 16-bit image (``config.NUMPY_FLOAT``: within float32 rounding of the compiled loops) or an
+    integer image and an integer kernel whose every partial sum is an integer below 2**24, so float32 holds each
+    one exactly in any order (the compiled result to the bit). It spares a one-off command the ~0.5 s of
+    importing numba and loading its cached loops."""
+    if not config.numpy_engine(pixels) or k.size > config.NUMPY_MAX_TAPS:
         return False
+    if img.dtype.kind not in "biu":
+        return False
+    if config.NUMPY_FLOAT:
+        return True
     if not np.array_equal(k, np.round(k)):
         return False
     if cval != round(cval):
@@ -149,23 +267,6 @@ def _exact_in_numpy(img: np.ndarray, k: np.ndarray, pixels: int, cval: float) ->
     top = float(np.iinfo(img.dtype).max) if img.dtype.kind != "b" else 1.0
     low = float(np.iinfo(img.dtype).min) if img.dtype.kind != "b" else 0.0
     return max(abs(top), abs(low), abs(cval)) * float(np.abs(k).sum()) < 2**24
-
-
-def _correlate_numpy(img, k, out3, stride, dilation, pads, border, cval) -> None:
-    """The definition, one tap at a time over strided views of the numpy.pad'ed image (small images only)."""
-    sh, sw = stride
-    dh, dw = dilation
-    top, bottom, left, right = pads
-    x = img if img.ndim == 3 else img[:, :, None]
-    extra = {"constant_values": cval} if border == "constant" else {}
-    p = np.pad(x.astype(out3.dtype), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
-    Ho, Wo = out3.shape[:2]
-    out3[...] = 0
-    for a in range(k.shape[0]):
-        for b in range(k.shape[1]):
-            if k[a, b]:
-                r, c = a * dh, b * dw
-                out3 += k[a, b] * p[r : r + (Ho - 1) * sh + 1 : sh, c : c + (Wo - 1) * sw + 1 : sw]
 
 
 def _choose(method: str, k: np.ndarray, stride, pixels: int):
@@ -179,11 +280,11 @@ def _choose(method: str, k: np.ndarray, stride, pixels: int):
         return method, factors
     if method != "auto":
         return method, None
-    if taps >= SEPARABLE_MIN_TAPS and min(k.shape) > 1:
+    if taps >= config.SEPARABLE_MIN_TAPS and min(k.shape) > 1:
         factors = _rank1(k)
         if factors is not None:
             return "separable", factors
-    if taps >= FFT_MIN_TAPS and stride == (1, 1) and pixels >= FFT_MIN_PIXELS:
+    if taps >= config.FFT_MIN_TAPS and stride == (1, 1) and pixels >= config.FFT_MIN_PIXELS:
         return "fft", None
     return "direct", None
 

@@ -7,6 +7,7 @@ PNGs, which Pillow reads as 8-bit and cannot write, are read and written by ``cn
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io as _io
 import os
@@ -15,6 +16,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,6 +45,9 @@ class Picture:
     alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
     depth: int = 8  # 8 or 16 bits per sample; 32 for float images
     info: dict = field(default_factory=dict)  # what is carried to the output: icc_profile, dpi
+    # (H, W, 4) uint8 of which pixels (and alpha) are views: Pillow's own 4-byte RGB/RGBA layout, which filters
+    # read and write in place of a packed copy. Only set by read_picture and the filters; None otherwise.
+    lanes: np.ndarray | None = None
 
 
 def open_image(source) -> Image.Image | Picture:
@@ -197,6 +202,12 @@ def read_picture(source) -> Picture:
     for w in caught:
         warnings.warn(f"{name!r}: {str(w.message).strip()}", UserWarning, stacklevel=2)
     mode = img.mode
+    if mode in ("L", "RGB", "RGBA"):
+        view = pillow_view(img)
+        if view is not None and mode == "L":
+            return Picture(view, None, 8, info)
+        if view is not None:
+            return Picture(view[:, :, :3], view[:, :, 3] if mode == "RGBA" else None, 8, info, lanes=view)
     if mode in ("1", "L"):
         return Picture(np.asarray(img if mode == "L" else img.convert("L")), None, 8, info)
     if mode in ("LA", "La"):
@@ -211,6 +222,50 @@ def read_picture(source) -> Picture:
         arr = np.asarray(img if mode == "RGBA" else img.convert("RGBA"))
         return Picture(arr[:, :, :3].copy(), arr[:, :, 3].copy(), 8, info)
     return Picture(np.asarray(img if mode == "RGB" else img.convert("RGB")), None, 8, info)
+
+
+class _ArrowArray(ctypes.Structure):
+    """The Arrow C data interface's ArrowArray (a stable ABI), as Pillow's ``__arrow_c_array__`` exports it."""
+
+
+_ArrowArray._fields_ = [
+    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))), ("dictionary", ctypes.POINTER(_ArrowArray)),
+    ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p)]
+
+
+def pillow_view(img: Image.Image) -> np.ndarray | None:
+    """A read-only numpy view of a loaded L, RGB or RGBA image's own memory, without the copy ``np.asarray``
+    makes (``tobytes`` packs RGB to 3 bytes, ~3 ms for a 1024x768 photo, more than decoding it): ``(H, W)`` for
+    L, ``(H, W, 4)`` for RGB (the 4th byte is padding) and RGBA. None when Pillow cannot export it (before
+    Pillow 11.2, or an image larger than one memory block). The view keeps the image's memory alive."""
+    if not hasattr(img, "__arrow_c_array__") or img.mode not in ("L", "RGB", "RGBA"):
+        return None
+    try:
+        _schema, capsule = img.__arrow_c_array__()
+    except (ValueError, OSError, TypeError, AttributeError):  # rows not in one block: no single buffer to share
+        return None
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    head = ctypes.cast(get(capsule, b"arrow_array"), ctypes.POINTER(_ArrowArray)).contents
+    bands = 1 if img.mode == "L" else 4
+    data = head if head.n_children == 0 else head.children[0].contents
+    width, height = img.size
+    n = width * height * bands
+    if data.n_buffers < 2 or not data.buffers[1] or data.length - data.offset < n or head.length != width * height:
+        return None
+    raw = (ctypes.c_uint8 * n).from_address(data.buffers[1] + data.offset)
+    raw.capsule = capsule  # released (and Pillow's memory with it) when the last view goes
+    view = np.frombuffer(raw, np.uint8).reshape((height, width) if bands == 1 else (height, width, 4))
+    view.flags.writeable = False
+    return view
+
+
+def lanes_image(lanes: np.ndarray, alpha: bool) -> Image.Image:
+    """An RGBA (``alpha``) or RGBX Pillow image sharing the memory of a C-contiguous ``(H, W, 4)`` uint8 array."""
+    mode = "RGBA" if alpha else "RGBX"
+    return Image.frombuffer(mode, (lanes.shape[1], lanes.shape[0]), lanes, "raw", mode, 0, 1)
 
 
 def to_depth(values: np.ndarray, depth: int) -> np.ndarray:
@@ -319,6 +374,9 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
     PNG/TIFF; other 16-bit images rounded to 8-bit, as Pillow has no 16-bit colour or grey + alpha mode (it also
     reads 16-bit colour TIFFs as 8-bit). write_picture writes 16-bit colour PNGs itself, without this."""
     px, alpha = _samples(pic)
+    if own_lanes(pic):  # Pillow's own layout, shared: no packing copy
+        img = lanes_image(pic.lanes, pic.alpha is not None and fmt not in ("JPEG", "BMP", "PPM"))
+        return img if fmt in ("JPEG", "WEBP") or img.mode == "RGBA" else img.convert("RGB")
     if pic.depth == 32:
         if fmt == "TIFF" and px.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(px, np.float32))  # mode F
@@ -332,6 +390,28 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
     if fmt in ("JPEG", "BMP", "PPM") or alpha is None:
         return Image.fromarray(np.ascontiguousarray(px))  # L or RGB from the shape
     return Image.fromarray(np.ascontiguousarray(np.dstack([px, alpha])))  # LA or RGBA
+
+
+def own_lanes(pic: Picture) -> bool:
+    """Whether ``pic``'s pixels (and alpha) are the first lanes of its 4-lane uint8 buffer."""
+    lanes = pic.lanes
+    if lanes is None or lanes.dtype != np.uint8 or not lanes.flags.c_contiguous or pic.pixels.dtype != np.uint8:
+        return False
+    if pic.pixels.shape != lanes.shape[:2] + (3,) or (pic.alpha is not None and pic.alpha.dtype != np.uint8):
+        return False
+    same = pic.pixels.__array_interface__["data"][0] == lanes.__array_interface__["data"][0]
+    return same and (pic.alpha is None or pic.alpha.__array_interface__["data"][0]
+                     == lanes.__array_interface__["data"][0] + 3)
+
+
+class SaveSpec(NamedTuple):
+    """How results are written: ``fmt`` (default: the target's suffix; standard output: the input's format),
+    ``quality`` for JPEG/WebP (default: a JPEG input's own tables, else 90), ``compress_level`` 0-9 for PNG
+    (default 1)."""
+
+    fmt: str | None = None
+    quality: int | None = None
+    compress_level: int | None = None
 
 
 def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int | None = None,
@@ -389,9 +469,10 @@ def _save(img: Image.Image, fh, fmt: str, info: dict, *, quality: int | None = N
     if info.get("exif") and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         params["exif"] = info["exif"]
     tables = info.get("quantization")
-    if fmt == "JPEG" and quality is None and tables and len(tables) >= (2 if img.mode == "RGB" else 1):
-        params["qtables"] = [tables[k] for k in sorted(tables)][: 2 if img.mode == "RGB" else 1]
-        if img.mode == "RGB" and info.get("subsampling", -1) in (0, 1, 2):
+    colour = img.mode in ("RGB", "RGBX")
+    if fmt == "JPEG" and quality is None and tables and len(tables) >= (2 if colour else 1):
+        params["qtables"] = [tables[k] for k in sorted(tables)][: 2 if colour else 1]
+        if colour and info.get("subsampling", -1) in (0, 1, 2):
             params["subsampling"] = info["subsampling"]  # as mogrify keeps the input's quality
     elif fmt in ("JPEG", "WEBP"):
         params["quality"] = JPEG_QUALITY if quality is None else quality

@@ -6,10 +6,12 @@ the output size changes). Greyscale stays greyscale, RGB stays RGB, and the bit 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from .filters import convolve2d, correlate2d
-from .io import Picture
+from .io import Picture, SaveSpec
 from .kernels import Magnitude
 from .pooling import pool2d
 
@@ -37,45 +39,198 @@ def apply_kernel(values: np.ndarray, kernel, *, flip: bool = False, **options) -
     return op(values, kernel, **options)
 
 
-def filter_picture(pic: Picture, kernels, *, flip: bool = False, stride=1, padding="same", dilation=1,
-                   border: str = "constant", cval: float = 0.0, method: str = "auto", bias: float = 0.0,
-                   output_range: str | None = None, gray: bool = False, alpha: str = "keep") -> Picture:
-    """Apply each step of ``kernels`` in turn (a pipeline) to the colour channels of ``pic``.
+@dataclass(frozen=True, eq=False)
+class FilterSpec:
+    """Everything ``convolve`` does to one picture, checked once when made; :func:`apply` applies it.
 
-    A step is a 2-D kernel or a :class:`~cnnfilter.kernels.Magnitude` (``sqrt(gx² + gy²)``). The first step uses
-    ``stride``, ``padding`` and ``dilation``; later ones run at stride 1 with ``'same'`` padding, so a pipeline
-    changes the size at most once. ``bias`` is added to the result, then ``output_range`` decides how signed values
-    become pixels (:func:`map_output`); by default ``abs`` when the last kernel sums to 0 (edge and derivative
-    kernels), ``clip`` otherwise.
+    ``steps`` are 2-D kernels or :class:`~cnnfilter.kernels.Magnitude` pairs applied in turn (a pipeline); the
+    first uses ``stride``, ``padding`` and ``dilation``, later ones run at stride 1 with ``'same'`` padding, so a
+    pipeline changes the size at most once. ``bias`` (a number or ``"P%"`` of full scale) is added to the result,
+    then ``output_range`` decides how signed values become pixels (:func:`map_output`; default ``abs`` when the
+    last kernel sums to 0, else ``clip``). ``alpha``: ``keep`` (carried through, sampled at each window's anchor
+    when the size changes) or ``filter`` (premultiplied). ``depth``: 8 or 16 bits out (default: the input's).
     """
-    if alpha not in ALPHA_MODES:
-        msg = f"alpha {alpha!r} is not one of {', '.join(ALPHA_MODES)}"
-        raise ValueError(msg)
-    if gray:
-        pic = to_gray(pic)
-    if alpha == "filter" and pic.alpha is not None:
-        if any(isinstance(k, Magnitude) or abs(float(np.sum(k))) <= 1e-9 * float(np.abs(k).max()) for k in kernels):
+
+    steps: tuple
+    flip: bool = False
+    stride: int | tuple = 1
+    padding: str | int | tuple = "same"
+    dilation: int | tuple = 1
+    border: str = "constant"
+    cval: float = 0.0
+    method: str = "auto"
+    bias: float | str = 0.0
+    output_range: str | None = None
+    gray: bool = False
+    alpha: str = "keep"
+    depth: int | None = None
+
+    def __post_init__(self):
+        from . import _args
+        from .filters import METHODS
+        from .kernels import validate_kernel
+
+        steps = tuple(self.steps) if isinstance(self.steps, (list, tuple)) else (self.steps,)
+        if not steps:
+            msg = "a filter needs at least one kernel"
+            raise ValueError(msg)
+        checked = []
+        for k in steps:
+            if isinstance(k, Magnitude):
+                checked.append(Magnitude(validate_kernel(k.gx), validate_kernel(k.gy)))
+            else:
+                checked.append(validate_kernel(k))
+        object.__setattr__(self, "steps", tuple(checked))
+        _args.pair(self.stride, "stride")
+        _args.pair(self.dilation, "dilation")
+        _args.border_code(self.border)
+        if self.method not in METHODS:
+            msg = f"method {self.method!r} is not one of {', '.join(METHODS)}"
+            raise ValueError(msg)
+        if self.alpha not in ALPHA_MODES:
+            msg = f"alpha {self.alpha!r} is not one of {', '.join(ALPHA_MODES)}"
+            raise ValueError(msg)
+        if self.output_range is not None and self.output_range not in OUTPUT_RANGES:
+            msg = f"output_range {self.output_range!r} is not one of {', '.join(OUTPUT_RANGES)}"
+            raise ValueError(msg)
+        if self.depth not in (None, 8, 16):
+            msg = f"depth {self.depth!r} is not 8 or 16"
+            raise ValueError(msg)
+        parse_bias(self.bias, 16)
+        if self.alpha == "filter" and any(isinstance(k, Magnitude) or abs(float(np.sum(k))) <= 1e-9 *
+                                          float(np.abs(k).max()) for k in self.steps):
             msg = ("--alpha filter weights colour by alpha, which needs kernels that keep it (smoothing, sum not 0); "
                    "use --alpha keep with edge and derivative kernels")
             raise ValueError(msg)
-        return _filter_premultiplied(pic, kernels, flip=flip, stride=stride, padding=padding, dilation=dilation,
-                                     border=border, cval=cval, method=method, bias=bias, output_range=output_range)
+
+    @property
+    def range(self) -> str:
+        """The output range that applies: as given, else ``abs`` for a last kernel summing to 0, else ``clip``."""
+        return self.output_range or default_output_range(self.steps)
+
+    def geometry(self, first: bool) -> dict:
+        """The filter options of the first step (``first``) or of a later one."""
+        common = {"border": self.border, "cval": self.cval, "method": self.method}
+        if first:
+            return {**common, "stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        return common
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Everything ``pool`` does to one picture: max, average or min over ``size`` windows stepping by
+    ``stride`` (default: the window), with PyTorch's padding, ``ceil_mode`` and ``count_include_pad``."""
+
+    size: int | tuple = 2
+    stride: int | tuple | None = None
+    padding: int | tuple = 0
+    mode: str = "max"
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    def __post_init__(self):
+        from . import _args
+        from .pooling import MODES
+
+        _args.pair(self.size, "size")
+        if self.stride is not None:
+            _args.pair(self.stride, "stride")
+        if self.mode not in MODES:
+            msg = f"mode {self.mode!r} is not one of {', '.join(MODES)}"
+            raise ValueError(msg)
+
+    @property
+    def label(self) -> str:
+        """``max2``, ``avg3x2``: how outputs are named."""
+        size = self.size if isinstance(self.size, int) else "x".join(map(str, self.size))
+        return f"{self.mode}{size}"
+
+
+def apply(spec: FilterSpec | PoolSpec, pic: Picture) -> Picture:
+    """``pic`` filtered or pooled as ``spec`` says. Colour channels are processed; alpha is carried (or pooled,
+    or filtered with ``alpha='filter'``); greyscale stays greyscale, RGB stays RGB, the depth is kept unless
+    ``spec.depth`` says otherwise. 8- and 16-bit pictures filtered by one kernel with a ``clip``, ``abs`` or
+    ``offset`` output range come back as stored samples (rounded and clipped in the filter's own pass); other
+    results are float, rounded when written."""
+    if isinstance(spec, PoolSpec):
+        return _pool(spec, pic)
+    if spec.depth is not None and spec.depth != pic.depth:
+        pic = _redepth(pic, spec.depth)
+    if spec.gray:
+        pic = to_gray(pic)
+    if spec.alpha == "filter" and pic.alpha is not None:
+        return _filter_premultiplied(pic, spec)
+    if (len(spec.steps) == 1 and not isinstance(spec.steps[0], Magnitude) and pic.depth in (8, 16)
+            and pic.pixels.dtype.kind == "u"):
+        from .filters import POSTS
+
+        if spec.range in POSTS:
+            return _filter_samples(spec, pic)
     values = pic.pixels
-    alpha = pic.alpha
-    for n, k in enumerate(kernels):
-        geometry = {"stride": stride, "padding": padding, "dilation": dilation} if n == 0 else {}
-        common = {"border": border, "cval": cval, "method": method, **geometry}
-        values = apply_kernel(values, k, flip=flip, **common)
-        if n == 0 and alpha is not None and values.shape[:2] != alpha.shape:
-            shape = k.gx.shape if isinstance(k, Magnitude) else np.shape(k)
-            anchor = np.zeros(shape)
-            anchor[(shape[0] - 1) // 2, (shape[1] - 1) // 2] = 1.0
-            alpha = correlate2d(alpha, anchor, border="edge", **geometry)
-    bias = parse_bias(bias, pic.depth)
+    for n, k in enumerate(spec.steps):
+        values = apply_kernel(values, k, flip=spec.flip, **spec.geometry(n == 0))
+    bias = parse_bias(spec.bias, pic.depth)
     if bias:
         values = values + bias
-    output_range = output_range or default_output_range(kernels)
-    return Picture(map_output(values, output_range, pic.depth), alpha, pic.depth, dict(pic.info))
+    return Picture(map_output(values, spec.range, pic.depth), _alpha_for(spec, pic, values.shape[:2]), pic.depth,
+                   dict(pic.info))
+
+
+def _filter_samples(spec: FilterSpec, pic: Picture) -> Picture:
+    """One kernel straight into stored samples, reading (and writing) Pillow's 4-byte layout where the picture
+    has it."""
+    from .filters import Samples, correlate_samples
+    from .io import own_lanes
+
+    samples = Samples(pic.depth, spec.range, parse_bias(spec.bias, pic.depth))
+    options = {**spec.geometry(True), "flip": spec.flip}
+    if own_lanes(pic):
+        out = correlate_samples(pic.lanes, spec.steps[0], samples, channels=3, others=pic.alpha is not None,
+                                **options)
+        alpha = None
+        if pic.alpha is not None:
+            alpha = out[:, :, 3] if out.shape[:2] == pic.alpha.shape else _alpha_for(spec, pic, out.shape[:2])
+            out[:, :, 3] = alpha
+            alpha = out[:, :, 3]
+        return Picture(out[:, :, :3], alpha, pic.depth, dict(pic.info), lanes=out)
+    out = correlate_samples(pic.pixels, spec.steps[0], samples, **options)
+    return Picture(out, _alpha_for(spec, pic, out.shape[:2]), pic.depth, dict(pic.info))
+
+
+def _alpha_for(spec: FilterSpec, pic: Picture, shape) -> np.ndarray | None:
+    """Alpha for a result of ``shape``: as it is, or sampled at each window's anchor pixel when the first step
+    changed the size."""
+    if pic.alpha is None or pic.alpha.shape == tuple(shape):
+        return pic.alpha
+    k = spec.steps[0]
+    kshape = k.gx.shape if isinstance(k, Magnitude) else np.shape(k)
+    anchor = np.zeros(kshape)
+    anchor[(kshape[0] - 1) // 2, (kshape[1] - 1) // 2] = 1.0
+    geometry = {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation}
+    alpha = correlate2d(pic.alpha, anchor, border="edge", **geometry)
+    return alpha.astype(pic.alpha.dtype) if pic.alpha.dtype.kind == "u" else alpha
+
+
+def _redepth(pic: Picture, depth: int) -> Picture:
+    """8-bit samples to 16 (times 257: 255 becomes 65535) or 16 to 8 (to the nearest)."""
+    if pic.depth not in (8, 16):
+        msg = f"depth {depth} applies to 8- and 16-bit images; this one holds float samples"
+        raise ValueError(msg)
+    from .io import to_depth
+
+    def convert(a):
+        if a is None:
+            return None
+        a = to_depth(a, pic.depth) if a.dtype.kind != "u" else a
+        return a.astype(np.uint16) * np.uint16(257) if depth == 16 else ((a.astype(np.uint32) + 128) // 257).astype(
+            np.uint8)
+
+    return Picture(convert(pic.pixels), convert(pic.alpha), depth, dict(pic.info))
+
+
+def filter_picture(pic: Picture, kernels, **options) -> Picture:
+    """:func:`apply` of ``FilterSpec(kernels, **options)``: a list of kernels and keywords instead of a spec."""
+    return apply(FilterSpec(tuple(kernels), **options), pic)
 
 
 def default_output_range(kernels) -> str:
@@ -86,7 +241,7 @@ def default_output_range(kernels) -> str:
     return "abs" if zero_sum else "clip"
 
 
-def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
+def _filter_premultiplied(pic: Picture, spec: FilterSpec) -> Picture:
     """Filter colour and alpha together, colour weighted by alpha (premultiplied), then divide the alpha back out:
     transparent pixels, whatever colour they hold, leave no dark or coloured halo around opaque ones."""
     from .limits import check_memory
@@ -98,14 +253,15 @@ def _filter_premultiplied(pic: Picture, kernels, **options) -> Picture:
     px = pic.pixels.astype(np.float32)
     colour = px * (a[:, :, None] if px.ndim == 3 else a)
     stacked = np.dstack([colour, pic.alpha.astype(np.float32)])
-    bias, output_range = options.pop("bias", 0.0), options.pop("output_range", None)
-    out = filter_picture(Picture(stacked, None, pic.depth, dict(pic.info)), kernels, output_range="clip", **options)
-    values = out.pixels
+    inner = replace(spec, alpha="keep", bias=0.0, output_range="clip", gray=False, depth=None)
+    values = stacked
+    for n, k in enumerate(inner.steps):
+        values = apply_kernel(values, k, flip=inner.flip, **inner.geometry(n == 0))
     new_alpha = np.clip(values[:, :, -1], 0, top)
     scale = np.where(new_alpha > 0, top / np.maximum(new_alpha, 1e-12), 0).astype(np.float32)
     colour = values[:, :, :-1] * scale[:, :, None]
-    colour = map_output(colour + parse_bias(bias, pic.depth), output_range or "clip", pic.depth)
-    return Picture(colour[:, :, 0] if px.ndim == 2 else colour, new_alpha, pic.depth, out.info)
+    colour = map_output(colour + parse_bias(spec.bias, pic.depth), spec.output_range or "clip", pic.depth)
+    return Picture(colour[:, :, 0] if px.ndim == 2 else colour, new_alpha, pic.depth, dict(pic.info))
 
 
 def parse_bias(bias, depth: int) -> float:
@@ -146,41 +302,44 @@ def map_output(values: np.ndarray, output_range: str, depth: int) -> np.ndarray:
     return values
 
 
-def pool_picture(pic: Picture, size, *, stride=None, padding=0, mode: str = "max", ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> Picture:
-    """Pool the colour channels of ``pic``; alpha is pooled with the same window and mode."""
-    kw = {"stride": stride, "padding": padding, "mode": mode, "ceil_mode": ceil_mode,
-          "count_include_pad": count_include_pad}
-    values = pool2d(pic.pixels, size, **kw)
-    alpha = None if pic.alpha is None else pool2d(pic.alpha, size, **kw)
+def _pool(spec: PoolSpec, pic: Picture) -> Picture:
+    kw = {"stride": spec.stride, "padding": spec.padding, "mode": spec.mode, "ceil_mode": spec.ceil_mode,
+          "count_include_pad": spec.count_include_pad}
+    values = pool2d(pic.pixels, spec.size, **kw)
+    alpha = None if pic.alpha is None else pool2d(pic.alpha, spec.size, **kw)
     return Picture(values, alpha, pic.depth, dict(pic.info))
 
 
-def convolve_file(source, target, *, steps, fmt=None, quality=None, compress_level=None, raw=None,
-                  **options) -> None:
-    """Read ``source``, :func:`filter_picture` it with ``steps`` and ``options``, write ``target`` atomically
-    (creating its folder), and with ``raw`` also the unrounded float result. The unit of work of a batch."""
+def pool_picture(pic: Picture, size, **options) -> Picture:
+    """:func:`apply` of ``PoolSpec(size, **options)``."""
+    return apply(PoolSpec(size, **options), pic)
+
+
+def process_file(source, target, *, spec: FilterSpec | PoolSpec, save: SaveSpec = SaveSpec(), raw=None) -> None:
+    """Read ``source``, :func:`apply` ``spec``, write ``target`` atomically (creating its folder) as ``save``
+    says, and with ``raw`` also the unrounded float result (for a filter: the response before its output range).
+    The unit of work of a batch."""
     from .io import read_picture
 
     pic = _readable_in_place(read_picture(source), source, target)
     if raw is None:
-        result = filter_picture(pic, steps, **options)
-        _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=None)
+        _write(apply(spec, pic), target, save=save, raw=None)
         return
-    # --raw is the response before --output-range ("clip" maps nothing); the image is mapped from it
-    output_range = options.pop("output_range", None) or default_output_range(steps)
-    response = filter_picture(pic, steps, output_range="clip", **options)
-    result = Picture(map_output(response.pixels, output_range, response.depth), response.alpha, response.depth,
+    if isinstance(spec, PoolSpec):
+        result = apply(spec, pic)
+        _write(result, target, save=save, raw=raw)
+        return
+    # --raw is the response before --output-range ("clip" maps nothing, and a float result is not rounded); the
+    # image is mapped from it
+    response = apply(replace(spec, output_range="clip"), _as_float(pic))
+    result = Picture(map_output(response.pixels, spec.range, response.depth), response.alpha, response.depth,
                      response.info)
-    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=(raw, response))
+    _write(result, target, save=save, raw=(raw, response))
 
 
-def pool_file(source, target, *, size, fmt=None, quality=None, compress_level=None, raw=None, **options) -> None:
-    """:func:`pool_picture` from file to file, as :func:`convolve_file`."""
-    from .io import read_picture
-
-    result = pool_picture(_readable_in_place(read_picture(source), source, target), size, **options)
-    _write(result, target, fmt=fmt, quality=quality, compress_level=compress_level, raw=raw)
+def _as_float(pic: Picture) -> Picture:
+    """``pic`` with float32 pixels, so that filtering it gives the unrounded response."""
+    return Picture(pic.pixels.astype(np.float32), pic.alpha, pic.depth, dict(pic.info))
 
 
 def _readable_in_place(pic: Picture, source, target) -> Picture:
@@ -197,7 +356,7 @@ def _readable_in_place(pic: Picture, source, target) -> Picture:
     return pic
 
 
-def _write(result: Picture, target, *, raw, **save) -> None:
+def _write(result: Picture, target, *, save: SaveSpec, raw) -> None:
     """Write ``result`` to ``target``; ``raw`` is a path (``result`` itself, unrounded, goes there) or a
     ``(path, picture)`` pair for a response that differs from the image (before --output-range)."""
     from pathlib import Path
@@ -209,4 +368,4 @@ def _write(result: Picture, target, *, raw, **save) -> None:
     if raw is not None:
         path, values = raw if isinstance(raw, tuple) else (raw, result)
         write_raw(values, path)
-    write_picture(result, target, **save)
+    write_picture(result, target, fmt=save.fmt, quality=save.quality, compress_level=save.compress_level)

@@ -57,12 +57,12 @@ def pool2d(image, size, *, stride=None, padding=0, mode="max", ceil_mode=False, 
     res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
     o2 = res.reshape(Ho, Wo * C)
     code = MODES.index(mode)
-    from . import _kernels
+    from . import _loops
 
     if (kh, kw, sh, sw, top, bottom, left, right) == (2, 2, 2, 2, 0, 0, 0, 0) and 2 * Ho <= H and 2 * Wo <= W:
-        _kernels.pool_2x2(x2, o2, C, code)
+        _loops.pool_2x2(x2, o2, C, code)
     else:
-        _kernels.pool_generic(x2, o2, C, kh, kw, sh, sw, top, left, H + bottom, W + right, code,
+        _loops.pool_generic(x2, o2, C, kh, kw, sh, sw, top, left, H + bottom, W + right, code,
                               bool(count_include_pad))
     return res
 

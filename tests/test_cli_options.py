@@ -324,7 +324,7 @@ def test_alpha_keep_and_filter(rgba, tmp_path):
 def test_method_picks_the_algorithm(grey, tmp_path, monkeypatch, method, path):
     """Every method gives the same pixels; each runs its own code path (auto takes the separable one for a 7x7
     Gaussian)."""
-    from cnnfilter import _fft, _kernels
+    from cnnfilter import _fft, _loops
 
     called = []
 
@@ -332,8 +332,8 @@ def test_method_picks_the_algorithm(grey, tmp_path, monkeypatch, method, path):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, **k: (called.append(label), real(*a, **k))[1])
 
-    spy(_kernels, "correlate_direct", "direct")
-    spy(_kernels, "correlate_separable", "separable")
+    spy(_loops, "correlate_direct", "direct")
+    spy(_loops, "correlate_separable", "separable")
     spy(_fft, "correlate_fft", "fft")
     png, raw = filtered(grey, tmp_path, "-k", "gaussian", "--size", "7", "--sigma", "1.2", "--method", method)
     assert called == [path]

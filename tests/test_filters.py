@@ -377,34 +377,44 @@ def test_near_rank1_kernel_is_not_factored(rng):
 
 @pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (2, 4), (7, 7), (1, 5)])
 @pytest.mark.parametrize("border", BORDERS)
-def test_small_image_numpy_path_is_bit_identical(k_shape, border, rng):
-    """Integer images with integer kernels take a numpy path (no numba to load) that equals the compiled one
+def test_numpy_engine_is_bit_identical_for_integer_kernels(k_shape, border, rng, monkeypatch):
+    """Small integer images with integer kernels on the numpy engine (no numba to load) equal the compiled loops
     bit for bit, for every border, padding, stride and dilation."""
-    from cnnfilter.filters import _exact_in_numpy
+    from cnnfilter import config
 
     k = rng.integers(-8, 9, size=k_shape)
     for C in (None, 3):
         img = rng.integers(0, 256, size=(17, 13) if C is None else (17, 13, C)).astype(np.uint8)
-        assert _exact_in_numpy(img, k.astype(np.float32), img.shape[0] * img.shape[1], 2.0)
         for (stride, dilation), padding in zip(GEOMETRY, PADDINGS):
             kw = {"stride": stride, "dilation": dilation, "padding": padding, "border": border, "cval": 2.0}
+            monkeypatch.setattr(config, "ENGINE", "numpy")
             try:
-                auto = correlate2d(img, k, **kw)
+                by_numpy = correlate2d(img, k, **kw)
             except ValueError:
                 continue
-            np.testing.assert_array_equal(auto, correlate2d(img, k, method="direct", **kw))
-            np.testing.assert_array_equal(auto, naive.correlate(img, k, stride, padding, dilation, border, 2.0))
+            monkeypatch.setattr(config, "ENGINE", "compiled")
+            np.testing.assert_array_equal(by_numpy, correlate2d(img, k, **kw))
+            np.testing.assert_array_equal(by_numpy, naive.correlate(img, k, stride, padding, dilation, border, 2.0))
 
 
-def test_small_path_only_when_exact():
-    """Float kernels, float images, a fractional cval or sums beyond 2**24 go to the compiled path."""
-    from cnnfilter.filters import _exact_in_numpy
+@pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (7, 7), (11, 11)])
+def test_numpy_engine_float_kernels_within_float32_rounding(k_shape, rng, monkeypatch):
+    """Float kernels (blur, gaussian, log) on 8-bit images take the numpy engine too, within float32 rounding of
+    the compiled loops; float images and large images always take the compiled loops (the same bits whatever
+    the engine setting)."""
+    from cnnfilter import config
 
-    k = np.ones((3, 3), np.float32)
-    u8 = np.zeros((8, 8), np.uint8)
-    assert _exact_in_numpy(u8, k, 64, 0.0)
-    assert not _exact_in_numpy(u8, k * 0.5, 64, 0.0)
-    assert not _exact_in_numpy(u8.astype(np.float32), k, 64, 0.0)
-    assert not _exact_in_numpy(u8, k, 64, 0.5)
-    assert not _exact_in_numpy(np.zeros((8, 8), np.uint32), k, 64, 0.0)
-    assert not _exact_in_numpy(u8, k, 2**21, 0.0)
+    k = rng.normal(size=k_shape).astype(np.float32)
+    img = rng.integers(0, 256, size=(29, 31, 3)).astype(np.uint8)
+    monkeypatch.setattr(config, "ENGINE", "numpy")
+    by_numpy = correlate2d(img, k, border="reflect")
+    fimg = img.astype(np.float32)
+    f_numpy = correlate2d(fimg, k, border="reflect")
+    monkeypatch.setattr(config, "ENGINE", "compiled")
+    compiled = correlate2d(img, k, border="reflect")
+    assert not np.array_equal(by_numpy, compiled) or k.size == 9  # different sums: the test can tell them apart
+    np.testing.assert_allclose(by_numpy, compiled, rtol=0, atol=1e-5 * 255 * np.abs(k).sum())
+    np.testing.assert_array_equal(f_numpy, correlate2d(fimg, k, border="reflect"))
+    monkeypatch.setattr(config, "ENGINE", "numpy")
+    monkeypatch.setattr(config, "NUMPY_MAX_PIXELS", 100)
+    np.testing.assert_array_equal(correlate2d(img, k, border="reflect"), compiled)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cnnfilter
-from cnnfilter.io import Picture
+from cnnfilter.io import Picture, to_depth
 from cnnfilter.kernels import resolve_kernel
 from cnnfilter.ops import filter_picture, map_output, parse_bias
 
@@ -22,15 +22,20 @@ def test_sobel_magnitude_is_hypot_of_opencv_sobel(rng):
 
 
 def test_default_output_range_is_abs_for_zero_sum_kernels(rng):
-    """Edge kernels (sum 0) are written as |response|; smoothing/sharpening kernels are left to clip."""
+    """Edge kernels (sum 0) are written as |response|; smoothing/sharpening kernels are clipped. An 8-bit picture
+    filtered by one kernel comes back as 8-bit samples, rounded and clipped in the filter's pass; a float picture
+    keeps the float response."""
     img = rng.integers(0, 256, (12, 12), np.uint8)
     edge = cnnfilter.get_kernel("edge")
     got = filter_picture(Picture(img), [edge]).pixels
-    np.testing.assert_allclose(got, np.abs(naive.correlate(img, edge)), atol=1e-3)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, to_depth(np.abs(naive.correlate(img, edge)), 8))
     sharp = cnnfilter.get_kernel("sharpen")
     got = filter_picture(Picture(img), [sharp]).pixels
+    np.testing.assert_array_equal(got, to_depth(naive.correlate(img, sharp), 8))
+    got = filter_picture(Picture(img.astype(np.float32)), [sharp]).pixels
     np.testing.assert_allclose(got, naive.correlate(img, sharp), atol=1e-3)
-    assert got.min() < 0  # clipping happens when written
+    assert got.min() < 0  # a float response: clipping happens when written
 
 
 def test_output_ranges_and_bias():

@@ -113,7 +113,7 @@ class Conv2d(Layer):
         return (c * Hp * Wp + a * Wp + b).reshape(-1).astype(np.int64)
 
     def forward(self, x, train=False):
-        from . import _kernels
+        from . import _loops
 
         x = np.ascontiguousarray(x, self.weight.dtype)
         N, C, H, W = x.shape
@@ -130,20 +130,20 @@ class Conv2d(Layer):
             shape = (N, self.cout, Ho, Wo)  # in training, buffers are reused batch after batch
             out = self._buffer("out", shape, x.dtype) if train or self.reuse else np.empty(shape, x.dtype)
             with _threads(work):
-                _kernels.conv1_forward(xp, w2, self.bias, self._offsets(C, H + 2 * p, W + 2 * p), out)
+                _loops.conv1_forward(xp, w2, self.bias, self._offsets(C, H + 2 * p, W + 2 * p), out)
             if train:
                 self._cols, self._xshape = xp, x.shape
             return out
         out = np.empty((N, self.cout, Ho * Wo), x.dtype)
         cols = np.empty((N, C * k * k, Ho * Wo) if train else (1, 1, 1), x.dtype)
         with _threads(work):
-            _kernels.conv_forward(x, w2, self.bias, out, cols, train, k, k, s, s, 1, 1, p, p, Ho, Wo)
+            _loops.conv_forward(x, w2, self.bias, out, cols, train, k, k, s, s, 1, 1, p, p, Ho, Wo)
         if train:
             self._cols, self._xshape = cols, x.shape
         return out.reshape(N, self.cout, Ho, Wo)
 
     def backward(self, dy):
-        from . import _kernels
+        from . import _loops
 
         N, O, Ho, Wo = dy.shape
         dy = np.ascontiguousarray(dy, self.weight.dtype)
@@ -161,9 +161,9 @@ class Conv2d(Layer):
                 dyp = dyp.reshape(N, O, Ho * Wp)
                 offs = self._offsets(C, Hp, Wp)
                 L = (Ho - 1) * Wp + Wo
-                _kernels.conv1_weight(self._cols, dyp, offs, L, dwp, dbp)
+                _loops.conv1_weight(self._cols, dyp, offs, L, dwp, dbp)
             else:
-                _kernels.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
+                _loops.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
         np.sum(dwp, axis=0, out=self.dweight.reshape(O, -1))
         np.sum(dbp, axis=0, out=self.dbias)
         if not self.input_grad:
@@ -171,10 +171,10 @@ class Conv2d(Layer):
         with _threads(work):
             if s == 1:
                 dxp = self._buffer("dxp", (N, C, Hp, Wp), dy.dtype)
-                _kernels.conv1_input(w2, dyp, offs, L, dxp)
+                _loops.conv1_input(w2, dyp, offs, L, dxp)
                 return dxp[:, :, p : p + H, p : p + W]
             dx = np.empty(self._xshape, dy.dtype)
-            _kernels.conv_backward_input(w2, dy.reshape(N, O, -1), dx, k, k, s, s, 1, 1, p, p, Ho, Wo)
+            _loops.conv_backward_input(w2, dy.reshape(N, O, -1), dx, k, k, s, s, 1, 1, p, p, Ho, Wo)
         return dx
 
     def __repr__(self):
@@ -219,7 +219,7 @@ class MaxPool2d(_Pool):
     maximum (the first one met, in row-major order, on ties)."""
 
     def forward(self, x, train=False):
-        from . import _kernels
+        from . import _loops
 
         x = np.ascontiguousarray(x)
         N, C, H, W = x.shape
@@ -233,19 +233,19 @@ class MaxPool2d(_Pool):
         k, s, p = self.k, self.stride, self.padding
         with _threads(x.size):
             if (k, s, p) == (2, 2, 0):
-                _kernels.maxpool2_forward(x, out, arg)
+                _loops.maxpool2_forward(x, out, arg)
             else:
-                _kernels.maxpool_forward(x, out, arg, k, k, s, s, p, p)
+                _loops.maxpool_forward(x, out, arg, k, k, s, s, p, p)
         if train:
             self._arg, self._xshape = arg, x.shape
         return out
 
     def backward(self, dy):
-        from . import _kernels
+        from . import _loops
 
         dx = self._buffer("dx", self._xshape, dy.dtype)
         with _threads(dx.size):
-            _kernels.maxpool_backward(np.ascontiguousarray(dy), self._arg, dx)
+            _loops.maxpool_backward(np.ascontiguousarray(dy), self._arg, dx)
         return dx
 
 
@@ -253,7 +253,7 @@ class AvgPool2d(_Pool):
     """Mean over ``k x k`` windows, padding counted as zeros (PyTorch's default); the gradient is spread evenly."""
 
     def forward(self, x, train=False):
-        from . import _kernels
+        from . import _loops
 
         x = np.ascontiguousarray(x)
         N, C, H, W = x.shape
@@ -261,18 +261,18 @@ class AvgPool2d(_Pool):
         out = np.empty((N, C, Ho, Wo), x.dtype)
         k, s, p = self.k, self.stride, self.padding
         with _threads(x.size):
-            _kernels.avgpool_forward(x, out, k, k, s, s, p, p)
+            _loops.avgpool_forward(x, out, k, k, s, s, p, p)
         if train:
             self._xshape = x.shape
         return out
 
     def backward(self, dy):
-        from . import _kernels
+        from . import _loops
 
         dx = np.empty(self._xshape, dy.dtype)
         k, s, p = self.k, self.stride, self.padding
         with _threads(dx.size * k * k):
-            _kernels.avgpool_backward(np.ascontiguousarray(dy), dx, k, k, s, s, p, p)
+            _loops.avgpool_backward(np.ascontiguousarray(dy), dx, k, k, s, s, p, p)
         return dx
 
 

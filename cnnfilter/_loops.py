@@ -62,97 +62,64 @@ def _fill_row(x, r, buf, C, left, mode, cval):
 
 
 @njit(cache=True)
-def _pixel(x, k, C, c, r0, s0, dh, dw, mode, cval):
-    """One output value: the kernel's window whose top-left source pixel is ``(r0, s0)``, channel ``c``."""
+def _pixel(x, k, S, c, r0, s0, dh, dw, mode, cval, acc):
+    """One output value: the kernel's window whose top-left source pixel is ``(r0, s0)``, channel ``c`` of pixels
+    ``S`` samples apart. ``acc`` is a zero of the accumulation type."""
     H = x.shape[0]
-    W = x.shape[1] // C
-    acc = x.dtype.type(0)
+    W = x.shape[1] // S
     for a in range(k.shape[0]):
         r = _src(r0 + a * dh, H, mode)
         for b in range(k.shape[1]):
             s = _src(s0 + b * dw, W, mode)
-            v = cval if (r < 0 or s < 0) else x[r, s * C + c]
+            v = cval if (r < 0 or s < 0) else x[r, s * S + c]
             acc += k[a, b] * v
     return acc
 
 
-@njit(parallel=True, cache=True)
-def _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1):
-    """Stride-1 output pixels outside the rectangle ``[r0, r1) x [c0, c1)``, one by one."""
-    Ho = out.shape[0]
-    Wo = out.shape[1] // C
-    for i in prange(Ho):
-        inside = i >= r0 and i < r1
-        j = 0
-        while j < Wo:
-            if inside and j == c0 and c1 > c0:  # jump over the interior columns
-                j = c1
-                continue
-            for c in range(C):
-                out[i, j * C + c] = _pixel(x, k, C, c, i - top, j - left, 1, 1, mode, cval)
-            j += 1
-
-
-@njit(parallel=True, cache=True, fastmath=_FM)
-def _interior3x3(x, k, out, C, top, left, r0, r1, c0, c1):
-    """Interior rows/columns of a 3x3 stride-1 correlation, every tap unrolled into one expression (one sub-sum
-    per kernel row, so the multiply-adds form short independent chains).
-
-    Each tap reads its own view of the source row, so every index is the loop counter itself: numba then
-    drops its negative-index checks and LLVM vectorises the loop.
-    """
+@njit(cache=True, fastmath=_FM)
+def _row3x3(x, k, acc, S, rs, start, m):
+    """``acc[:m]`` = the unrolled 3x3 sum over source rows ``rs .. rs+2`` from sample ``start``: one sub-sum per
+    kernel row, so the multiply-adds form short independent chains. Each tap reads its own view of the source
+    row, so every index is the loop counter itself: numba drops its negative-index checks and LLVM vectorises."""
     k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
     k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
     k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
-    m = (c1 - c0) * C
-    start = (c0 - left) * C
-    for i in prange(r0, r1):
-        o = out[i, c0 * C : c1 * C]
-        row = x[i - top + 0, start:]
-        x00, x01, x02 = row[0:], row[C:], row[2 * C:]
-        row = x[i - top + 1, start:]
-        x10, x11, x12 = row[0:], row[C:], row[2 * C:]
-        row = x[i - top + 2, start:]
-        x20, x21, x22 = row[0:], row[C:], row[2 * C:]
-        for j in range(m):
-            o[j] = (((k00 * x00[j] + k01 * x01[j] + k02 * x02[j])
-                     + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j]))
-                    + (k20 * x20[j] + k21 * x21[j] + k22 * x22[j]))
+    row = x[rs, start:]
+    x00, x01, x02 = row[0:], row[S:], row[2 * S:]
+    row = x[rs + 1, start:]
+    x10, x11, x12 = row[0:], row[S:], row[2 * S:]
+    row = x[rs + 2, start:]
+    x20, x21, x22 = row[0:], row[S:], row[2 * S:]
+    for j in range(m):
+        acc[j] = (((k00 * x00[j] + k01 * x01[j] + k02 * x02[j])
+                   + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j]))
+                  + (k20 * x20[j] + k21 * x21[j] + k22 * x22[j]))
 
 
-@njit(parallel=True, cache=True, fastmath=_FM)
-def _interior5x5(x, k, out, C, top, left, r0, r1, c0, c1):
-    """Interior rows/columns of a 5x5 stride-1 correlation, every tap unrolled into one expression (one sub-sum
-    per kernel row, so the multiply-adds form short independent chains).
-
-    Each tap reads its own view of the source row, so every index is the loop counter itself: numba then
-    drops its negative-index checks and LLVM vectorises the loop.
-    """
+@njit(cache=True, fastmath=_FM)
+def _row5x5(x, k, acc, S, rs, start, m):
+    """``acc[:m]`` = the unrolled 5x5 sum over source rows ``rs .. rs+4``, as :func:`_row3x3`."""
     k00, k01, k02, k03, k04 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4]
     k10, k11, k12, k13, k14 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4]
     k20, k21, k22, k23, k24 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4]
     k30, k31, k32, k33, k34 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4]
     k40, k41, k42, k43, k44 = k[4, 0], k[4, 1], k[4, 2], k[4, 3], k[4, 4]
-    m = (c1 - c0) * C
-    start = (c0 - left) * C
-    for i in prange(r0, r1):
-        o = out[i, c0 * C : c1 * C]
-        row = x[i - top + 0, start:]
-        x00, x01, x02, x03, x04 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
-        row = x[i - top + 1, start:]
-        x10, x11, x12, x13, x14 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
-        row = x[i - top + 2, start:]
-        x20, x21, x22, x23, x24 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
-        row = x[i - top + 3, start:]
-        x30, x31, x32, x33, x34 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
-        row = x[i - top + 4, start:]
-        x40, x41, x42, x43, x44 = row[0:], row[C:], row[2 * C:], row[3 * C:], row[4 * C:]
-        for j in range(m):
-            o[j] = ((((k00 * x00[j] + k01 * x01[j] + k02 * x02[j] + k03 * x03[j] + k04 * x04[j])
-                      + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j] + k13 * x13[j] + k14 * x14[j]))
-                     + ((k20 * x20[j] + k21 * x21[j] + k22 * x22[j] + k23 * x23[j] + k24 * x24[j])
-                        + (k30 * x30[j] + k31 * x31[j] + k32 * x32[j] + k33 * x33[j] + k34 * x34[j])))
-                     + (k40 * x40[j] + k41 * x41[j] + k42 * x42[j] + k43 * x43[j] + k44 * x44[j]))
+    row = x[rs, start:]
+    x00, x01, x02, x03, x04 = row[0:], row[S:], row[2 * S:], row[3 * S:], row[4 * S:]
+    row = x[rs + 1, start:]
+    x10, x11, x12, x13, x14 = row[0:], row[S:], row[2 * S:], row[3 * S:], row[4 * S:]
+    row = x[rs + 2, start:]
+    x20, x21, x22, x23, x24 = row[0:], row[S:], row[2 * S:], row[3 * S:], row[4 * S:]
+    row = x[rs + 3, start:]
+    x30, x31, x32, x33, x34 = row[0:], row[S:], row[2 * S:], row[3 * S:], row[4 * S:]
+    row = x[rs + 4, start:]
+    x40, x41, x42, x43, x44 = row[0:], row[S:], row[2 * S:], row[3 * S:], row[4 * S:]
+    for j in range(m):
+        acc[j] = ((((k00 * x00[j] + k01 * x01[j] + k02 * x02[j] + k03 * x03[j] + k04 * x04[j])
+                    + (k10 * x10[j] + k11 * x11[j] + k12 * x12[j] + k13 * x13[j] + k14 * x14[j]))
+                   + ((k20 * x20[j] + k21 * x21[j] + k22 * x22[j] + k23 * x23[j] + k24 * x24[j])
+                      + (k30 * x30[j] + k31 * x31[j] + k32 * x32[j] + k33 * x33[j] + k34 * x34[j])))
+                  + (k40 * x40[j] + k41 * x41[j] + k42 * x42[j] + k43 * x43[j] + k44 * x44[j]))
 
 
 @njit(cache=True)
@@ -167,22 +134,106 @@ def _interior_rect(H, W, kh, kw, Ho, Wo, top, left):
     return r0, r1, c0, c1
 
 
-@njit(cache=True)
-def correlate_3x3(x, k, out, C, top, left, mode, cval):
-    """Stride 1, dilation 1, 3x3: the unrolled interior, then the border pixels one by one."""
-    r0, r1, c0, c1 = _interior_rect(x.shape[0], x.shape[1] // C, 3, 3, out.shape[0], out.shape[1] // C, top, left)
-    if r1 > r0:
-        _interior3x3(x, k, out, C, top, left, r0, r1, c0, c1)
-    _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1)
+@njit(cache=True, fastmath={"nsz"})
+def _finish_row(acc, o, n, post, bias, hi):
+    """Samples from float results, in one pass: ``post`` -1 stores ``acc`` as it is (a float output); otherwise
+    ``bias`` is added, then 0 keeps the value, 1 takes its absolute value, 2 adds mid-grey ``(hi + 1) / 2``;
+    the result is rounded half-to-even and clipped to ``[0, hi]`` (NaN becomes 0), as ``io.to_depth`` does."""
+    if post < 0:
+        for q in range(n):
+            o[q] = acc[q]
+        return
+    half = acc.dtype.type((hi + 1) / 2)
+    top = acc.dtype.type(hi)
+    b = acc.dtype.type(bias)
+    for q in range(n):
+        v = acc[q] + b
+        if post == 1:
+            v = abs(v)
+        elif post == 2:
+            v = v + half
+        v = np.rint(v)
+        if v != v or v < 0:
+            v = 0
+        elif v > top:
+            v = top
+        o[q] = v
 
 
 @njit(cache=True)
-def correlate_5x5(x, k, out, C, top, left, mode, cval):
-    """Stride 1, dilation 1, 5x5: the unrolled interior, then the border pixels one by one."""
-    r0, r1, c0, c1 = _interior_rect(x.shape[0], x.shape[1] // C, 5, 5, out.shape[0], out.shape[1] // C, top, left)
-    if r1 > r0:
-        _interior5x5(x, k, out, C, top, left, r0, r1, c0, c1)
-    _border(x, k, out, C, top, left, mode, cval, r0, r1, c0, c1)
+def _other_lanes(x, o, S, C, wo, extra, hi):
+    """Lanes ``C .. S-1`` of each output pixel (alpha, or Pillow's padding byte): 1 copies them from the same
+    pixel of ``x``'s row, 2 sets them to ``hi`` (opaque), 0 leaves them."""
+    if extra == 0 or C == S:
+        return
+    for j in range(wo):
+        for c in range(C, S):
+            o[j * S + c] = x[j * S + c] if extra == 1 else hi
+
+
+@njit(cache=True)
+def _border_pixels(x, k, acc, S, C, r0, left, mode, cval, j0, j1):
+    """``acc`` for output columns ``[j0, j1)`` of the row whose windows start at source row ``r0``, pixel by
+    pixel through the border rule."""
+    zero = acc.dtype.type(0)
+    for j in range(j0, j1):
+        for c in range(C):
+            acc[j * S + c] = _pixel(x, k, S, c, r0, j - left, 1, 1, mode, cval, zero)
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def correlate_small(x, k, out, S, C, top, left, mode, cval, scratch, post, bias, hi, extra):
+    """Stride 1, dilation 1, a 3x3 or 5x5 kernel, straight into stored samples.
+
+    ``x (H, W*S)`` and ``out (Ho, Wo*S)`` hold pixels ``S`` samples apart of which the first ``C`` are filtered
+    (Pillow's 4-byte RGB and RGBA: ``S`` 4, ``C`` 3). Per output row: the unrolled interior into a float row of
+    ``scratch`` (one row per chunk of rows), the border pixels one by one, then :func:`_finish_row` (bias, output
+    range, rounding, clipping) into ``out`` and :func:`_other_lanes` for lanes ``C..S-1``.
+    """
+    H = x.shape[0]
+    W = x.shape[1] // S
+    kh = k.shape[0]
+    Ho = out.shape[0]
+    Wo = out.shape[1] // S
+    r0, r1, c0, c1 = _interior_rect(H, W, kh, kh, Ho, Wo, top, left)
+    nchunks = scratch.shape[0]
+    for t in prange(nchunks):
+        acc = scratch[t]
+        for i in range((t * Ho) // nchunks, ((t + 1) * Ho) // nchunks):
+            inside = i >= r0 and i < r1
+            if inside:
+                m = (c1 - c0) * S
+                if kh == 3:
+                    _row3x3(x, k, acc[c0 * S:], S, i - top, (c0 - left) * S, m)
+                else:
+                    _row5x5(x, k, acc[c0 * S:], S, i - top, (c0 - left) * S, m)
+            if inside:  # the border columns only
+                _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, 0, c0)
+                _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, c1, Wo)
+            else:
+                _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, 0, Wo)
+            _finish_row(acc, out[i], Wo * S, post, bias, hi)
+            if Ho == H and Wo == W:
+                _other_lanes(x[i], out[i], S, C, Wo, extra, hi)
+            else:
+                _other_lanes(out[i], out[i], S, C, Wo, 2 if extra else 0, hi)
+
+
+@njit(parallel=True, cache=True)
+def finish(values, out, S, C, post, bias, hi):
+    """Stored samples from a float result ``values (Ho, Wo*C)`` into ``out (Ho, Wo*S)`` (lanes ``C..S-1`` left
+    as they are), as :func:`_finish_row`: for the paths that filter into float first (separable, direct, FFT)."""
+    Ho = values.shape[0]
+    Wo = values.shape[1] // C
+    for i in prange(Ho):
+        if S == C:
+            _finish_row(values[i], out[i], Wo * C, post, bias, hi)
+        else:
+            row = np.empty(Wo * C, out.dtype)
+            _finish_row(values[i], row, Wo * C, post, bias, hi)
+            for j in range(Wo):
+                for c in range(C):
+                    out[i, j * S + c] = row[j * C + c]
 
 
 @njit(cache=True, fastmath=_FM)

@@ -1,0 +1,153 @@
+"""The numpy engine: filters for small images while numba is not loaded (``config.numpy_engine``).
+
+Importing numba and loading its cached loops costs a fresh process about 0.5 s, more than filtering a megapixel
+photo in numpy. These functions give the compiled loops' results: bit for bit for integer kernels on integer
+images whose every partial sum stays below 2**24 (float32 holds each exactly, in any order), and within float32
+rounding otherwise (the sums are added in another order). ``filters`` decides when they run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_BYTES = 1 << 20  # rows are filtered in blocks of about this many accumulator bytes
+
+
+def correlate(img, k, out3, stride, dilation, pads, border, cval) -> None:
+    """The definition, one tap at a time over strided views of the numpy.pad'ed image, into ``out3``."""
+    sh, sw = stride
+    dh, dw = dilation
+    top, bottom, left, right = pads
+    x = img if img.ndim == 3 else img[:, :, None]
+    extra = {"constant_values": cval} if border == "constant" else {}
+    p = np.pad(x.astype(out3.dtype), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
+    Ho, Wo = out3.shape[:2]
+    out3[...] = 0
+    for a in range(k.shape[0]):
+        for b in range(k.shape[1]):
+            if k[a, b]:
+                r, c = a * dh, b * dw
+                out3 += k[a, b] * p[r : r + (Ho - 1) * sh + 1 : sh, c : c + (Wo - 1) * sw + 1 : sw]
+
+
+def finish(values: np.ndarray, post: int, bias: float, hi: int) -> np.ndarray:
+    """Stored samples from float results, as ``_loops.finish``: ``bias`` added, then ``post`` (0 as it is, 1
+    absolute value, 2 plus mid-grey), rounded half-to-even, clipped to ``[0, hi]`` with NaN as 0."""
+    v = values.astype(np.float32, copy=True) if values.dtype != np.float64 else values.copy()
+    _finish_float(v, post, bias, hi)
+    return v.astype(np.uint8 if hi == 255 else np.uint16)
+
+
+def _finish_float(v: np.ndarray, post: int, bias: float, hi: int) -> None:
+    if bias:
+        v += v.dtype.type(bias)
+    if post == 1:
+        np.abs(v, out=v)
+    elif post == 2:
+        v += v.dtype.type((hi + 1) / 2)
+    np.rint(v, out=v)
+    np.fmax(v, 0, out=v)  # NaN becomes 0, as in the compiled loops
+    np.minimum(v, hi, out=v)
+
+
+def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, cval: float, post: int,
+            bias: float, hi: int) -> None:
+    """Stride 1, dilation 1: ``x3 (H, W, S)`` (8- or 16-bit, any strides) correlated with ``k`` straight into
+    stored samples ``out3 (Ho, Wo, S)``, every lane filtered (the caller overwrites lanes it does not want).
+
+    Rows go in blocks that stay in cache; each tap is one multiply-add over a block. Integer kernels accumulate
+    in int16 or int32 when every sum fits (exact, as the compiled loops under the same 2**24 condition); rank-1
+    float kernels (gaussian) take two 1-D passes; others accumulate in float32.
+    """
+    H, W, S = x3.shape
+    top, bottom, left, right = pads
+    Ho, Wo = out3.shape[:2]
+    acc_type = _accumulator(k, cval, hi)
+    int_finish = acc_type != np.float32 and float(bias) == round(float(bias)) and (
+        max(hi, abs(cval)) * float(np.abs(k).sum()) + abs(float(bias)) + hi + 1 < np.iinfo(acc_type).max)
+    pad_type = x3.dtype if (border != "constant" or (cval == int(cval) and 0 <= cval <= hi)) else acc_type
+    extra = {"constant_values": cval} if border == "constant" else {}
+    p = np.pad(x3.astype(pad_type, copy=False), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
+    p2 = p.reshape(p.shape[0], -1)
+    n = Wo * S
+    rows = max(1, BLOCK_BYTES // (4 * n))
+    o2 = out3.reshape(Ho, n)
+    factors = _rank1(k) if acc_type == np.float32 and min(k.shape) > 1 else None  # float kernels only: an
+    # integer kernel's factors would not be exact
+    acc = np.empty((rows, n), acc_type)
+    tmp = np.empty((rows + k.shape[0] - 1, n), acc_type)
+    taps = [(a, b, k[a, b]) for a in range(k.shape[0]) for b in range(k.shape[1]) if k[a, b]]
+    for r0 in range(0, Ho, rows):
+        m = min(rows, Ho - r0)
+        A = acc[:m]
+        if factors is not None:
+            u, v = factors
+            h = tmp[: m + len(u) - 1]
+            _taps(h, [(0, b, v[b]) for b in range(len(v)) if v[b]], p2[r0 : r0 + len(h)], S, n, acc_type)
+            _taps(A, [(a, 0, u[a]) for a in range(len(u)) if u[a]], h, 0, n, acc_type, row_step=1)
+        else:
+            _taps(A, taps, p2[r0 : r0 + m + k.shape[0] - 1], S, n, acc_type, scratch=tmp[:m])
+        if int_finish:
+            _finish_int(A, post, bias, hi)
+        else:
+            A = A if acc_type == np.float32 else A.astype(np.float32)
+            _finish_float(A, post, bias, hi)
+        np.copyto(o2[r0 : r0 + m], A, casting="unsafe")
+
+
+def _taps(A, taps, src, S, n, acc_type, *, scratch=None, row_step=1) -> None:
+    """``A = sum over taps (a, b, w) of w * src[a : a + rows, b*S : b*S + n]``, one multiply-add per tap."""
+    m = A.shape[0]
+    if not taps:
+        A[...] = 0
+        return
+    for i, (a, b, w) in enumerate(taps):
+        v = src[a * row_step : a * row_step + m, b * S : b * S + n]
+        if acc_type == np.float32:
+            w = np.float32(w)
+        else:
+            w = acc_type(int(w))
+        if i == 0:
+            np.multiply(v, w, out=A, casting="unsafe")
+        elif w == 1:
+            np.add(A, v, out=A, casting="unsafe")
+        elif w == -1:
+            np.subtract(A, v, out=A, casting="unsafe")
+        else:
+            t = scratch if scratch is not None else np.empty_like(A)
+            np.multiply(v, w, out=t, casting="unsafe")
+            A += t
+
+
+def _finish_int(A: np.ndarray, post: int, bias: float, hi: int) -> None:
+    """:func:`_finish_float` on exact integer sums and an integer ``bias`` that fits with them."""
+    if bias:
+        A += A.dtype.type(int(bias))
+    if post == 1:
+        np.abs(A, out=A)
+    elif post == 2:
+        A += A.dtype.type((hi + 1) // 2)
+    np.clip(A, 0, hi, out=A)
+
+
+def _accumulator(k: np.ndarray, cval: float, hi: int):
+    """int16 or int32 when the kernel and cval are integers and every sum fits (with room for a bias and
+    mid-grey) below 2**24, where the compiled loops' float32 sums are exact too; else float32."""
+    if not (np.array_equal(k, np.round(k)) and cval == round(cval)):
+        return np.float32
+    bound = max(hi, abs(cval)) * float(np.abs(k).sum())
+    if bound >= 2**24:
+        return np.float32
+    return np.int16 if bound + 2 * (hi + 1) < 2**15 else np.int32
+
+
+def _rank1(k: np.ndarray):
+    """``(u, v)`` with ``outer(u, v) == k`` to float32 precision, or None."""
+    k64 = k.astype(np.float64)
+    if not k64.any():
+        return None
+    U, s, Vt = np.linalg.svd(k64)
+    u, v = U[:, 0] * np.sqrt(s[0]), Vt[0] * np.sqrt(s[0])
+    if np.abs(np.outer(u, v) - k64).max() > 1e-7 * np.abs(k64).max():
+        return None
+    return u.astype(np.float32), v.astype(np.float32)

@@ -1,0 +1,36 @@
+"""Tuning values, in one place, read at call time (as stumpy's ``config``): which engine and which path a
+filter takes. Measured on the project's 2-vCPU VMs; ``benchmarks/methods.py`` and ``benchmarks/oneshot.py``
+show the figures behind them. Change them for a process, never another module's globals.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# The compiled ``auto`` rule (README, "Choosing the method").
+FFT_MIN_TAPS = 225  # dense kernels of at least this many taps (15x15) go to the FFT at stride 1 ...
+FFT_MIN_PIXELS = 128 * 128  # ... on images at least this large
+SEPARABLE_MIN_TAPS = 25  # rank-1 kernels from 5x5 up (not 1xN) go to the separable path
+
+# The numpy engine: images up to NUMPY_MAX_PIXELS and kernels up to NUMPY_MAX_TAPS taps are filtered (and pooled)
+# with numpy while numba is not loaded, because importing numba and loading its cached loops costs a fresh
+# process about 0.5 s, more than filtering a megapixel in numpy. Integer kernels on 8/16-bit images give the
+# compiled result to the bit; float kernels (NUMPY_FLOAT) agree within float32 rounding.
+NUMPY_MAX_PIXELS = 1 << 20
+NUMPY_MAX_TAPS = 121
+NUMPY_FLOAT = True
+
+# "numpy": the numpy engine where it applies; "compiled": always the compiled loops (a batch whose workers each
+# have many images sets this: loading numba once is then cheaper than numpy's slower loops);
+# "auto": numpy unless numba is already loaded in this process.
+ENGINE = "auto"
+
+
+def numpy_engine(pixels: int) -> bool:
+    """Whether an image of ``pixels`` pixels may take the numpy engine now."""
+    if ENGINE == "compiled" or pixels > NUMPY_MAX_PIXELS:
+        return False
+    return ENGINE == "numpy" or "numba" not in sys.modules
+
+# A batch's workers use the compiled loops when each has at least this many images (batch.engine_for).
+COMPILED_MIN_JOBS = 300
