@@ -418,3 +418,58 @@ def test_numpy_engine_float_kernels_within_float32_rounding(k_shape, rng, monkey
     monkeypatch.setattr(config, "ENGINE", "numpy")
     monkeypatch.setattr(config, "NUMPY_MAX_PIXELS", 100)
     np.testing.assert_array_equal(correlate2d(img, k, border="reflect"), compiled)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+@pytest.mark.parametrize("lanes", [1, 3, 4])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_samples_equal_filtering_into_float_then_rounding(engine, lanes, depth, rng, monkeypatch):
+    """correlate_samples (bias, output range, rounding and clipping in the filter's pass) gives exactly what
+    filtering into float and rounding with io.to_depth gives, for 3x3/5x5 (fused) and other kernels, every
+    border and output range, strides, integer and float kernels, on 1, 3 and 4-lane pixels (4: Pillow's RGBX
+    with 3 filtered lanes and the 4th copied)."""
+    from cnnfilter import config
+    from cnnfilter.filters import Samples, correlate_samples
+    from cnnfilter.io import to_depth
+    from cnnfilter.ops import map_output
+
+    monkeypatch.setattr(config, "ENGINE", engine)
+    top = 255 if depth == 8 else 65535
+    dtype = np.uint8 if depth == 8 else np.uint16
+    C = 3 if lanes == 4 else lanes
+    for trial in range(24):
+        H, W = (int(v) for v in rng.integers(1, 30, 2))
+        x = rng.integers(0, top + 1, (H, W, lanes)).astype(dtype)
+        size = [3, 5, 2, 7][trial % 4]
+        k = rng.normal(size=(size, size)).astype(np.float32)
+        if trial % 2:
+            k = np.round(k * 3)
+        border = BORDERS[trial % len(BORDERS)]
+        output_range = ["clip", "abs", "offset"][trial % 3]
+        bias = [0.0, 2.5, -10.0, 7.0][trial % 4]
+        kw = {"border": border, "cval": 3.0, "stride": 1 if trial % 5 else 2}
+        image = x if lanes > 1 else x[:, :, 0]
+        got = correlate_samples(image, k, Samples(depth, output_range, bias), channels=C, **kw)
+        ref = correlate2d(x[:, :, :C] if lanes > 1 else x[:, :, 0], k, **kw)
+        ref = to_depth(map_output(ref + bias if bias else ref, output_range, depth), depth)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got[:, :, :C] if lanes > 1 else got, ref)
+        if lanes == 4:
+            np.testing.assert_array_equal(got[:, :, 3], x[:, :, 3] if got.shape[:2] == (H, W) else top)
+
+
+def test_samples_read_strided_pillow_layout(rng):
+    """A (H, W, 3) view of 4-byte pixels (Pillow's RGB memory) is filtered in place of a packed copy, with the
+    same result."""
+    from cnnfilter.filters import Samples, correlate_samples
+
+    x4 = rng.integers(0, 256, (20, 17, 4)).astype(np.uint8)
+    view = x4[:, :, :3]
+    k = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)
+    got = correlate_samples(view, k, Samples(8), border="reflect")
+    want = correlate_samples(np.ascontiguousarray(view), k, Samples(8), border="reflect")
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="depth must be 8 or 16"):
+        correlate_samples(view, k, Samples(12))
+    with pytest.raises(ValueError, match="channels 5 must be between 1 and 3"):
+        correlate_samples(view, k, Samples(8), channels=5)

@@ -102,3 +102,22 @@ def test_decompression_bomb_warning_range_is_refused_too(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
     with pytest.raises(ImageReadError, match="decompression-bomb limit"):
         read_picture(tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_pillow_view_shares_pillow_memory_read_only(mode, rng):
+    """pillow_view gives Pillow's own pixels without a copy (4 bytes per RGB pixel), read-only, alive after the
+    image is gone; read_picture's pixels are views of it."""
+    from PIL import Image
+
+    from cnnfilter.io import pillow_view
+
+    bands = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    arr = rng.integers(0, 256, (13, 9, bands) if bands > 1 else (13, 9)).astype(np.uint8)
+    img = Image.fromarray(arr, mode)
+    view = pillow_view(img)
+    if view is None:
+        pytest.skip("this Pillow has no Arrow export")
+    del img
+    assert not view.flags.writeable
+    np.testing.assert_array_equal(view if bands == 1 else view[:, :, :bands], arr)

@@ -85,3 +85,30 @@ def test_gray_uses_luma(rng):
     px = rng.integers(0, 256, (5, 6, 3), np.uint8)
     out = filter_picture(Picture(px), [cnnfilter.get_kernel("identity")], gray=True)
     np.testing.assert_allclose(out.pixels, px @ np.array([0.299, 0.587, 0.114]), atol=1e-3)
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_apply_on_pillow_memory_equals_apply_on_arrays(alpha, stride, rng, tmp_path):
+    """A picture read from a file (pixels and alpha viewed in Pillow's 4-byte memory, filtered there) gives the
+    same pixels and alpha as the same picture built from plain arrays, and writes the same file."""
+    from PIL import Image
+
+    from cnnfilter.io import read_picture, write_picture
+    from cnnfilter.ops import FilterSpec, apply
+
+    arr = rng.integers(0, 256, (21, 18, 4 if alpha else 3)).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "in.png")
+    pic = read_picture(tmp_path / "in.png")
+    plain = Picture(arr[:, :, :3].copy(), arr[:, :, 3].copy() if alpha else None, 8, dict(pic.info))
+    for name in ("sharpen", "edge", "blur", "gaussian"):
+        spec = FilterSpec((cnnfilter.get_kernel(name),), border="reflect", stride=stride)
+        a, b = apply(spec, pic), apply(spec, plain)
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+        assert (a.alpha is None) == (not alpha)
+        if alpha:
+            np.testing.assert_array_equal(a.alpha, b.alpha)
+        write_picture(a, tmp_path / "a.png")
+        write_picture(b, tmp_path / "b.png")
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")),
+                                      np.asarray(Image.open(tmp_path / "b.png")))
