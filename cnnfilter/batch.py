@@ -342,6 +342,182 @@ def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool
     return Job(src.path, dst)
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a command that writes one image per input was asked: its inputs (files, folders, globs, or ``-``),
+    the ``label`` that names outputs (``sharpen``, ``max2``), where outputs go and how they are named, what may be
+    replaced, and the other files it reads (kernel files) or writes (``raw``)."""
+
+    images: tuple[str, ...]
+    label: str
+    output: str | None = None
+    fmt: str | None = None
+    template: str | None = None
+    suffix: str | None = None
+    recursive: bool = False
+    overwrite: bool = False
+    skip_existing: bool = False
+    in_place: bool = False
+    quality: int | None = None
+    raw: str | None = None
+    other_inputs: tuple = ()
+
+
+class Plan(NamedTuple):
+    """What :func:`prepare` decided: ``many`` (a batch: ``items`` for a :class:`Runner`, one summary) or a single
+    file or stream (``items`` holds its one :class:`Job`, or the :class:`Result` that says why it will not run)."""
+
+    many: bool
+    items: list
+
+
+def many(images) -> bool:
+    """Several inputs: more than one argument, a folder, or a glob (a pattern that is not itself a file)."""
+    return len(images) > 1 or any(Path(a).is_dir() or (GLOB_CHARS & set(a) and not Path(a).exists())
+                                  for a in images)
+
+
+def prepare(req: Request) -> Plan:
+    """Check a request and list its work, before any is done: every usage problem raises
+    :class:`~cnnfilter.outputs.OutputError` (``usage``: the command line contradicts itself) or ValueError; a
+    batch never takes as input a file named like this command's outputs, and an existing output is skipped
+    (a re-run does nothing but say so) unless ``overwrite``."""
+    from .io import LOSSY, check_target, format_of, suffix_for
+
+    def usage(msg):
+        return OutputError(msg, usage=True)
+
+    if req.in_place and (req.output is not None or req.fmt or req.template is not None or req.suffix is not None):
+        raise usage("--in-place writes over each input in its own format; it takes no -o, -f, --name or --suffix")
+    if req.template is not None and req.suffix is not None:
+        raise usage("--name and --suffix are two ways to say the same thing; give one")
+    if req.overwrite and req.skip_existing:
+        raise usage("--overwrite and --skip-existing contradict each other; give one")
+    images, output = req.images, req.output
+    if "-" in images:
+        if len(images) > 1:
+            raise usage("- (standard input) cannot be mixed with other inputs")
+        if output is None:
+            raise usage("reading standard input needs -o/--output (a file, or - for standard output)")
+        check_target(output, req.fmt)
+        if output != "-" and Path(output).exists() and not req.overwrite:  # the rule for every other input
+            if req.skip_existing:
+                return Plan(False, [Result("-", output, "skipped", "it exists")])
+            raise OutputError(f"{output!r} exists; use --overwrite or --skip-existing")
+        claim(req.raw, None, output, req.overwrite, req.other_inputs)
+        if output != "-":
+            claim(output, None, None, True, req.other_inputs, what="output")
+        check_streams("-", output, req.raw, req.other_inputs)
+        return Plan(False, [Job("-", output)])
+    several = many(images)
+    to_dir = output is not None and (several or output.endswith(("/", os.sep)) or Path(output).is_dir())
+    if output == "-" and several:
+        raise usage("-o - (standard output) takes a single input image")
+    ext = suffix_for(req.fmt) if req.fmt else None  # None: each output keeps its input's format
+    if req.quality is not None and req.fmt and check_target("-", req.fmt) not in LOSSY:
+        raise usage(f"--quality is for JPEG and WebP; -f {req.fmt} is lossless")
+    template = req.template
+    if template is None:
+        template = "{stem}" + req.suffix + ".{ext}" if req.suffix is not None else "{stem}.{kernel}.{ext}"
+    out_dir = None
+    if output is not None and not to_dir:
+        if output != "-" and resolve(output) == resolve(images[0]):
+            raise usage(f"output {output!r} is the input image; use --in-place to write over it")
+        check_target(output, req.fmt)
+
+        def name_for(src):
+            return Path(output)
+    else:
+        out_dir = Path(output) if to_dir else None
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+            raise usage(f"-o {output!r} is a file; several inputs need a folder")
+        check_target(f"x.{ext or 'png'}", req.fmt)
+        check_template(template)
+        output_path(Source(Path("x.png"), Path("x.png")), out_dir=out_dir, template=template, label=req.label,
+                    ext=ext)  # a template that names no file is a usage error
+
+        def name_for(src):
+            return output_path(src, out_dir=out_dir, template=template, label=req.label, ext=ext)
+    # a folder or a glob never feeds a run its own earlier results; in a batch an existing output is skipped unless
+    # --overwrite (a re-run does nothing but say so)
+    pattern = None if req.in_place or (output is not None and not to_dir) else output_pattern(template, req.label, ext)
+    sources = iter_sources(images, recursive=req.recursive, exclude=out_dir, outputs=pattern)
+    skip = req.skip_existing or (several and not req.overwrite and not req.in_place)
+    items = list(plan(sources, name_for, overwrite=req.overwrite, skip_existing=skip, in_place=req.in_place,
+                      other_inputs=req.other_inputs))
+    jobs = [j for j in items if isinstance(j, Job)]
+    if req.quality is not None and not req.fmt and output != "-" and jobs:
+        if not any(format_of(j.target) in LOSSY for j in jobs):
+            raise usage("--quality is for JPEG and WebP outputs; these outputs are lossless (use -f jpeg)")
+    if several:
+        if not items:
+            raise OutputError(f"no images found in {', '.join(map(repr, images))}")
+        return Plan(True, items)
+    if output == "-":
+        claim(req.raw, images[0], None, req.overwrite, req.other_inputs)
+        check_streams(images[0], "-", req.raw, req.other_inputs)
+        return Plan(False, [Job(images[0], "-")])
+    item = items[0] if items else None
+    if isinstance(item, Result) and item.status == "failed":
+        raise OutputError(item.message, usage=item.usage)
+    if isinstance(item, Job):
+        claim(req.raw, item.source, item.target, req.overwrite, req.other_inputs)
+    return Plan(False, [item] if item is not None else [])
+
+
+def claim(path, source, target, overwrite: bool, other_inputs=(), what: str = "--raw") -> None:
+    """A second output (``--raw``), or the output of standard input, through the output policy: never the input
+    (image or kernel file), never the image output ``target``, never an existing file without --overwrite; checked
+    before any work."""
+    if path is None:
+        return
+    from .outputs import OutputPolicy
+
+    policy = OutputPolicy(overwrite=overwrite)
+    for given in [source, *other_inputs]:
+        if given is not None and given != "-":
+            policy.input_files.add(resolve(given))
+    if target is not None and target != "-":
+        policy.claimed[resolve(target)] = "the output image"
+    policy.claim(path, what)
+
+
+def check_streams(source, target, raw, other_inputs) -> None:
+    """Standard input and output are files too (``< a.png``, ``> k.txt``, ``1<>a.png``): never write to one that is
+    an input."""
+    inputs = ([] if source == "-" else [source]) + [str(p) for p in other_inputs]
+    if target == "-":
+        for path in inputs:
+            if _same_file(1, path):
+                raise OutputError(f"standard output is the input {path!r}; it would be overwritten", usage=True)
+        if source == "-" and _same_fds(0, 1):
+            raise OutputError("standard output is the file on standard input; it would be overwritten", usage=True)
+    if source == "-":
+        for out in (target, raw):
+            if out not in (None, "-") and _same_file(0, out):
+                raise OutputError(f"output {out!r} is the file on standard input; it would be overwritten",
+                                  usage=True)
+
+
+def _same_fds(a: int, b: int) -> bool:
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except (OSError, ValueError):
+        return False
+    import stat
+
+    return stat.S_ISREG(sa.st_mode) and os.path.samestat(sa, sb)
+
+
+def _same_file(fd: int, path) -> bool:
+    """Whether the descriptor ``fd`` (0 or 1) is the file ``path`` (``< a.png`` or ``> a.png`` on the command
+    line)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except (OSError, ValueError):
+        return False
+
+
 class Settings(NamedTuple):
     """What every unit of work of a batch runs under, wherever it runs: Pillow's decompression-bomb limit
     (None: Pillow's), the memory limit (None: the default), and the filter engine (``config.ENGINE``)."""

@@ -343,6 +343,25 @@ def _holds_images(fmt: str) -> bool:
     return False
 
 
+def suffix_for(fmt: str | None) -> str:
+    """The file suffix written for a format name (``png`` without one): ``jpg`` for JPEG, ``tif`` for TIFF."""
+    if not fmt:
+        return "png"
+    name = check_target("-", fmt)
+    Image.init()
+    exts = [e for e, f in Image.registered_extensions().items() if f == name]
+    preferred = {"JPEG": ".jpg", "TIFF": ".tif", "PNG": ".png", "WEBP": ".webp"}.get(name)
+    return (preferred or (exts[0] if exts else "." + name.lower())).lstrip(".")
+
+
+def format_of(path) -> str | None:
+    """The format a path's suffix writes (PNG without one), or None when Pillow writes no such format."""
+    try:
+        return check_target("-", Path(path).suffix.lstrip(".") or "png")
+    except (ValueError, OSError):
+        return None
+
+
 def check_target(target, fmt: str | None = None) -> str:
     """The Pillow format ``target`` will be written in; raises ImageWriteError before any work is done when the
     suffix or format is unknown or the folder does not exist."""

@@ -298,3 +298,29 @@ def test_raw_quality_and_compression(run, photo, tmp_path):
     assert res.exit_code == 2 and "a float TIFF holds one channel" in res.stderr
     res = run("convolve", photo, photo, "-k", "edge", "--raw", tmp_path / "r.npy")
     assert res.exit_code == 2 and "give a single input image" in res.stderr
+
+
+@pytest.mark.parametrize(("command", "sections"), [
+    ("convolve", ["Kernel:", "Geometry:", "Pixels:", "Output:", "Batch:"]),
+    ("pool", ["Window:", "Geometry:", "Output:", "Batch:"]),
+])
+def test_help_groups_options(run, command, sections):
+    """--help lists the options in sections, in this order, with -h/--help last."""
+    out = run(command, "--help").output
+    where = [out.index(s) for s in sections]
+    assert where == sorted(where)
+    assert out.rindex("--help") > where[-1]
+
+
+def test_cli_modules_import_no_circle():
+    """The library never imports the CLI; the shared CLI module imports no command module; each command module
+    imports only the shared one."""
+    code = ("import sys, cnnfilter.ops, cnnfilter.batch, cnnfilter.maps, cnnfilter.nn\n"
+            "print(any(m.startswith('cnnfilter.cli') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    folder = Path(cli.callback.__code__.co_filename).parent
+    assert "from .image" not in (folder / "base.py").read_text() and "from .nn" not in (folder / "base.py").read_text()
+    for name in ("image.py", "nn.py"):
+        text = (folder / name).read_text()
+        assert "from .base import" in text and "from .image" not in text and "from .nn" not in text

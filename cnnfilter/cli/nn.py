@@ -1,4 +1,5 @@
-"""``cnnfilter train-tiny`` and ``cnnfilter predict``: parse, call cnnfilter.nn, render. No arithmetic here."""
+"""``cnnfilter train-tiny``, ``predict`` and ``featuremaps``: parse, call cnnfilter.nn and cnnfilter.maps, render.
+No arithmetic here."""
 
 from __future__ import annotations
 
@@ -11,40 +12,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _lib(fn):
-    """Map cnnfilter.nn's errors: bad data/model/arch files are failures (exit 1), bad values usage (exit 2)."""
-    from .io import ImageReadError, ImageWriteError
-    from .limits import LimitError
-    from .nn import ArchError, DataError, ModelError
-    from .outputs import OutputError
-
-    try:
-        return fn()
-    except OutputError as exc:
-        raise (click.UsageError if exc.usage else click.ClickException)(str(exc)) from exc
-    except (ArchError, LimitError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    except (DataError, ModelError, ImageReadError, ImageWriteError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except FloatingPointError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _size(text: str | None):
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text.lower())
-    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise click.BadParameter(f"{text!r} is not N or HxW with positive sizes", param_hint="--size")
-    h = int(m.group(1))
-    return (h, int(m.group(2)) if m.group(2) else h)
-
+from .base import CONTEXT, ProgressBar, call, cli, image_size
 
 def _bytes(text: str) -> int:
-    from .limits import parse_bytes
+    from ..limits import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -66,7 +37,7 @@ def _err() -> object:
     return Console(stderr=True, highlight=False)
 
 
-@click.command("train-tiny", context_settings=_CONTEXT)
+@cli.command("train-tiny", context_settings=CONTEXT)
 @click.argument("data", metavar="DATA", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", metavar="MODEL", help="Model file to write (.cnnf).")
 @click.option("--arch", metavar="ARCH", help="Architecture string; 'help' explains the grammar "
@@ -117,8 +88,8 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
       cnnfilter train-tiny photos/ -o m.cnnf --channels 3 --size 32x32 --augment shift --log m.csv --plot m.png
       cnnfilter train-tiny --arch help
     """
-    from . import nn
-    from .limits import printable
+    from .. import nn
+    from ..limits import printable
 
     if arch is not None and arch.strip().lower() == "help":
         click.echo(nn.ARCH_HELP)
@@ -133,7 +104,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     out = Path(output)
     # every file this command writes, checked before any work: never in the data, never another output, never
     # an existing file without --overwrite
-    from .outputs import OutputPolicy
+    from ..outputs import OutputPolicy
 
     policy = OutputPolicy(overwrite=overwrite)
     for folder in (data, val_dir):
@@ -142,32 +113,32 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         except nn.DataError:
             files = []  # reported when the data is read
         for path, _ in files:
-            _lib(lambda p=path: policy.add_input(p))
-    _lib(lambda: policy.claim(output, "the model -o"))
+            call(lambda p=path: policy.add_input(p))
+    call(lambda: policy.claim(output, "the model -o"))
     for opt, extra in (("--log", log_path), ("--plot", plot_path)):
         if extra:
-            _lib(lambda o=opt, e=extra: policy.claim(e, o))
+            call(lambda o=opt, e=extra: policy.claim(e, o))
     max_bytes = _bytes(max_memory)
-    hw = _size(size)
+    hw = image_size(size)
     if arch is not None:
-        _lib(lambda: nn.parse(arch))  # a typo fails before the data is read
+        call(lambda: nn.parse(arch))  # a typo fails before the data is read
     err = _err()
     say = (lambda *a, **k: None) if quiet else err.print
     start = time.perf_counter()
-    from .batch import pixel_limit
+    from ..batch import pixel_limit
 
     with pixel_limit(max_pixels):
-        prep = _lib(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
+        prep = call(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
                                        val=val_dir, seed=seed, max_memory=max_bytes))
     for path, why in prep.skipped:
         click.echo(f"cnnfilter: warning: skipped {str(path)!r}: {printable(why)}", err=True)
     C, H, W = prep.input_shape
     arch = arch or nn.default_arch(H, W, len(prep.classes))
     rng = np.random.default_rng(seed)
-    from .limits import memory_limit
+    from ..limits import memory_limit
 
     with memory_limit(max(max_bytes - prep.x.nbytes - (0 if prep.x_val is None else prep.x_val.nbytes), 0) // 2):
-        net = _lib(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
+        net = call(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
     n_val = 0 if prep.y_val is None else len(prep.y_val)
     say(f"data: {prep.total} images in {len(prep.classes)} classes, {C}x{H}x{W}; train {len(prep.y)}, "
         f"validation {n_val}" + (f"; {len(prep.skipped)} skipped" if prep.skipped else ""), markup=False)
@@ -180,7 +151,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     say(f"optimizer: {trainer.optimizer!r}, batch size {batch_size}, {epochs} epochs, seed {seed}", markup=False)
 
     def meta(final: bool) -> dict:
-        from . import __version__
+        from .. import __version__
 
         hist = trainer.history
         chosen = trainer.best_epoch if (checkpoint or not final) and trainer.best_params is not None else len(hist)
@@ -197,7 +168,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         if use_best:
             trainer.restore_best()
         model = nn.Model(net, prep.classes, prep.mean, prep.std, meta(final))
-        _lib(lambda: nn.save_model(model, out))
+        call(lambda: nn.save_model(model, out))
         if current is not None:  # training goes on from where it was
             for p, c in zip(net.params(), current):
                 p[...] = c
@@ -214,7 +185,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
                     f"{100 * ev.train_acc:5.1f}%{val}  {ev.seconds:.2f} s" + ("  *" if ev.best and n_val else ""),
                     markup=False)
                 if log_path:
-                    _lib(lambda: _write_log(log_path, trainer.history))
+                    call(lambda: _write_log(log_path, trainer.history))
                 if checkpoint and ev.best:
                     save(use_best=False, final=False)
     except KeyboardInterrupt:
@@ -224,7 +195,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
             sys.exit(130)
         save(use_best=True, final=False)
         if plot_path:
-            _lib(lambda: nn.plot_curves(trainer.history, plot_path))
+            call(lambda: nn.plot_curves(trainer.history, plot_path))
         err.print(f"cnnfilter: interrupted after epoch {done}; wrote the best model so far (epoch "
                   f"{trainer.best_epoch}) to {output!r}", markup=False)
         sys.exit(130)
@@ -232,7 +203,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         raise click.ClickException(str(exc)) from exc
     save(use_best=checkpoint, final=True)
     if plot_path:
-        _lib(lambda: nn.plot_curves(trainer.history, plot_path))
+        call(lambda: nn.plot_curves(trainer.history, plot_path))
     last = trainer.history[-1]
     kept = trainer.history[trainer.best_epoch - 1] if checkpoint else last
     acc = "" if kept.val_acc is None else f", validation accuracy {100 * kept.val_acc:.2f}%"
@@ -253,7 +224,7 @@ def _summary(err, net) -> None:
 
 
 def _write_log(path, history) -> None:
-    from .io import atomic_file
+    from ..io import atomic_file
 
     lines = ["epoch,train_loss,train_acc,val_loss,val_acc,seconds"]
     fmt = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
@@ -295,7 +266,7 @@ class _Bar:
         return False
 
 
-@click.command("predict", context_settings=_CONTEXT)
+@cli.command("predict", context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, help="How many classes to show.")
@@ -315,12 +286,12 @@ def predict(model, images, top_k, as_json, quiet):
       cnnfilter predict model.cnnf photos/*.png --top-k 1 --json
       cnnfilter predict digits samples/digits            # accuracy + confusion matrix
     """
-    from . import nn
-    from .limits import printable
+    from .. import nn
+    from ..limits import printable
 
     if sys.stdout is None:
         raise click.ClickException("standard output is closed; predict prints its results there")
-    mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
+    mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
         _evaluate(mdl, images[0], as_json)
@@ -329,7 +300,7 @@ def predict(model, images, top_k, as_json, quiet):
     for item in images:
         p = Path(item)
         if p.is_dir():
-            from .batch import image_suffixes
+            from ..batch import image_suffixes
 
             suffixes = image_suffixes()
             files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes))
@@ -374,7 +345,7 @@ def _table(rows, k: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .limits import printable
+    from ..limits import printable
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("image")
@@ -392,10 +363,10 @@ _CONFUSION_CLASSES = 50  # a larger confusion matrix is no table a person reads 
 
 
 def _evaluate(mdl, folder, as_json) -> None:
-    from . import nn
-    from .limits import printable
+    from .. import nn
+    from ..limits import printable
 
-    classes, items = _lib(lambda: nn.data.scan(folder))
+    classes, items = call(lambda: nn.data.scan(folder))
     unknown = [c for c in classes if c not in mdl.classes]
     if unknown:
         shown = ", ".join(map(repr, mdl.classes[:20])) + (", ..." if len(mdl.classes) > 20 else "")
@@ -453,7 +424,7 @@ def _evaluate(mdl, folder, as_json) -> None:
 
 
 
-@click.command("featuremaps", context_settings=_CONTEXT)
+@cli.command("featuremaps", context_settings=CONTEXT)
 @click.argument("images", metavar="IMAGE...", nargs=-1)
 @click.option("-m", "--model", metavar="MODEL", help="A model file from train-tiny, or 'digits' (the bundled one). "
               "Without it, a bank of named kernels (--kernels) is shown.")
@@ -498,17 +469,16 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
       cnnfilter featuremaps photo.png --kernels edge,sobel,laplacian -o maps --separate
       cnnfilter featuremaps digits/ -r -m model.cnnf --layers conv1,relu1 --npz -o maps
     """
-    from . import maps as fm
-    from . import nn
-    from .batch import iter_sources
-    from .cli import ProgressBar
-    from .io import ImageReadError, ImageWriteError
-    from .limits import printable
-    from .outputs import OutputError, OutputPolicy, quoted, resolve, safe_part
+    from .. import maps as fm
+    from .. import nn
+    from ..batch import iter_sources
+    from ..io import ImageReadError, ImageWriteError
+    from ..limits import printable
+    from ..outputs import OutputError, OutputPolicy, quoted, resolve, safe_part
 
     mdl = None
     if model is not None:
-        mdl = _lib(lambda: nn.load_model(nn.resolve_model(model)))
+        mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
     if list_layers:
         if mdl is None:
             raise click.UsageError("--list-layers needs -m/--model")
@@ -523,10 +493,10 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if mdl is None and (layers is not None or all_weights):
         raise click.UsageError("--layers and --weights need -m/--model")
     if mdl is not None:
-        wanted = _lib(lambda: _usage(lambda: fm.select_layers(mdl, layers)))
+        wanted = call(lambda: _usage(lambda: fm.select_layers(mdl, layers)))
     else:
         names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
-        from .kernels import resolve_kernel
+        from ..kernels import resolve_kernel
 
         for k in names:
             _usage(lambda k=k: resolve_kernel(k))
@@ -534,7 +504,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
-    from .kernels import kernel_file
+    from ..kernels import kernel_file
 
     bank_files = [kernel_file(k) for k in (names if mdl is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
@@ -542,7 +512,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         if p is not None and p.exists()})
     failures, done, seen_stems = [], 0, set()
     err = _err()
-    from .limits import memory_limit
+    from ..limits import memory_limit
 
     budget = None if max_memory is None else _bytes(max_memory)
     with ProgressBar(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(budget):

@@ -1,0 +1,12 @@
+"""The ``cnnfilter`` command: a Click group (``base``) and its commands, each a thin layer over one library
+call: ``image`` (convolve, pool, kernels) and ``nn`` (train-tiny, predict, featuremaps)."""
+
+from . import image, nn  # noqa: F401 - importing them registers their commands on the group
+from .base import cli
+
+
+def main() -> None:
+    cli()
+
+
+__all__ = ["cli", "main"]
