@@ -73,6 +73,11 @@ def verdict(ratio: float, limit: float) -> str:
 
 
 def main() -> None:
+    # as installed by pip: bytecode compiled once (this environment may set PYTHONDONTWRITEBYTECODE, which would
+    # make every run compile cnnfilter's sources again)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parents[1] / "cnnfilter")],
+                   check=True)
     work = Path(tempfile.mkdtemp(prefix="cnnfilter-oneshot-"))
     try:
         img = work / "in.png"
@@ -102,7 +107,7 @@ def main() -> None:
         ref = stats.get("convert Laplacian:0")
         for name, (mean, best) in stats.items():
             extra = ""
-            if ref and name.startswith("cnnfilter") and name.split()[1] in KERNELS:
+            if ref and name.startswith("cnnfilter") and name.split()[1] in (*KERNELS, "pool"):
                 extra = verdict(mean / ref[0], 2)
             print(f"  {name:<30} {mean:9.1f} {best:9.1f}  {extra}")
         print("# targets")

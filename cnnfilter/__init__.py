@@ -1,39 +1,38 @@
 """cnnfilter: image convolution, pooling and CNN feature maps on Numba kernels.
 
-The numeric functions compile on first use; importing the package compiles and imports nothing from numba.
-"""
+Every public name loads its module on first use: ``import cnnfilter`` imports neither numpy nor numba, and the
+numeric functions compile (or load their cached compiled loops) on first call.
 
-from .conv import conv2d
-from .filters import convolve2d, correlate2d
-from .kernels import get_kernel, list_kernels, validate_kernel
-from .pooling import pool2d
+    correlate2d, convolve2d, pool2d, conv2d      the array functions (numpy in, numpy out)
+    get_kernel, list_kernels, validate_kernel    the kernel registry
+    FilterSpec, PoolSpec, apply                  what a command does to one picture, as an object
+    load_image, save_image                       Pillow <-> numpy
+    featuremaps, montage                         activations and their pictures
+"""
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "conv2d",
-    "convolve2d",
-    "correlate2d",
-    "featuremaps",
-    "get_kernel",
-    "list_kernels",
-    "load_image",
-    "montage",
-    "pool2d",
-    "save_image",
-    "validate_kernel",
-]
+_WHERE = {
+    "conv2d": "conv", "convolve2d": "filters", "correlate2d": "filters", "pool2d": "pooling",
+    "get_kernel": "kernels", "list_kernels": "kernels", "validate_kernel": "kernels",
+    "FilterSpec": "ops", "PoolSpec": "ops", "apply": "ops",
+    "load_image": "io", "save_image": "io", "featuremaps": "maps", "montage": "maps",
+}
+
+__all__ = ["__version__", *sorted(_WHERE)]
 
 
-def __getattr__(name):  # io and maps pull in Pillow: load them only when asked for
-    if name in ("load_image", "save_image"):
-        from . import io
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        msg = f"module 'cnnfilter' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib
 
-        return getattr(io, name)
-    if name in ("featuremaps", "montage"):  # cnnfilter.maps: activations and montages
-        from . import maps
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(maps, name)
-    msg = f"module 'cnnfilter' has no attribute {name!r}"
-    raise AttributeError(msg)
+
+def __dir__():
+    return sorted(__all__)

@@ -151,3 +151,45 @@ def _rank1(k: np.ndarray):
     if np.abs(np.outer(u, v) - k64).max() > 1e-7 * np.abs(k64).max():
         return None
     return u.astype(np.float32), v.astype(np.float32)
+
+
+def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, top: int, left: int, hend: int,
+         wend: int, mode: int, include_pad: bool) -> None:
+    """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit: windows clipped to the padded extent
+    ``[-top, hend) x [-left, wend)``; max (mode 0) and min (2) over real pixels only, NaN propagating; avg (1)
+    adds the real pixels in row-major order (padding adds zeros, which changes no float sum) and divides in
+    float64 by the clipped window size (``include_pad``) or the real pixel count, as the compiled loop does."""
+    H, W = x3.shape[:2]
+    Ho, Wo = out3.shape[:2]
+    dtype = out3.dtype
+    bottom = max(0, (Ho - 1) * sh + kh - top - H)
+    right = max(0, (Wo - 1) * sw + kw - left - W)
+    fill = {0: -np.inf, 1: 0.0, 2: np.inf}[mode]
+    p = np.pad(x3.astype(dtype, copy=False), ((top, bottom), (left, right), (0, 0)), constant_values=fill)
+    acc = None
+    for a in range(kh):
+        for b in range(kw):
+            v = p[a : a + (Ho - 1) * sh + 1 : sh, b : b + (Wo - 1) * sw + 1 : sw]
+            if acc is None:
+                acc = v.copy()
+            elif mode == 1:
+                acc += v
+            elif mode == 0:
+                np.maximum(acc, v, out=acc)
+            else:
+                np.minimum(acc, v, out=acc)
+    if mode != 1:
+        out3[...] = acc
+        return
+    rows = _counts(Ho, sh, kh, top, H, hend, include_pad)
+    cols = _counts(Wo, sw, kw, left, W, wend, include_pad)
+    out3[...] = acc.astype(np.float64) / np.multiply.outer(rows, cols)[:, :, None]
+
+
+def _counts(n_out: int, stride: int, k: int, before: int, n: int, end: int, include_pad: bool) -> np.ndarray:
+    """Per output row (or column): the window's clipped size (``include_pad``) or its count of real pixels."""
+    start = np.arange(n_out) * stride - before
+    stop = np.minimum(start + k, end)
+    if include_pad:
+        return (stop - start).astype(np.float64)
+    return (np.minimum(stop, n) - np.maximum(start, 0)).astype(np.float64)

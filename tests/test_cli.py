@@ -324,3 +324,18 @@ def test_cli_modules_import_no_circle():
     for name in ("image.py", "nn.py"):
         text = (folder / name).read_text()
         assert "from .base import" in text and "from .image" not in text and "from .nn" not in text
+
+
+def test_group_help_lists_commands_without_loading_them():
+    """cnnfilter --help lists every command with its own one-line help, importing no command module."""
+    import click
+
+    from cnnfilter.cli.base import COMMANDS
+
+    code = ("import sys\nfrom cnnfilter.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cnnfilter.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['cnnfilter.cli.base']"
+    ctx = click.Context(cli)
+    for name, (_, _, short) in COMMANDS.items():
+        assert cli.get_command(ctx, name).get_short_help_str(limit=200) == short

@@ -108,3 +108,28 @@ def test_bad_arguments(kwargs, exc, message):
     """Errors name the parameter and what is allowed."""
     with pytest.raises(exc, match=message):
         pool2d(np.ones((5, 5)), **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg", "min"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_numpy_engine_pools_to_the_bit(mode, dtype, rng, monkeypatch):
+    """Small images pool in numpy while numba is not loaded, with the compiled loops' results bit for bit
+    (windows, padding, ceil_mode, count_include_pad, NaN)."""
+    from cnnfilter import config
+
+    for trial in range(40):
+        H, W = (int(v) for v in rng.integers(1, 25, 2))
+        kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+        opts = {"stride": tuple(int(v) for v in rng.integers(1, 4, 2)),
+                "padding": (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))), "mode": mode,
+                "ceil_mode": bool(trial % 2), "count_include_pad": bool(trial // 2 % 2)}
+        x = (rng.random((H, W, 2)) * 255).astype(dtype)
+        if dtype != np.uint8 and trial % 5 == 0:
+            x[0, 0, 0] = np.nan
+        monkeypatch.setattr(config, "ENGINE", "compiled")
+        try:
+            compiled = pool2d(x, (kh, kw), **opts)
+        except ValueError:
+            continue
+        monkeypatch.setattr(config, "ENGINE", "numpy")
+        np.testing.assert_array_equal(pool2d(x, (kh, kw), **opts), compiled)

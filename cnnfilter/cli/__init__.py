@@ -1,7 +1,6 @@
 """The ``cnnfilter`` command: a Click group (``base``) and its commands, each a thin layer over one library
-call: ``image`` (convolve, pool, kernels) and ``nn`` (train-tiny, predict, featuremaps)."""
+call: ``image`` (convolve, pool, kernels) and ``nn`` (train-tiny, predict, featuremaps), loaded when they run."""
 
-from . import image, nn  # noqa: F401 - importing them registers their commands on the group
 from .base import cli
 
 

@@ -19,8 +19,37 @@ from .. import __version__
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# Each command's module, attribute and one-line help: the group lists them without importing any (``--help``
+# costs no more than importing click), and imports only the module of the command that runs.
+COMMANDS = {
+    "convolve": ("image", "convolve", "Filter images with one or more kernels and write the results."),
+    "featuremaps": ("nn", "featuremaps_command", "Draw what a network, or a bank of kernels, sees in images."),
+    "kernels": ("image", "kernels_command", "List the named kernels, or print one as a matrix."),
+    "pool": ("image", "pool", "Downsample images with max, average or min pooling."),
+    "predict": ("nn", "predict", "Classify images with a trained model."),
+    "train-tiny": ("nn", "train_tiny", "Train a small CNN from scratch on a folder of labelled images."),
+}
+
+
 class Group(click.Group):
-    """A group whose errors are one line, ``cnnfilter: error: ...``, with Click's exit codes."""
+    """A group whose errors are one line, ``cnnfilter: error: ...``, with Click's exit codes, and whose commands
+    load when they run (:data:`COMMANDS`)."""
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            importlib.import_module(f"{__package__}.{COMMANDS[cmd_name][0]}")  # registers its commands
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2] if name in COMMANDS else self.commands[name].get_short_help_str())
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
