@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import re
 import stat
-import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +146,7 @@ _TEMP = re.compile(r"^\..{0,32}\.([0-9a-f]{8})-(\d+)-[a-z0-9_]+" + re.escape(TAG
 
 
 def _key(name: str) -> str:
-    return hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    return f"{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}"
 
 
 def _temp_prefix(name: str) -> str:
@@ -223,7 +222,7 @@ def atomic_file(target):
     path = Path(target)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TAG, dir=folder)
+        fd, tmp = _create_temporary(folder, _temp_prefix(path.name))
     except OSError as exc:
         raise WriteError(f"cannot write {quoted(path)}: {_why(exc)}") from None
     try:
@@ -236,6 +235,19 @@ def atomic_file(target):
         if isinstance(exc, OSError):
             raise WriteError(f"cannot write {quoted(path)}: {_why(exc)}") from None
         raise
+
+
+def _create_temporary(folder: Path, prefix: str) -> tuple[int, str]:
+    """A new file ``folder/PREFIX<random>.cnnf.part`` created exclusively (mode 0o600, as mkstemp makes it), as
+    ``(descriptor, path)``: tempfile's rule without importing tempfile (4 ms of a one-off command)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = os.path.join(folder, prefix + os.urandom(6).hex() + TAG)
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {quoted(folder)}")
 
 
 @functools.cache
