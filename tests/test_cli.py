@@ -339,3 +339,14 @@ def test_group_help_lists_commands_without_loading_them():
     ctx = click.Context(cli)
     for name, (_, _, short) in COMMANDS.items():
         assert cli.get_command(ctx, name).get_short_help_str(limit=200) == short
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists every sub-package (setuptools installs only those named): a regular pip install has the
+    CLI package too, not only an editable one."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "cnnfilter").rglob("__init__.py")}
+    assert found <= listed
