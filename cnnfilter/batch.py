@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -32,8 +31,7 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One input file and where it sits relative to the argument it came from (kept under ``-o DIR``)."""
 
     path: Path
@@ -266,8 +264,7 @@ def output_path(src: Source, *, out_dir: Path | None, template: str, label: str,
     return target
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """What became of one input: ``status`` is ``done``, ``skipped`` (output exists), ``failed``, or ``ignored`` (a
     result of an earlier run, found in an input folder)."""
 
@@ -278,8 +275,7 @@ class Result:
     usage: bool = False  # failed because the command line contradicts itself (an output that is an input)
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     source: Path
     target: Path
 
@@ -342,8 +338,7 @@ def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool
     return Job(src.path, dst)
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What a command that writes one image per input was asked: its inputs (files, folders, globs, or ``-``),
     the ``label`` that names outputs (``sharpen``, ``max2``), where outputs go and how they are named, what may be
     replaced, and the other files it reads (kernel files) or writes (``raw``)."""
@@ -559,8 +554,7 @@ class Runner(Protocol):
             fail_fast: bool = False) -> Iterator[Result]: ...
 
 
-@dataclass(frozen=True)
-class InProcess:
+class InProcess(NamedTuple):
     """One job after another in this process."""
 
     settings: Settings = Settings()
@@ -574,8 +568,7 @@ class InProcess:
                     return
 
 
-@dataclass(frozen=True)
-class ProcessPool:
+class ProcessPool(NamedTuple):
     """``processes`` worker processes, started once per batch (so each loads the compiled loops at most once),
     each under ``settings`` with one numba thread."""
 
