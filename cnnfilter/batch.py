@@ -537,12 +537,16 @@ class Settings(NamedTuple):
             config.ENGINE = old
 
 
-def engine_for(jobs: int, processes: int) -> str:
-    """``compiled`` when each worker has enough images to repay loading numba (``config.COMPILED_MIN_JOBS``),
-    else ``auto`` (the numpy engine for small images, as a one-off command)."""
+def engine_for(jobs: int, processes: int, *, exact: bool = False) -> str:
+    """``compiled`` when each worker has enough images to repay loading numba (``config.COMPILED_MIN_JOBS``, or
+    ``COMPILED_MIN_JOBS_EXACT`` for integer kernels, which numpy filters almost as fast), else ``auto`` (the numpy
+    engine for small images, as a one-off command); ``config.ENGINE`` when the user set it."""
     from . import config
 
-    return "compiled" if jobs >= config.COMPILED_MIN_JOBS * max(processes, 1) else "auto"
+    if config.ENGINE != "auto":
+        return config.ENGINE
+    per_worker = config.COMPILED_MIN_JOBS_EXACT if exact else config.COMPILED_MIN_JOBS
+    return "compiled" if jobs >= per_worker * max(processes, 1) else "auto"
 
 
 class Runner(Protocol):

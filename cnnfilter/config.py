@@ -5,6 +5,7 @@ show the figures behind them. Change them for a process, never another module's 
 
 from __future__ import annotations
 
+import os
 import sys
 
 # The compiled ``auto`` rule (README, "Choosing the method").
@@ -22,8 +23,10 @@ NUMPY_FLOAT = True
 
 # "numpy": the numpy engine where it applies; "compiled": always the compiled loops (a batch whose workers each
 # have many images sets this: loading numba once is then cheaper than numpy's slower loops);
-# "auto": numpy unless numba is already loaded in this process.
-ENGINE = "auto"
+# "auto": numpy unless numba is already loaded in this process. CNNFILTER_ENGINE sets it for a whole run.
+ENGINE = os.environ.get("CNNFILTER_ENGINE", "auto").strip().lower()
+if ENGINE not in ("auto", "numpy", "compiled"):
+    ENGINE = "auto"
 
 
 def numpy_engine(pixels: int) -> bool:
@@ -32,5 +35,8 @@ def numpy_engine(pixels: int) -> bool:
         return False
     return ENGINE == "numpy" or "numba" not in sys.modules
 
-# A batch's workers use the compiled loops when each has at least this many images (batch.engine_for).
-COMPILED_MIN_JOBS = 300
+# A batch's workers use the compiled loops when each has at least this many images (batch.engine_for): loading
+# numba costs a worker about 0.5 s, which integer kernels (exact in int16 numpy, about 3 ms for a 1024x768 photo
+# against 2 ms compiled) repay after some 300 photos and float kernels and pooling (numpy 5-9 ms) after some 60.
+COMPILED_MIN_JOBS = 60
+COMPILED_MIN_JOBS_EXACT = 300

@@ -112,7 +112,8 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -
         warn(f"-j {jobs} is more than {processes} (4 per core); using {processes}")
     budget = (max_memory or default_memory()) // max(processes, 1)
     count = sum(isinstance(j, batch.Job) for j in plan.items)
-    settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes))
+    exact = getattr(getattr(work, "keywords", {}).get("spec"), "exact", False)
+    settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes, exact=exact))
     results = batch.ProcessPool(processes, settings).run(plan.items, work, fail_fast=fail_fast)
     counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
