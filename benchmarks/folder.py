@@ -7,8 +7,9 @@ Each tool runs as a subprocess 3 times (outputs deleted between runs, so each ru
 reported as images/s, with the ratio cnnfilter img/s / tool img/s and the total output MiB. Printed first: the CPU,
 core count and library versions; then the two tables, the target checks with PASS/FAIL (cnnfilter/OpenCV >= 1.5,
 cnnfilter/mogrify >= 3, cnnfilter/floor >= 0.75, output size within 10 % of OpenCV's; PNG cnnfilter/OpenCV >= 1.0),
-and a per-image cost breakdown (ms) of cnnfilter's library path (decode, filter, encode) on 20 of the JPEGs next to
-Pillow's decode + encode. A tool that fails is reported and its checks print SKIP.
+and a per-image cost breakdown (ms) of a batch worker's work on 40 of the JPEGs: Pillow's decode and encode,
+cnnfilter's filter (rounding in the same pass), what cnnfilter adds around the codec, and the whole command's cost
+per image and core beyond that. A tool that fails is reported and its checks print SKIP.
 """
 
 from __future__ import annotations
@@ -109,38 +110,56 @@ def machine() -> None:
     print(f"# Pillow {PIL.__version__}, OpenCV {cv}, numpy {np.__version__}, {im}")
 
 
-def breakdown(files: list[Path], tmp: Path) -> None:
-    """ms per image for cnnfilter's decode / filter / encode, and Pillow's decode + encode, in this process."""
+def breakdown(files: list[Path], tmp: Path, per_image: float | None, jobs: int) -> None:
+    """ms per image of a batch worker's work, in this process as a worker runs it (the numpy engine, freed
+    memory kept): Pillow's decode and encode, cnnfilter's filter (rounding in the same pass), and what cnnfilter
+    adds around the codec when reading and writing; then what the whole command cost per image and core beyond
+    that (start-up, planning, workers, messages)."""
     try:
-        from PIL import Image, JpegImagePlugin
+        from PIL import Image
 
+        from cnnfilter import batch, config
         from cnnfilter.io import read_picture, write_picture
-        from cnnfilter.ops import filter_picture
+        from cnnfilter.kernels import resolve_kernel
+        from cnnfilter.ops import FilterSpec, apply
 
-        kernel = np.array(SHARPEN, np.float32)
-        write_picture(filter_picture(read_picture(files[0]), [kernel], border="reflect"), tmp / "warm.jpg")
-        t_dec = t_fil = t_enc = t_pil = 0.0
+        batch.reuse_freed_memory()
+        config.ENGINE = "auto"
+        spec = FilterSpec((resolve_kernel("sharpen")[1],), border="reflect")
+        write_picture(apply(spec, read_picture(files[0])), tmp / "warm.jpg")
+        t = dict.fromkeys(("decode", "read", "filter", "encode", "write"), 0.0)
         for f in files:
             t0 = time.perf_counter()
-            pic = read_picture(f)
-            t1 = time.perf_counter()
-            result = filter_picture(pic, [kernel], border="reflect")
-            t2 = time.perf_counter()
-            write_picture(result, tmp / f.name)
-            t3 = time.perf_counter()
             im = Image.open(f)
             im.load()
-            im.save(tmp / ("pil-" + f.name), "JPEG", qtables=im.quantization,
-                    subsampling=JpegImagePlugin.get_sampling(im))
+            t1 = time.perf_counter()
+            im.save(tmp / ("pil-" + f.name), "JPEG", qtables=im.quantization, subsampling=2)
+            t2 = time.perf_counter()
+            pic = read_picture(f)
+            t3 = time.perf_counter()
+            result = apply(spec, pic)
             t4 = time.perf_counter()
-            t_dec, t_fil, t_enc, t_pil = t_dec + t1 - t0, t_fil + t2 - t1, t_enc + t3 - t2, t_pil + t4 - t3
+            write_picture(result, tmp / f.name)
+            t5 = time.perf_counter()
+            for k, v in (("decode", t1 - t0), ("encode", t2 - t1), ("read", t3 - t2), ("filter", t4 - t3),
+                         ("write", t5 - t4)):
+                t[k] += v
         n = len(files) / 1e3
-        print(f"# per-image cost, cnnfilter library path, {len(files)} JPEGs, one process (ms/image)")
-        for label, t in (("decode read_picture", t_dec), ("filter filter_picture", t_fil),
-                         ("encode write_picture", t_enc), ("total", t_dec + t_fil + t_enc),
-                         ("Pillow decode+encode (same tables, no filter)", t_pil)):
-            print(f"  {label:<46} {t / n:7.2f}")
-    except Exception as exc:  # noqa: BLE001 - the library API may be mid-refactor; report, don't crash
+        ms = {k: v / n for k, v in t.items()}
+        rows = [("decode (Pillow)", ms["decode"]), ("filter + round (cnnfilter, one pass)", ms["filter"]),
+                ("encode (Pillow, the input's tables)", ms["encode"]),
+                ("reading around the codec (file, checks, EXIF)", ms["read"] - ms["decode"]),
+                ("writing around the codec (temporary, rename)", ms["write"] - ms["encode"])]
+        total = ms["read"] + ms["filter"] + ms["write"]
+        print(f"# per-image cost of a worker, {len(files)} JPEGs, one process (ms/image)")
+        for label, v in rows:
+            print(f"  {label:<46} {v:7.2f}")
+        print(f"  {'total in a worker':<46} {total:7.2f}")
+        if per_image:
+            whole = per_image * jobs * 1e3
+            print(f"  {'whole command, per image and core':<46} {whole:7.2f}  (the rest, {whole - total:.2f}: "
+                  "start-up, planning, workers, messages)")
+    except Exception as exc:  # noqa: BLE001 - report, don't crash the benchmark
         print(f"# per-image breakdown failed: {type(exc).__name__}: {exc}")
 
 
@@ -208,7 +227,8 @@ def main() -> None:
 
         tmp = work / "breakdown"
         tmp.mkdir()
-        breakdown(sorted((work / "in-jpg").iterdir())[:20], tmp)
+        rate = ips.get("jpg cnnfilter")
+        breakdown(sorted((work / "in-jpg").iterdir())[:40], tmp, 1 / rate if rate else None, args.jobs)
     finally:
         if args.keep:
             print(f"# work folder kept: {work}")

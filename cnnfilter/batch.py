@@ -179,10 +179,10 @@ def _safe_name(name: str) -> str:
     return safe_part(name) if name in ("", ".", "..") else clean(name)
 
 
-def _resolved(path: Path) -> Path | None:
+def _resolved(path: Path, resolver=None) -> Path | None:
     try:
-        return path.resolve()
-    except (OSError, RuntimeError):
+        return resolver(path) if resolver is not None else path.resolve()
+    except (OSError, RuntimeError, OutputError):
         return None
 
 
@@ -287,11 +287,13 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
     input of the batch, or another input's output. Every input is listed before any output is chosen. Anything that
     goes wrong for one entry (a symbolic link loop, a name too long) is that entry's failure. Temporaries left by
     killed runs next to each output are removed."""
-    from .outputs import OutputPolicy
+    from .outputs import OutputPolicy, Resolver
 
     sources = list(sources)
     paths = [s.path for s in sources if isinstance(s, Source)] + [Path(p) for p in other_inputs]
-    policy = OutputPolicy(overwrite=overwrite, input_files={r for r in map(_resolved, paths) if r is not None})
+    fast = Resolver()
+    policy = OutputPolicy(overwrite=overwrite, input_files={r for r in (_resolved(p, fast) for p in paths)
+                                                            if r is not None}, resolve=fast)
     planned = []
     for src in sources:
         if isinstance(src, Result):
@@ -313,7 +315,7 @@ def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path],
 
 def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool) -> Job | Result:
     """One entry through the output policy (the same rules as every other output of every command)."""
-    own = resolve(src.path)
+    own = policy.resolve(src.path)
     if in_place:
         if src.path.is_symlink():  # its target may lie anywhere: name the target itself
             return Result(src.path, own, "failed", "is a symbolic link; --in-place writes regular files only")
@@ -324,7 +326,7 @@ def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool
         policy.claimed[own] = f"the result of {quoted(src.path)}"
         return Job(src.path, own)
     dst = name_for(src)
-    key = resolve(dst)
+    key = policy.resolve(dst)
     if key == own:
         return Result(src.path, dst, "failed", "the output would overwrite the input; use --in-place to allow it",
                       usage=True)

@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,30 @@ def resolve(path) -> Path:
         raise OutputError(f"cannot use {quoted(path)}: {_why(exc)}") from None
 
 
+class Resolver:
+    """:func:`resolve` for many paths at once (a batch's inputs and outputs): each folder is resolved once and a
+    file's name appended to it, unless the name is itself a symbolic link (or ``.``/``..``), which is resolved in
+    full. Valid while the folders do not change: make one per planning, never keep one."""
+
+    def __init__(self):
+        self._folders: dict[str, Path] = {}
+
+    def __call__(self, path) -> Path:
+        p = Path(path)
+        name = p.name
+        try:
+            link = p.is_symlink()
+        except OSError as exc:
+            raise OutputError(f"cannot use {quoted(path)}: {_why(exc)}") from None
+        if name in ("", ".", "..") or link:
+            return resolve(p)
+        parent = str(p.parent)
+        folder = self._folders.get(parent)
+        if folder is None:
+            folder = self._folders[parent] = resolve(p.parent)
+        return folder / name
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, RuntimeError):
         return "a symbolic link loop"
@@ -62,6 +87,7 @@ class OutputPolicy:
     overwrite: bool = False
     input_files: set = field(default_factory=set)
     claimed: dict = field(default_factory=dict)  # resolved path -> what it is ("the model", "--plot", ...)
+    resolve: Callable[[object], Path] = resolve  # a Resolver while planning a batch
 
     def add_input(self, path) -> None:
         self.input_files.add(resolve(path))
@@ -70,7 +96,7 @@ class OutputPolicy:
                  exists_hint: str = "use --overwrite") -> OutputError | None:
         """The reason ``target`` may not be written, or None. Records nothing. ``new_folder``: a missing folder
         will be created (a batch's ``-o DIR`` tree)."""
-        path = resolve(target)
+        path = self.resolve(target)
         shown = quoted(target)
         if path in self.input_files:
             return OutputError(f"{what} {shown} is an input of this command; it would be overwritten", usage=True)
