@@ -110,3 +110,20 @@ def test_writable_folder_is_checked(tmp_path):
     with pytest.raises(OutputError, match="not writable"):
         OutputPolicy().claim(tmp_path / "ro" / "x.png")
     Path(tmp_path / "ro").chmod(0o755)
+
+
+def test_resolver_equals_path_resolve(tmp_path):
+    """Resolver (each folder resolved once) gives Path.resolve's answer for plain files, missing files, linked
+    files, files in linked folders and paths through '..'."""
+    from cnnfilter.outputs import Resolver
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.png").write_bytes(b"x")
+    (tmp_path / "linkdir").symlink_to(real)
+    (real / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    (tmp_path / "elsewhere.png").write_bytes(b"y")
+    r = Resolver()
+    for p in (real / "a.png", real / "missing.png", real / "link.png", tmp_path / "linkdir" / "a.png",
+              tmp_path / "linkdir" / ".." / "real" / "a.png", real / ".", real / ".."):
+        assert r(p) == p.resolve(), p
