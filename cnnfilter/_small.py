@@ -14,11 +14,18 @@ BLOCK_BYTES = 1 << 22  # rows are filtered in blocks of about this many accumula
 
 
 def correlate(img, k, out3, stride, dilation, pads, border, cval) -> None:
-    """The definition, one tap at a time over strided views of the numpy.pad'ed image, into ``out3``."""
+    """The float result into ``out3 (Ho, Wo, C)``: at stride 1 and dilation 1 by :func:`_blocks` (the same sums
+    as :func:`samples`), otherwise by the definition, one tap at a time over strided views of the numpy.pad'ed
+    image."""
+    x = img if img.ndim == 3 else img[:, :, None]
+    if stride == (1, 1) and dilation == (1, 1) and x.dtype.kind in "ui":
+        hi = int(np.iinfo(x.dtype).max)
+        for r0, A in _blocks(x, k, out3.shape[:2], pads, border, cval, hi):
+            np.copyto(out3[r0 : r0 + A.shape[0]].reshape(A.shape), A, casting="unsafe")
+        return
     sh, sw = stride
     dh, dw = dilation
     top, bottom, left, right = pads
-    x = img if img.ndim == 3 else img[:, :, None]
     extra = {"constant_values": cval} if border == "constant" else {}
     p = np.pad(x.astype(out3.dtype), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
     Ho, Wo = out3.shape[:2]
@@ -53,25 +60,39 @@ def _finish_float(v: np.ndarray, post: int, bias: float, hi: int) -> None:
 def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, cval: float, post: int,
             bias: float, hi: int) -> None:
     """Stride 1, dilation 1: ``x3 (H, W, S)`` (8- or 16-bit, any strides) correlated with ``k`` straight into
-    stored samples ``out3 (Ho, Wo, S)``, every lane filtered (the caller overwrites lanes it does not want).
-
-    Rows go in blocks that stay in cache; each tap is one multiply-add over a block. Integer kernels accumulate
-    in int16 or int32 when every sum fits (exact, as the compiled loops under the same 2**24 condition); rank-1
-    float kernels (gaussian) take two 1-D passes; others accumulate in float32.
-    """
-    H, W, S = x3.shape
-    top, bottom, left, right = pads
-    Ho, Wo = out3.shape[:2]
+    stored samples ``out3 (Ho, Wo, S)``, every lane filtered (the caller overwrites lanes it does not want), block
+    by block (:func:`_blocks`), each block finished (bias, output range, rounding, clipping) while in cache."""
+    Ho, Wo, S = out3.shape
+    o2 = out3.reshape(Ho, Wo * S)
     acc_type = _accumulator(k, cval, hi)
     int_finish = acc_type != np.float32 and float(bias) == round(float(bias)) and (
         max(hi, abs(cval)) * float(np.abs(k).sum()) + abs(float(bias)) + hi + 1 < np.iinfo(acc_type).max)
+    for r0, A in _blocks(x3, k, (Ho, Wo), pads, border, cval, hi):
+        m = A.shape[0]
+        if int_finish:
+            _finish_int(A, post, bias, hi, o2[r0 : r0 + m])
+        else:
+            A = A if A.dtype == np.float32 else A.astype(np.float32)
+            _finish_float(A, post, bias, hi)
+            np.copyto(o2[r0 : r0 + m], A, casting="unsafe")
+
+
+def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float, hi: int):
+    """Yield ``(first row, block)``: the stride-1 correlation of ``x3 (H, W, S)`` with ``k`` in blocks of rows
+    ``(m, Wo*S)`` that stay in cache (one buffer, reused: use each block before the next). Integer kernels
+    accumulate in int16 or int32 when every sum fits (exact, as the compiled loops under the same 2**24
+    condition), rank-1 float kernels (gaussian) in two 1-D passes, others tap by tap in float32; each tap is one
+    multiply-add over the block."""
+    Ho, Wo = shape
+    S = x3.shape[2]
+    top, bottom, left, right = pads
+    acc_type = _accumulator(k, cval, hi)
     pad_type = x3.dtype if (border != "constant" or (cval == int(cval) and 0 <= cval <= hi)) else acc_type
     extra = {"constant_values": cval} if border == "constant" else {}
     p = np.pad(x3.astype(pad_type, copy=False), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
     p2 = p.reshape(p.shape[0], -1)
     n = Wo * S
     rows = max(1, BLOCK_BYTES // (4 * n))
-    o2 = out3.reshape(Ho, n)
     factors = _rank1(k) if acc_type == np.float32 and min(k.shape) > 1 else None  # float kernels only: an
     # integer kernel's factors would not be exact
     acc = np.empty((rows, n), acc_type)
@@ -90,12 +111,7 @@ def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, 
             _taps(A, [(a, 0, u[a]) for a in range(len(u)) if u[a]], h, 0, n, acc_type, row_step=1)
         else:
             _taps(A, taps, p2[r0 : r0 + m + k.shape[0] - 1], S, n, acc_type, scratch=tmp[:m])
-        if int_finish:
-            _finish_int(A, post, bias, hi, o2[r0 : r0 + m])
-        else:
-            A = A if acc_type == np.float32 else A.astype(np.float32)
-            _finish_float(A, post, bias, hi)
-            np.copyto(o2[r0 : r0 + m], A, casting="unsafe")
+        yield r0, A
 
 
 def _taps(A, taps, src, S, n, acc_type, *, scratch=None, row_step=1) -> None:

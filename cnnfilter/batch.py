@@ -521,7 +521,7 @@ class Settings(NamedTuple):
 
     max_pixels: int | None = None
     max_memory: int | None = None
-    engine: str = "auto"
+    engine: str | None = None  # None: leave config.ENGINE as it is (CNNFILTER_ENGINE, or auto)
 
     @contextlib.contextmanager
     def applied(self):
@@ -531,7 +531,7 @@ class Settings(NamedTuple):
 
         reuse_freed_memory()
         old = config.ENGINE
-        config.ENGINE = self.engine
+        config.ENGINE = self.engine or old
         try:
             with pixel_limit(self.max_pixels), memory_limit(self.max_memory):
                 yield
@@ -776,7 +776,7 @@ def worker_init(settings: Settings, threads: int | None) -> None:
     from . import config, limits
 
     reuse_freed_memory()
-    config.ENGINE = settings.engine
+    config.ENGINE = settings.engine or config.ENGINE
     limits.set_memory_limit(settings.max_memory)
     if settings.max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = settings.max_pixels

@@ -207,7 +207,9 @@ def correlate_samples(image, kernel, samples: Samples, *, channels: int | None =
     kd = np.ascontiguousarray(g.k, dtype)
     lanes = _lanes(img, S) if img.dtype in (np.dtype(np.uint8), np.dtype(np.uint16)) else None
     compiled = not (method == "auto" and _numpy_engine(img, kd, H * W, g.cval))
-    if compiled and method in ("auto", "direct") and _unrolled(kd, g) and lanes is not None:
+    # the fused loop where the float path would take the unrolled direct loop (the same choice, so the same sums)
+    if compiled and lanes is not None and _unrolled(kd, g) and method in ("auto", "direct") and (
+            method == "direct" or _choose(method, kd, g.stride, H * W)[0] == "direct"):
         limits.check_work(float(kd.size) * Ho * Wo * C, g.what)
         from . import _loops
 

@@ -444,6 +444,8 @@ def test_samples_equal_filtering_into_float_then_rounding(engine, lanes, depth, 
         k = rng.normal(size=(size, size)).astype(np.float32)
         if trial % 2:
             k = np.round(k * 3)
+        if trial % 6 == 5:  # rank 1: the float path takes the separable loop at 5x5, so must the samples
+            k = np.outer(rng.normal(size=size), rng.normal(size=size)).astype(np.float32)
         border = BORDERS[trial % len(BORDERS)]
         output_range = ["clip", "abs", "offset"][trial % 3]
         bias = [0.0, 2.5, -10.0, 7.0][trial % 4]
