@@ -19,8 +19,7 @@ def correlate(img, k, out3, stride, dilation, pads, border, cval) -> None:
     image."""
     x = img if img.ndim == 3 else img[:, :, None]
     if stride == (1, 1) and dilation == (1, 1) and x.dtype.kind in "ui":
-        hi = int(np.iinfo(x.dtype).max)
-        for r0, A in _blocks(x, k, out3.shape[:2], pads, border, cval, hi):
+        for r0, A in _blocks(x, k, out3.shape[:2], pads, border, cval):
             np.copyto(out3[r0 : r0 + A.shape[0]].reshape(A.shape), A, casting="unsafe")
         return
     sh, sw = stride
@@ -64,10 +63,10 @@ def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, 
     by block (:func:`_blocks`), each block finished (bias, output range, rounding, clipping) while in cache."""
     Ho, Wo, S = out3.shape
     o2 = out3.reshape(Ho, Wo * S)
-    acc_type = _accumulator(k, cval, hi)
+    acc_type = _accumulator(k, cval, x3.dtype)
     int_finish = acc_type != np.float32 and float(bias) == round(float(bias)) and (
-        max(hi, abs(cval)) * float(np.abs(k).sum()) + abs(float(bias)) + hi + 1 < np.iinfo(acc_type).max)
-    for r0, A in _blocks(x3, k, (Ho, Wo), pads, border, cval, hi):
+        _bound(k, cval, x3.dtype) + abs(float(bias)) + hi + 1 < np.iinfo(acc_type).max)
+    for r0, A in _blocks(x3, k, (Ho, Wo), pads, border, cval):
         m = A.shape[0]
         if int_finish:
             _finish_int(A, post, bias, hi, o2[r0 : r0 + m])
@@ -77,7 +76,7 @@ def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, 
             np.copyto(o2[r0 : r0 + m], A, casting="unsafe")
 
 
-def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float, hi: int):
+def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float):
     """Yield ``(first row, block)``: the stride-1 correlation of ``x3 (H, W, S)`` with ``k`` in blocks of rows
     ``(m, Wo*S)`` that stay in cache (one buffer, reused: use each block before the next). Integer kernels
     accumulate in int16 or int32 when every sum fits (exact, as the compiled loops under the same 2**24
@@ -86,8 +85,10 @@ def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float
     Ho, Wo = shape
     S = x3.shape[2]
     top, bottom, left, right = pads
-    acc_type = _accumulator(k, cval, hi)
-    pad_type = x3.dtype if (border != "constant" or (cval == int(cval) and 0 <= cval <= hi)) else acc_type
+    acc_type = _accumulator(k, cval, x3.dtype)
+    info = np.iinfo(x3.dtype)
+    fits = cval == int(cval) and info.min <= cval <= info.max  # the constant held exactly by the image's type
+    pad_type = x3.dtype if (border != "constant" or fits) else (acc_type if acc_type != np.float32 else np.float32)
     extra = {"constant_values": cval} if border == "constant" else {}
     p = np.pad(x3.astype(pad_type, copy=False), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
     p2 = p.reshape(p.shape[0], -1)
@@ -150,15 +151,22 @@ def _finish_int(A: np.ndarray, post: int, bias: float, hi: int, out: np.ndarray)
     np.clip(A, 0, hi, out=out, casting="unsafe")
 
 
-def _accumulator(k: np.ndarray, cval: float, hi: int):
-    """int16 or int32 when the kernel and cval are integers and every sum fits (with room for a bias and
-    mid-grey) below 2**24, where the compiled loops' float32 sums are exact too; else float32."""
+def _bound(k: np.ndarray, cval: float, dtype) -> float:
+    """The largest magnitude any partial sum can reach: the image type's range (or cval) times sum |k|."""
+    info = np.iinfo(dtype)
+    return max(abs(int(info.min)), int(info.max), abs(cval)) * float(np.abs(k).sum())
+
+
+def _accumulator(k: np.ndarray, cval: float, dtype):
+    """int16 or int32 when the kernel and cval are integers and every sum over an image of ``dtype`` fits in it,
+    below 2**24, where the compiled loops' float32 sums are exact too; else float32. (A bias or mid-grey is added
+    in the accumulator only when the total still fits: see ``samples``.)"""
     if not (np.array_equal(k, np.round(k)) and cval == round(cval)):
         return np.float32
-    bound = max(hi, abs(cval)) * float(np.abs(k).sum())
+    bound = _bound(k, cval, dtype)
     if bound >= 2**24:
         return np.float32
-    return np.int16 if bound + 2 * (hi + 1) < 2**15 else np.int32
+    return np.int16 if bound < 2**15 else np.int32
 
 
 def _rank1(k: np.ndarray):

@@ -529,7 +529,6 @@ class Settings(NamedTuple):
         from . import config
         from .limits import memory_limit
 
-        reuse_freed_memory()
         old = config.ENGINE
         config.ENGINE = self.engine or old
         try:

@@ -235,20 +235,25 @@ _ArrowArray._fields_ = [
     ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p)]
 
 
+_CAPSULE_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))  # a prototype of our own: the shared pythonapi one is not changed
+
+
 def pillow_view(img: Image.Image) -> np.ndarray | None:
     """A read-only numpy view of a loaded L, RGB or RGBA image's own memory, without the copy ``np.asarray``
     makes (``tobytes`` packs RGB to 3 bytes, ~3 ms for a 1024x768 photo, more than decoding it): ``(H, W)`` for
     L, ``(H, W, 4)`` for RGB (the 4th byte is padding) and RGBA. None when Pillow cannot export it (before
-    Pillow 11.2, or an image larger than one memory block). The view keeps the image's memory alive."""
-    if not hasattr(img, "__arrow_c_array__") or img.mode not in ("L", "RGB", "RGBA"):
+    Pillow 11.2, an image larger than one memory block, rows not evenly spaced) or when the image is a memory map
+    of its file (an uncompressed PPM or TIFF opened by name), which a later write to the file would change. The
+    view keeps the image's memory alive; copy it to edit."""
+    if not hasattr(img, "__arrow_c_array__") or img.mode not in ("L", "RGB", "RGBA") or getattr(img, "readonly", 0):
         return None
     try:
         _schema, capsule = img.__arrow_c_array__()
+        address = _CAPSULE_POINTER(capsule, b"arrow_array")
     except (ValueError, OSError, TypeError, AttributeError):  # rows not in one block: no single buffer to share
         return None
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    head = ctypes.cast(get(capsule, b"arrow_array"), ctypes.POINTER(_ArrowArray)).contents
+    head = ctypes.cast(address, ctypes.POINTER(_ArrowArray)).contents
     bands = 1 if img.mode == "L" else 4
     data = head if head.n_children == 0 else head.children[0].contents
     width, height = img.size

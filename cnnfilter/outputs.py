@@ -204,8 +204,8 @@ def remove_stale(targets) -> int:
     targets = [Path(targets)] if isinstance(targets, (str, os.PathLike)) else [Path(t) for t in targets]
     by_folder: dict[Path, set[str]] = {}
     for t in targets:
-        by_folder.setdefault(t.parent, set()).add(_key(t.name))
-    return sum(_unlink(stale_temporaries(folder, keys)) for folder, keys in by_folder.items())
+        by_folder.setdefault(t.parent, set()).add(t.name)
+    return sum(_unlink(stale_temporaries(folder, names)) for folder, names in by_folder.items())
 
 
 def remove_stale_in(folder) -> int:
@@ -213,19 +213,30 @@ def remove_stale_in(folder) -> int:
     return _unlink(stale_temporaries(folder))
 
 
-def stale_temporaries(folder, keys: set[str] | None = None) -> list[Path]:
-    """The temporaries in ``folder`` (of the targets whose name hashes are ``keys``, or all) whose writer process
-    is gone."""
+def stale_temporaries(folder, names: set[str] | None = None) -> list[Path]:
+    """The temporaries in ``folder`` (of the targets named ``names``, or all) whose writer process is gone."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return []
+    keys = None if names is None else {_key(n) for n in names}
     out = []
     for entry in entries:
         m = _TEMP.match(entry.name)
-        if m and (keys is None or m.group(1) in keys) and not _alive(int(m.group(2))):
-            out.append(Path(entry.path))
+        if not m or _alive(int(m.group(2))):
+            continue
+        if keys is not None and m.group(1) not in keys:
+            keys |= _legacy_keys(names)  # a temporary of a version that hashed names with blake2b
+            if m.group(1) not in keys:
+                continue
+        out.append(Path(entry.path))
     return out
+
+
+def _legacy_keys(names) -> set[str]:
+    import hashlib
+
+    return {hashlib.blake2b(n.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest() for n in names}
 
 
 def _unlink(paths: list[Path]) -> int:

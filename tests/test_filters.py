@@ -475,3 +475,28 @@ def test_samples_read_strided_pillow_layout(rng):
         correlate_samples(view, k, Samples(12))
     with pytest.raises(ValueError, match="channels 5 must be between 1 and 3"):
         correlate_samples(view, k, Samples(8), channels=5)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+def test_samples_of_another_depth_and_out_of_range_cval(engine, rng, monkeypatch):
+    """16-bit images into 8-bit samples and back, with a cval the image's type cannot hold (300 in uint8, -5,
+    70000 in uint16) or a fractional one: the accumulator and the padding follow the input's range, so nothing
+    wraps or overflows."""
+    from cnnfilter import config
+    from cnnfilter.filters import Samples, correlate_samples
+    from cnnfilter.io import to_depth
+    from cnnfilter.ops import map_output
+
+    monkeypatch.setattr(config, "ENGINE", engine)
+    for trial in range(60):
+        dtype = (np.uint8, np.uint16)[trial % 2]
+        depth = (8, 16)[trial // 2 % 2]
+        x = rng.integers(0, np.iinfo(dtype).max + 1, (15, 17, 3)).astype(dtype)
+        k = np.round(rng.normal(size=(3, 3)) * 3) if trial % 3 else rng.normal(size=(3, 3))
+        cval = (0.0, 300.0, -5.0, 2.5, 70000.0)[trial % 5]
+        bias = (0.0, 0.5, -3.0)[trial % 3]
+        output_range = ("clip", "abs", "offset")[trial % 3]
+        got = correlate_samples(x, k, Samples(depth, output_range, bias), border="constant", cval=cval)
+        ref = correlate2d(x, k, border="constant", cval=cval)
+        ref = to_depth(map_output(ref + bias if bias else ref, output_range, depth), depth)
+        np.testing.assert_array_equal(got, ref)

@@ -114,7 +114,9 @@ def test_pillow_view_shares_pillow_memory_read_only(mode, rng):
 
     bands = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
     arr = rng.integers(0, 256, (13, 9, bands) if bands > 1 else (13, 9)).astype(np.uint8)
-    img = Image.fromarray(arr, mode)
+    shared = Image.fromarray(arr)  # shares numpy's memory (read-only to Pillow): not exported
+    assert shared.mode == mode and pillow_view(shared) is None
+    img = shared.copy()
     view = pillow_view(img)
     if view is None:
         pytest.skip("this Pillow has no Arrow export")

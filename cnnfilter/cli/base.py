@@ -39,10 +39,14 @@ class Group(click.Group):
         return sorted({*self.commands, *COMMANDS})
 
     def get_command(self, ctx, cmd_name):
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
+        if cmd_name not in self.commands:
             import importlib
 
-            importlib.import_module(f"{__package__}.{COMMANDS[cmd_name][0]}")  # registers its commands
+            # the command's module registers it; an unknown name loads them all, so that Click's "Did you
+            # mean" has every command to choose from
+            modules = [COMMANDS[cmd_name][0]] if cmd_name in COMMANDS else sorted({m for m, _, _ in COMMANDS.values()})
+            for module in modules:
+                importlib.import_module(f"{__package__}.{module}")
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx, formatter):
