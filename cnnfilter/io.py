@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -448,15 +449,17 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
     if target == "-" and fmt is None:
         fmt = _writable(pic.info.get("format")) or "PNG"
     name = check_target(target, fmt)
-    px, alpha = _samples(pic) if pic.depth == 16 else (None, None)
-    if (name == "PNG" and px is not None and px.dtype == np.uint16 and (px.ndim == 3 or alpha is not None)
-            and (alpha is None or alpha.dtype == np.uint16)):
-        level = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
+    px, alpha = _samples(pic) if pic.depth in (8, 16) and name == "PNG" else (None, None)
+    if px is not None and px.dtype.kind == "u" and (alpha is None or alpha.dtype == px.dtype):
+        # PNG by cnnfilter's own encoder (Pillow would write 16-bit colour as 8 bits, and is 3x slower at level 1)
         dpi = pic.info.get("dpi")
-        extra = {"icc_profile": pic.info.get("icc_profile"), "dpi": dpi if dpi and _sane_dpi(dpi) else None}
+        extra = {"icc_profile": pic.info.get("icc_profile"), "dpi": dpi if dpi and _sane_dpi(dpi) else None,
+                 "exif": pic.info.get("exif")}
+        level = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
+        strategy = zlib.Z_RLE if level == 1 else zlib.Z_DEFAULT_STRATEGY  # level 1: fast, as OpenCV's default
 
-        def encode(fh):  # 16-bit RGB, RGBA or grey + alpha: Pillow would write 8 bits
-            _png.write_png16(fh, px, alpha, compress_level=level, **extra)
+        def encode(fh):
+            _png.write_png(fh, px, alpha, compress_level=level, strategy=strategy, **extra)
     else:
         img = to_image(pic, name)
 
@@ -481,6 +484,8 @@ def write_picture(pic: Picture, target, *, fmt: str | None = None, quality: int 
 
 # PNG zlib level: 1 encodes 2.7-4.2x faster than Pillow's default 6 for 15-18 % larger files on photographs
 # (samples/ at 3x, one run); encoding, not filtering, dominates a batch. OpenCV's imwrite also defaults to 1.
+# cnnfilter's own encoder writes 8- and 16-bit PNGs (filter Up; at level 1 zlib's RLE strategy, OpenCV's default):
+# 1024x768 photographs in 21 ms instead of Pillow's 70 ms at level 1, and 8 % smaller (one run).
 PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 90
 

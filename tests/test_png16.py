@@ -333,3 +333,35 @@ def test_large_image_unfilters_with_every_filter(rng):
     _png.write_png16(buf, arr[:, :, :3], arr[:, :, 3], compress_level=0)
     px, alpha, _ = _png.read_png16(buf.getvalue())
     np.testing.assert_array_equal(np.dstack([px, alpha]), arr)
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4])
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_eight_bit_png_round_trips_through_pillow_and_opencv(bands, level, rng, tmp_path):
+    """write_png writes 8-bit grey, grey + alpha, RGB and RGBA that Pillow and OpenCV read back exactly, at every
+    level (1: zlib's run-length strategy), with the ICC profile, DPI and EXIF; pixels may be a view of 4-byte
+    pixels (Pillow's RGB memory)."""
+    from PIL import Image
+
+    arr = rng.integers(0, 256, (37, 23, 4)).astype(np.uint8)
+    px = arr[:, :, 0] if bands <= 2 else arr[:, :, :3]  # a strided view for colour
+    alpha = arr[:, :, 3] if bands in (2, 4) else None
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    path = tmp_path / "o.png"
+    with open(path, "wb") as fh:
+        _png.write_png(fh, px, alpha, compress_level=level, strategy=zlib.Z_RLE if level == 1 else zlib.Z_DEFAULT_STRATEGY,
+                       icc_profile=b"\0" * 128, dpi=(300, 300), exif=exif.tobytes())
+    img = Image.open(path)
+    want = px if alpha is None else np.dstack([px, alpha])
+    assert img.mode == {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[bands]
+    np.testing.assert_array_equal(np.asarray(img), want)
+    assert img.info["icc_profile"] == b"\0" * 128 and round(img.info["dpi"][0]) == 300
+    assert img.getexif()[0x010F] == "TestCam"
+    cv2 = pytest.importorskip("cv2")
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if bands == 2:  # OpenCV reads grey + alpha as BGRA
+        back = back[:, :, [0, 3]]
+    elif bands >= 3:
+        back = back[:, :, [2, 1, 0, 3][: back.shape[2]]]
+    np.testing.assert_array_equal(back, want)

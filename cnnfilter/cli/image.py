@@ -29,7 +29,8 @@ def output_options(fn):
         click.option("--quality", type=click.IntRange(1, 100), metavar="1-100",
                      help="JPEG/WebP quality [default: a JPEG input's own tables, else 90]."),
         click.option("--compress-level", type=click.IntRange(0, 9), metavar="0-9",
-                     help="PNG compression [default: 1, fast; Pillow's own default is 6]."),
+                     help="PNG zlib level [default: 1, fast (run-length, as OpenCV); 6 is Pillow's default, 9 the "
+                          "smallest]."),
         click.option("--raw", type=click.Path(dir_okay=False), metavar="PATH",
                      help="Also write the unrounded float32 result (.npy, .npz, or .tif for greyscale)."),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
