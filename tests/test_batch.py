@@ -324,3 +324,23 @@ def test_outputs_keep_the_inputs_format_exif_and_jpeg_tables(tmp_path, rng):
     assert res.exit_code == 2 and "--quality is for JPEG and WebP outputs" in res.stderr
     res = CliRunner().invoke(cli, ["convolve", "-", "-k", "box", "-o", "-"], input=(src / "a.jpg").read_bytes())
     assert res.exit_code == 0 and res.stdout_bytes[:3] == b"\xff\xd8\xff"
+
+
+def test_engine_for_a_batch(monkeypatch):
+    """A worker loads the compiled loops only when it has enough images to repay loading numba (fewer needed for
+    float kernels, which numpy filters slowly); CNNFILTER_ENGINE (config.ENGINE) overrides; Settings without an
+    engine leave the setting as it is."""
+    from cnnfilter import batch, config
+
+    monkeypatch.setattr(config, "ENGINE", "auto")
+    assert batch.engine_for(200, 2, exact=True) == "auto"
+    assert batch.engine_for(200, 2) == "compiled"
+    assert batch.engine_for(config.COMPILED_MIN_JOBS_EXACT * 2, 2, exact=True) == "compiled"
+    assert batch.engine_for(10, 1) == "auto"
+    monkeypatch.setattr(config, "ENGINE", "numpy")
+    assert batch.engine_for(10**6, 2) == "numpy"
+    with batch.Settings().applied():
+        assert config.ENGINE == "numpy"
+    with batch.Settings(engine="compiled").applied():
+        assert config.ENGINE == "compiled"
+    assert config.ENGINE == "numpy"
