@@ -196,27 +196,24 @@ def correlate_small(x, k, out, S, C, top, left, mode, cval, scratch, post, bias,
     Ho = out.shape[0]
     Wo = out.shape[1] // S
     r0, r1, c0, c1 = _interior_rect(H, W, kh, kh, Ho, Wo, top, left)
+    if extra and (Ho != H or Wo != W):
+        extra = 2  # no pixel of the input lies under each output pixel: opaque
     nchunks = scratch.shape[0]
     for t in prange(nchunks):
         acc = scratch[t]
         for i in range((t * Ho) // nchunks, ((t + 1) * Ho) // nchunks):
-            inside = i >= r0 and i < r1
-            if inside:
+            if i >= r0 and i < r1:  # the unrolled interior, then the border columns
                 m = (c1 - c0) * S
                 if kh == 3:
                     _row3x3(x, k, acc[c0 * S:], S, i - top, (c0 - left) * S, m)
                 else:
                     _row5x5(x, k, acc[c0 * S:], S, i - top, (c0 - left) * S, m)
-            if inside:  # the border columns only
                 _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, 0, c0)
                 _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, c1, Wo)
             else:
                 _border_pixels(x, k, acc, S, C, i - top, left, mode, cval, 0, Wo)
             _finish_row(acc, out[i], Wo * S, post, bias, hi)
-            if Ho == H and Wo == W:
-                _other_lanes(x[i], out[i], S, C, Wo, extra, hi)
-            else:
-                _other_lanes(out[i], out[i], S, C, Wo, 2 if extra else 0, hi)
+            _other_lanes(x[min(i, H - 1)], out[i], S, C, Wo, extra, hi)
 
 
 @njit(parallel=True, cache=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import rank1_factors
+
 BLOCK_BYTES = 1 << 22  # rows are filtered in blocks of about this many accumulator bytes (measured best: 4-8 MiB)
 
 
@@ -88,14 +90,14 @@ def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float
     acc_type = _accumulator(k, cval, x3.dtype)
     info = np.iinfo(x3.dtype)
     fits = cval == int(cval) and info.min <= cval <= info.max  # the constant held exactly by the image's type
-    pad_type = x3.dtype if (border != "constant" or fits) else (acc_type if acc_type != np.float32 else np.float32)
+    pad_type = x3.dtype if (border != "constant" or fits) else acc_type
     extra = {"constant_values": cval} if border == "constant" else {}
     p = np.pad(x3.astype(pad_type, copy=False), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
     p2 = p.reshape(p.shape[0], -1)
     n = Wo * S
     rows = max(1, BLOCK_BYTES // (4 * n))
-    factors = _rank1(k) if acc_type == np.float32 and min(k.shape) > 1 else None  # float kernels only: an
-    # integer kernel's factors would not be exact
+    # float kernels only: an integer kernel's factors would not be exact
+    factors = rank1_factors(k.astype(np.float32)) if acc_type == np.float32 and min(k.shape) > 1 else None
     acc = np.empty((rows, n), acc_type)
     tmp = np.empty((rows + k.shape[0] - 1, n), acc_type)
     taps = [(a, b, k[a, b]) for a in range(k.shape[0]) for b in range(k.shape[1]) if k[a, b]]
@@ -167,18 +169,6 @@ def _accumulator(k: np.ndarray, cval: float, dtype):
     if bound >= 2**24:
         return np.float32
     return np.int16 if bound < 2**15 else np.int32
-
-
-def _rank1(k: np.ndarray):
-    """``(u, v)`` with ``outer(u, v) == k`` to float32 precision, or None."""
-    k64 = k.astype(np.float64)
-    if not k64.any():
-        return None
-    U, s, Vt = np.linalg.svd(k64)
-    u, v = U[:, 0] * np.sqrt(s[0]), Vt[0] * np.sqrt(s[0])
-    if np.abs(np.outer(u, v) - k64).max() > 1e-7 * np.abs(k64).max():
-        return None
-    return u.astype(np.float32), v.astype(np.float32)
 
 
 def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, top: int, left: int, hend: int,

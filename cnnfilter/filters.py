@@ -11,10 +11,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _args, config, limits
-from .kernels import validate_kernel
+from .kernels import rank1_factors, validate_kernel
 
 METHODS = ("auto", "direct", "separable", "fft")
-
 
 
 def correlate2d(image, kernel, *, stride=1, padding="same", dilation=1, border="constant", cval=0.0,
@@ -127,21 +126,34 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     return res
 
 
+def _path(img, kd: np.ndarray, g: _Geometry, method: str):
+    """``(path, rank-1 factors or None)``: ``numpy`` (the small-image engine), ``fft``, ``separable``, ``unrolled``
+    (3x3/5x5 at stride 1) or ``direct``, by the documented rules. The float result and the stored samples choose
+    here, so both add the same sums."""
+    H, W = img.shape[:2]
+    if method == "auto" and _numpy_engine(img, kd, H * W, g.cval):
+        return "numpy", None
+    chosen, factors = _choose(method, kd, g.stride, H * W)
+    if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
+        chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
+    if chosen == "direct" and _unrolled(kd, g):
+        chosen = "unrolled"
+    return chosen, factors
+
+
 def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) -> None:
-    """The float result of ``g`` over ``img`` into ``res3 (Ho, Wo, C)``, by the engine the rules choose."""
+    """The float result of ``g`` over ``img`` into ``res3 (Ho, Wo, C)``, by the path :func:`_path` chooses."""
     H, W = img.shape[:2]
     C = res3.shape[2]
     Ho, Wo = g.shape
     kd = np.ascontiguousarray(g.k, dtype)
     (sh, sw), (dh, dw), (top, bottom, left, right) = g.stride, g.dilation, g.pads
-    if method == "auto" and _numpy_engine(img, kd, H * W, g.cval):
+    chosen, factors = _path(img, kd, g, method)
+    if chosen == "numpy":
         from . import _small
 
         _small.correlate(img, kd, res3, g.stride, g.dilation, g.pads, border, g.cval)
         return
-    chosen, factors = _choose(method, kd, g.stride, H * W)
-    if chosen == "fft" and method == "auto" and img.dtype.kind == "f" and not np.isfinite(img).all():
-        chosen = "direct"  # an FFT would spread one NaN or inf over its whole tile; direct keeps it local
     if chosen != "fft":
         taps = (kd.shape[0] + kd.shape[1]) if chosen == "separable" else kd.size
         limits.check_work(float(taps) * Ho * Wo * C, g.what)
@@ -155,7 +167,7 @@ def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) 
         return
     from . import _loops
 
-    if chosen == "direct" and _unrolled(kd, g):
+    if chosen == "unrolled":
         # the unrolled loops read 8- and 16-bit samples as they are: converting a photo to float first would
         # cost more memory traffic than the filter itself
         keep = img.dtype in (np.dtype(np.uint8), np.dtype(np.uint16))  # native byte order only
@@ -185,8 +197,8 @@ def correlate_samples(image, kernel, samples: Samples, *, channels: int | None =
 
     ``image`` is ``(H, W)`` or ``(H, W, S)`` of which the first ``channels`` (default all) are filtered; the other
     lanes (alpha, or Pillow's padding byte) are copied from the same pixel when the size is unchanged, else set
-    to full scale; with ``others`` False they are left undefined (a padding byte nobody reads). ``image`` may be a view with pixels ``S`` samples apart (Pillow's own 4-byte RGB buffer).
-    Returns ``uint8`` (``samples.depth`` 8) or ``uint16`` (16) of shape ``(Ho, Wo)`` or ``(Ho, Wo, S)``.
+    to full scale; with ``others`` False they are left undefined (a padding byte nobody reads). ``image`` may be
+    a view with pixels ``S`` samples apart (Pillow's own 4-byte RGB buffer). Returns ``uint8`` (``samples.depth`` 8) or ``uint16`` (16) of shape ``(Ho, Wo)`` or ``(Ho, Wo, S)``.
     """
     img = _args.as_image(image)
     if samples.depth not in (8, 16) or samples.output_range not in POSTS:
@@ -206,10 +218,9 @@ def correlate_samples(image, kernel, samples: Samples, *, channels: int | None =
     post, bias = POSTS[samples.output_range], float(samples.bias)
     kd = np.ascontiguousarray(g.k, dtype)
     lanes = _lanes(img, S) if img.dtype in (np.dtype(np.uint8), np.dtype(np.uint16)) else None
-    compiled = not (method == "auto" and _numpy_engine(img, kd, H * W, g.cval))
-    # the fused loop where the float path would take the unrolled direct loop (the same choice, so the same sums)
-    if compiled and lanes is not None and _unrolled(kd, g) and method in ("auto", "direct") and (
-            method == "direct" or _choose(method, kd, g.stride, H * W)[0] == "direct"):
+    chosen, _ = _path(img, kd, g, method)
+    compiled = chosen != "numpy"
+    if chosen == "unrolled" and lanes is not None:  # fused: no float image at all
         limits.check_work(float(kd.size) * Ho * Wo * C, g.what)
         from . import _loops
 
@@ -275,7 +286,7 @@ def _choose(method: str, k: np.ndarray, stride, pixels: int):
     """``(path, rank-1 factors or None)`` by the documented ``auto`` rule, or as asked."""
     taps = k.size
     if method == "separable":
-        factors = _rank1(k)
+        factors = rank1_factors(k)
         if factors is None:
             msg = "method 'separable' needs a rank-1 kernel (an outer product of a column and a row)"
             raise ValueError(msg)
@@ -283,26 +294,12 @@ def _choose(method: str, k: np.ndarray, stride, pixels: int):
     if method != "auto":
         return method, None
     if taps >= config.SEPARABLE_MIN_TAPS and min(k.shape) > 1:
-        factors = _rank1(k)
+        factors = rank1_factors(k)
         if factors is not None:
             return "separable", factors
     if taps >= config.FFT_MIN_TAPS and stride == (1, 1) and pixels >= config.FFT_MIN_PIXELS:
         return "fft", None
     return "direct", None
-
-
-def _rank1(k: np.ndarray):
-    """``(u, v)`` with ``outer(u, v) == k`` to float32 precision, or None when ``k`` is not rank 1."""
-    k64 = k.astype(np.float64)
-    if not k64.any():
-        return np.zeros(k.shape[0], k.dtype), np.zeros(k.shape[1], k.dtype)
-    U, s, Vt = np.linalg.svd(k64)
-    u = U[:, 0] * np.sqrt(s[0])
-    v = Vt[0] * np.sqrt(s[0])
-    err = np.abs(np.outer(u, v) - k64).max()
-    if err > (1e-7 if k.dtype == np.float32 else 1e-14) * np.abs(k64).max():
-        return None
-    return np.ascontiguousarray(u, k.dtype), np.ascontiguousarray(v, k.dtype)
 
 
 def _chunks(rows: int) -> int:

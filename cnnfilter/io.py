@@ -268,7 +268,7 @@ def pillow_view(img: Image.Image) -> np.ndarray | None:
     return view
 
 
-def lanes_image(lanes: np.ndarray, alpha: bool) -> Image.Image:
+def _lanes_image(lanes: np.ndarray, alpha: bool) -> Image.Image:
     """An RGBA (``alpha``) or RGBX Pillow image sharing the memory of a C-contiguous ``(H, W, 4)`` uint8 array."""
     mode = "RGBA" if alpha else "RGBX"
     return Image.frombuffer(mode, (lanes.shape[1], lanes.shape[0]), lanes, "raw", mode, 0, 1)
@@ -389,7 +389,7 @@ def _samples(pic: Picture) -> tuple[np.ndarray, np.ndarray | None]:
     return px, alpha
 
 
-def _to8(values: np.ndarray) -> np.ndarray:
+def to8(values: np.ndarray) -> np.ndarray:
     """16-bit samples to 8-bit, to the nearest (65535 -> 255; x / 257 is never a tie)."""
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
@@ -397,11 +397,11 @@ def _to8(values: np.ndarray) -> np.ndarray:
 def to_image(pic: Picture, fmt: str) -> Image.Image:
     """A Pillow image for ``pic``, in a mode ``fmt`` can store: alpha dropped for JPEG; 16-bit greyscale kept for
     PNG/TIFF; other 16-bit images rounded to 8-bit, as Pillow has no 16-bit colour or grey + alpha mode (it also
-    reads 16-bit colour TIFFs as 8-bit). write_picture writes 16-bit colour PNGs itself, without this."""
-    px, alpha = _samples(pic)
+    reads 16-bit colour TIFFs as 8-bit). write_picture writes 8- and 16-bit PNGs itself, without this."""
     if own_lanes(pic):  # Pillow's own layout, shared: no packing copy
-        img = lanes_image(pic.lanes, pic.alpha is not None and fmt not in ("JPEG", "BMP", "PPM"))
+        img = _lanes_image(pic.lanes, pic.alpha is not None and fmt not in ("JPEG", "BMP", "PPM"))
         return img if fmt in ("JPEG", "WEBP") or img.mode == "RGBA" else img.convert("RGB")
+    px, alpha = _samples(pic)
     if pic.depth == 32:
         if fmt == "TIFF" and px.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(px, np.float32))  # mode F
@@ -410,8 +410,8 @@ def to_image(pic: Picture, fmt: str) -> Image.Image:
     if px.dtype == np.uint16:
         if px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
             return Image.fromarray(np.ascontiguousarray(px))  # mode I;16
-        px = _to8(px)
-        alpha = None if alpha is None else _to8(alpha)
+        px = to8(px)
+        alpha = None if alpha is None else to8(alpha)
     if fmt in ("JPEG", "BMP", "PPM") or alpha is None:
         return Image.fromarray(np.ascontiguousarray(px))  # L or RGB from the shape
     return Image.fromarray(np.ascontiguousarray(np.dstack([px, alpha])))  # LA or RGBA

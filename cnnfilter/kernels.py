@@ -616,3 +616,18 @@ def describe_kernel(name: str, **params) -> str:
         width = max(len(c) for row in cells for c in row)
         out += [" ".join(c.rjust(width) for c in row) for row in cells]
     return "\n".join(out)
+
+
+def rank1_factors(k: np.ndarray):
+    """``(u, v)`` with ``outer(u, v) == k`` to ``k``'s precision (float32 or float64), or None when ``k`` is not
+    rank 1: a kernel the separable paths filter as a column pass and a row pass (Gaussian, box)."""
+    k64 = k.astype(np.float64)
+    if not k64.any():
+        return np.zeros(k.shape[0], k.dtype), np.zeros(k.shape[1], k.dtype)
+    U, s, Vt = np.linalg.svd(k64)
+    u = U[:, 0] * np.sqrt(s[0])
+    v = Vt[0] * np.sqrt(s[0])
+    err = np.abs(np.outer(u, v) - k64).max()
+    if err > (1e-7 if k.dtype == np.float32 else 1e-14) * np.abs(k64).max():
+        return None
+    return np.ascontiguousarray(u, k.dtype), np.ascontiguousarray(v, k.dtype)

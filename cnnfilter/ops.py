@@ -97,8 +97,7 @@ class FilterSpec:
             msg = f"depth {self.depth!r} is not 8 or 16"
             raise ValueError(msg)
         parse_bias(self.bias, 16)
-        if self.alpha == "filter" and any(isinstance(k, Magnitude) or abs(float(np.sum(k))) <= 1e-9 *
-                                          float(np.abs(k).max()) for k in self.steps):
+        if self.alpha == "filter" and any(isinstance(k, Magnitude) or _sums_to_zero(k) for k in self.steps):
             msg = ("--alpha filter weights colour by alpha, which needs kernels that keep it (smoothing, sum not 0); "
                    "use --alpha keep with edge and derivative kernels")
             raise ValueError(msg)
@@ -193,12 +192,10 @@ def _filter_samples(spec: FilterSpec, pic: Picture) -> Picture:
     if own_lanes(pic):
         out = correlate_samples(pic.lanes, spec.steps[0], samples, channels=3, others=pic.alpha is not None,
                                 **options)
-        alpha = None
-        if pic.alpha is not None:
-            alpha = out[:, :, 3] if out.shape[:2] == pic.alpha.shape else _alpha_for(spec, pic, out.shape[:2])
-            out[:, :, 3] = alpha
-            alpha = out[:, :, 3]
-        return Picture(out[:, :, :3], alpha, pic.depth, dict(pic.info), lanes=out)
+        if pic.alpha is not None and out.shape[:2] != pic.alpha.shape:  # sampled at each window's anchor
+            out[:, :, 3] = _alpha_for(spec, pic, out.shape[:2])
+        return Picture(out[:, :, :3], None if pic.alpha is None else out[:, :, 3], pic.depth, dict(pic.info),
+                       lanes=out)
     out = correlate_samples(pic.pixels, spec.steps[0], samples, **options)
     return Picture(out, _alpha_for(spec, pic, out.shape[:2]), pic.depth, dict(pic.info))
 
@@ -222,14 +219,13 @@ def _redepth(pic: Picture, depth: int) -> Picture:
     if pic.depth not in (8, 16):
         msg = f"depth {depth} applies to 8- and 16-bit images; this one holds float samples"
         raise ValueError(msg)
-    from .io import to_depth
+    from .io import to8, to_depth
 
     def convert(a):
         if a is None:
             return None
         a = to_depth(a, pic.depth) if a.dtype.kind != "u" else a
-        return a.astype(np.uint16) * np.uint16(257) if depth == 16 else ((a.astype(np.uint32) + 128) // 257).astype(
-            np.uint8)
+        return a.astype(np.uint16) * np.uint16(257) if depth == 16 else to8(a)
 
     return Picture(convert(pic.pixels), convert(pic.alpha), depth, dict(pic.info))
 
@@ -243,8 +239,12 @@ def default_output_range(kernels) -> str:
     """``abs`` when the last kernel sums to 0 (edge and derivative kernels: responses of both signs), else
     ``clip``."""
     last = kernels[-1]
-    zero_sum = not isinstance(last, Magnitude) and abs(last.sum()) <= 1e-9 * np.abs(last).max()
-    return "abs" if zero_sum else "clip"
+    return "abs" if not isinstance(last, Magnitude) and _sums_to_zero(last) else "clip"
+
+
+def _sums_to_zero(k: np.ndarray) -> bool:
+    """An edge or derivative kernel: its sum is 0 to within rounding of its largest weight."""
+    return abs(float(np.sum(k))) <= 1e-9 * float(np.abs(k).max())
 
 
 def _filter_premultiplied(pic: Picture, spec: FilterSpec) -> Picture:
@@ -328,12 +328,8 @@ def process_file(source, target, *, spec: FilterSpec | PoolSpec, save: SaveSpec 
     from .io import read_picture
 
     pic = _readable_in_place(read_picture(source), source, target)
-    if raw is None:
-        _write(apply(spec, pic), target, save=save, raw=None)
-        return
-    if isinstance(spec, PoolSpec):
-        result = apply(spec, pic)
-        _write(result, target, save=save, raw=raw)
+    if raw is None or isinstance(spec, PoolSpec):  # a pooled result is float already: raw is the result
+        _write(apply(spec, pic), target, save=save, raw=raw)
         return
     # --raw is the response before --output-range ("clip" maps nothing, and a float result is not rounded); the
     # image is mapped from it

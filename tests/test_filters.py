@@ -366,7 +366,7 @@ def test_cval_must_fit_the_result_dtype():
 
 def test_near_rank1_kernel_is_not_factored(rng):
     """A rank-1 kernel plus a 1% bump is not rank 1: auto must not take the separable path."""
-    from cnnfilter.filters import _rank1
+    from cnnfilter.kernels import rank1_factors as _rank1
 
     k = np.outer(rng.normal(size=5), rng.normal(size=5))
     k[2, 2] += 0.01 * np.abs(k).max()

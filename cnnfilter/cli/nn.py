@@ -12,16 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .base import CONTEXT, ProgressBar, call, cli, image_size
-
-def _bytes(text: str) -> int:
-    from ..limits import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
-
+from .base import CONTEXT, ProgressBar, call, cli, image_size, size_option
 
 def _threads(jobs: int | None) -> None:
     if jobs is None:
@@ -66,7 +57,7 @@ def _err() -> object:
 @click.option("--plot", "plot_path", metavar="PNG", help="Draw the loss and accuracy curves to this PNG.")
 @click.option("--checkpoint", is_flag=True, help="Keep the best epoch by validation accuracy (written as it "
               "improves) instead of the last one.")
-@click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE",
+@click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE", callback=size_option,
               help="Refuse a dataset whose float32 array would be larger (the network's memory is checked too).")
 @click.option("--max-pixels", type=click.IntRange(1), metavar="N",
               help="Skip images with more pixels (decompression bombs) [default: Pillow's limit, 89478485].")
@@ -118,7 +109,6 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     for opt, extra in (("--log", log_path), ("--plot", plot_path)):
         if extra:
             call(lambda o=opt, e=extra: policy.claim(e, o))
-    max_bytes = _bytes(max_memory)
     hw = image_size(size)
     if arch is not None:
         call(lambda: nn.parse(arch))  # a typo fails before the data is read
@@ -129,7 +119,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
 
     with pixel_limit(max_pixels):
         prep = call(lambda: nn.prepare(data, channels=int(channels), size=hw, val_split=val_split,
-                                       val=val_dir, seed=seed, max_memory=max_bytes))
+                                       val=val_dir, seed=seed, max_memory=max_memory))
     for path, why in prep.skipped:
         click.echo(f"cnnfilter: warning: skipped {str(path)!r}: {printable(why)}", err=True)
     C, H, W = prep.input_shape
@@ -137,7 +127,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     rng = np.random.default_rng(seed)
     from ..limits import memory_limit
 
-    with memory_limit(max(max_bytes - prep.x.nbytes - (0 if prep.x_val is None else prep.x_val.nbytes), 0) // 2):
+    with memory_limit(max(max_memory - prep.x.nbytes - (0 if prep.x_val is None else prep.x_val.nbytes), 0) // 2):
         net = call(lambda: nn.build(arch, prep.input_shape, len(prep.classes), rng=rng))
     n_val = 0 if prep.y_val is None else len(prep.y_val)
     say(f"data: {prep.total} images in {len(prep.classes)} classes, {C}x{H}x{W}; train {len(prep.y)}, "
@@ -448,7 +438,8 @@ def _evaluate(mdl, folder, as_json) -> None:
 @click.option("--weights", "all_weights", is_flag=True, help="Draw every convolution's filters, not only the first's.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for images in sub-folders too.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in DIR.")
-@click.option("--max-memory", metavar="SIZE", help="Refuse an image whose maps or montages would need more "
+@click.option("--max-memory", metavar="SIZE", callback=size_option,
+              help="Refuse an image whose maps or montages would need more "
               "[default: half the RAM; CNNFILTER_MAX_MEMORY].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
@@ -514,8 +505,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     err = _err()
     from ..limits import memory_limit
 
-    budget = None if max_memory is None else _bytes(max_memory)
-    with ProgressBar(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(budget):
+    with ProgressBar(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(max_memory):
         for src in sources:
             path = getattr(src, "path", None)
             if getattr(src, "status", None) == "failed":
