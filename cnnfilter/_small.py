@@ -12,7 +12,7 @@ import numpy as np
 
 from .kernels import rank1_factors
 
-BLOCK_BYTES = 1 << 22  # rows are filtered in blocks of about this many accumulator bytes (measured best: 4-8 MiB)
+BLOCK_BYTES = 1 << 20  # rows are filtered in blocks of about this many accumulator bytes (measured best: 1-2 MiB)
 
 
 def correlate(img, k, out3, stride, dilation, pads, border, cval) -> None:
@@ -27,8 +27,10 @@ def correlate(img, k, out3, stride, dilation, pads, border, cval) -> None:
     sh, sw = stride
     dh, dw = dilation
     top, bottom, left, right = pads
-    extra = {"constant_values": cval} if border == "constant" else {}
-    p = np.pad(x.astype(out3.dtype), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
+    H, W, S = x.shape
+    rows = top + H + bottom
+    p = _Padded(x, pads, border, cval, np.empty((rows, (left + W + right) * S), out3.dtype)).rows(0, rows)
+    p = p.reshape(rows, -1, S)
     Ho, Wo = out3.shape[:2]
     out3[...] = 0
     for a in range(k.shape[0]):
@@ -80,65 +82,123 @@ def samples(x3: np.ndarray, k: np.ndarray, out3: np.ndarray, pads, border: str, 
 
 def _blocks(x3: np.ndarray, k: np.ndarray, shape, pads, border: str, cval: float):
     """Yield ``(first row, block)``: the stride-1 correlation of ``x3 (H, W, S)`` with ``k`` in blocks of rows
-    ``(m, Wo*S)`` that stay in cache (one buffer, reused: use each block before the next). Integer kernels
-    accumulate in int16 or int32 when every sum fits (exact, as the compiled loops under the same 2**24
-    condition), rank-1 float kernels (gaussian) in two 1-D passes, others tap by tap in float32; each tap is one
-    multiply-add over the block."""
+    ``(m, Wo*S)`` that stay in cache (one buffer, reused: use each block before the next). Each block's rows are
+    first copied, padded as ``numpy.pad(mode=border)`` would pad them (:class:`_Padded`), into the accumulator's
+    type, so that every
+    tap is one multiply-add between arrays of one type. Integer kernels accumulate in int16 or int32 when every
+    sum fits (exact, as the compiled loops under the same 2**24 condition), rank-1 float kernels (gaussian) in two
+    1-D passes, others tap by tap in float32."""
     Ho, Wo = shape
     S = x3.shape[2]
-    top, bottom, left, right = pads
+    kh, kw = k.shape
     acc_type = _accumulator(k, cval, x3.dtype)
-    info = np.iinfo(x3.dtype)
-    fits = cval == int(cval) and info.min <= cval <= info.max  # the constant held exactly by the image's type
-    pad_type = x3.dtype if (border != "constant" or fits) else acc_type
-    extra = {"constant_values": cval} if border == "constant" else {}
-    p = np.pad(x3.astype(pad_type, copy=False), ((top, bottom), (left, right), (0, 0)), mode=border, **extra)
-    p2 = p.reshape(p.shape[0], -1)
     n = Wo * S
-    rows = max(1, BLOCK_BYTES // (4 * n))
+    rows = max(1, BLOCK_BYTES // (np.dtype(acc_type).itemsize * n))
     # float kernels only: an integer kernel's factors would not be exact
     factors = rank1_factors(k.astype(np.float32)) if acc_type == np.float32 and min(k.shape) > 1 else None
     acc = np.empty((rows, n), acc_type)
-    tmp = np.empty((rows + k.shape[0] - 1, n), acc_type)
-    taps = [(a, b, k[a, b]) for a in range(k.shape[0]) for b in range(k.shape[1]) if k[a, b]]
+    tmp = np.empty((rows + kh - 1, n), acc_type)  # the separable pass's rows, or a tap's product
+    scratch = np.empty((rows + kh - 1, n), acc_type) if factors is not None else None
+    padded = _Padded(x3, pads, border, cval, np.empty((rows + kh - 1, (Wo + kw - 1) * S), acc_type))
+    taps = [(a, b, k[a, b]) for a in range(kh) for b in range(kw) if k[a, b]]
     if acc_type != np.float32:  # exact sums in any order: a tap of weight other than +-1 first (it sets the
         # accumulator by one multiply), so that every +-1 tap after it is a single add or subtract
         taps.sort(key=lambda t: abs(t[2]) == 1)
     for r0 in range(0, Ho, rows):
         m = min(rows, Ho - r0)
         A = acc[:m]
+        p2 = padded.rows(r0, m + kh - 1)
         if factors is not None:
             u, v = factors
             h = tmp[: m + len(u) - 1]
-            _taps(h, [(0, b, v[b]) for b in range(len(v)) if v[b]], p2[r0 : r0 + len(h)], S, n, acc_type)
-            _taps(A, [(a, 0, u[a]) for a in range(len(u)) if u[a]], h, 0, n, acc_type, row_step=1)
+            _taps(h, [(0, b, v[b]) for b in range(len(v)) if v[b]], p2, S, n, acc_type, scratch=scratch[: len(h)])
+            _taps(A, [(a, 0, u[a]) for a in range(len(u)) if u[a]], h, 0, n, acc_type, scratch=scratch[:m])
         else:
-            _taps(A, taps, p2[r0 : r0 + m + k.shape[0] - 1], S, n, acc_type, scratch=tmp[:m])
+            _taps(A, taps, p2, S, n, acc_type, scratch=tmp[:m])
         yield r0, A
 
 
-def _taps(A, taps, src, S, n, acc_type, *, scratch=None, row_step=1) -> None:
+class _Padded:
+    """Rows of ``x3 (H, W, S)`` padded by ``pads (top, bottom, left, right)`` as ``numpy.pad(mode=border,
+    constant_values=cval)`` pads them, made on demand into ``buffer`` (a 2-D array of the padded width times S,
+    in the accumulator's type): the whole padded image is never made."""
+
+    def __init__(self, x3, pads, border, cval, buffer):
+        H, W, S = x3.shape
+        top, bottom, left, right = pads
+        self.x3, self.top, self.left, self.cval, self.buffer = x3, top, left, cval, buffer
+        self.row_of = source_index(H, top, bottom, border)
+        self.col_of = source_index(W, left, right, border)
+
+    def rows(self, first: int, count: int) -> np.ndarray:
+        """Padded rows ``first .. first+count-1`` as ``(count, padded width * S)``."""
+        x3, top, left = self.x3, self.top, self.left
+        H, W, S = x3.shape
+        P = self.buffer[:count]
+        P3 = P.reshape(count, -1, S)
+        inner = P3[:, left : left + W]
+        lo, hi = max(first, top), min(first + count, top + H)
+        if lo < hi:  # the image's own rows, in one copy
+            np.copyto(inner[lo - first : hi - first], x3[lo - top : hi - top], casting="unsafe")
+        for r in (*range(min(lo, first + count) - first), *range(max(hi, first) - first, count)):
+            src = self.row_of[first + r]  # a row above or below the image
+            if src < 0:
+                inner[r] = self.cval
+            else:
+                np.copyto(inner[r], x3[src], casting="unsafe")
+        for j in (*range(left), *range(left + W, P3.shape[1])):  # a column left or right of it, from the
+            src = self.col_of[j]  # padded rows' own samples
+            if src < 0:
+                P3[:, j] = self.cval
+            else:
+                P3[:, j] = P3[:, left + src]
+        return P
+
+
+def source_index(n: int, before: int, after: int, border: str) -> np.ndarray:
+    """Which of ``n`` samples each of the ``before + n + after`` padded ones is, as ``numpy.pad(np.arange(n),
+    (before, after), mode=border)`` gives it (-1: ``constant``'s value), without importing numpy.pad (about
+    20 ms of a one-off command's start-up: it imports numpy.linalg)."""
+    i = np.arange(-before, n + after)
+    if border == "constant":
+        return np.where((i >= 0) & (i < n), i, -1)
+    if border == "edge":
+        return np.clip(i, 0, n - 1)
+    if border == "wrap":
+        return i % n
+    if border == "reflect":  # mirrored about the end samples: period 2n - 2
+        if n == 1:
+            return np.zeros_like(i)
+        j = i % (2 * n - 2)
+        return np.where(j < n, j, 2 * n - 2 - j)
+    if border == "symmetric":  # mirrored about the ends: period 2n
+        j = i % (2 * n)
+        return np.where(j < n, j, 2 * n - 1 - j)
+    msg = f"unknown border {border!r}"
+    raise ValueError(msg)
+
+
+def _taps(A, taps, src, S, n, acc_type, *, scratch) -> None:
     """``A = sum over taps (a, b, w) of w * src[a : a + rows, b*S : b*S + n]``, one multiply-add per tap."""
     m = A.shape[0]
     if not taps:
         A[...] = 0
         return
     for i, (a, b, w) in enumerate(taps):
-        v = src[a * row_step : a * row_step + m, b * S : b * S + n]
+        v = src[a : a + m, b * S : b * S + n]
         if acc_type == np.float32:
             w = np.float32(w)
         else:
             w = acc_type(int(w))
         if i == 0:
-            np.multiply(v, w, out=A, casting="unsafe")
+            np.multiply(v, w, out=A)
         elif w == 1:
-            np.add(A, v, out=A, casting="unsafe")
+            np.add(A, v, out=A)
         elif w == -1:
-            np.subtract(A, v, out=A, casting="unsafe")
+            np.subtract(A, v, out=A)
         else:
-            t = scratch if scratch is not None else np.empty_like(A)
-            np.multiply(v, w, out=t, casting="unsafe")
-            A += t
+            np.multiply(v, w, out=scratch)
+            A += scratch
 
 
 def _finish_int(A: np.ndarray, post: int, bias: float, hi: int, out: np.ndarray) -> None:
@@ -150,7 +210,8 @@ def _finish_int(A: np.ndarray, post: int, bias: float, hi: int, out: np.ndarray)
         np.abs(A, out=A)
     elif post == 2:
         A += A.dtype.type((hi + 1) // 2)
-    np.clip(A, 0, hi, out=out, casting="unsafe")
+    np.clip(A, 0, hi, out=A)
+    np.copyto(out, A, casting="unsafe")
 
 
 def _bound(k: np.ndarray, cval: float, dtype) -> float:
@@ -183,7 +244,8 @@ def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, t
     bottom = max(0, (Ho - 1) * sh + kh - top - H)
     right = max(0, (Wo - 1) * sw + kw - left - W)
     fill = {0: -np.inf, 1: 0.0, 2: np.inf}[mode]
-    p = np.pad(x3.astype(dtype, copy=False), ((top, bottom), (left, right), (0, 0)), constant_values=fill)
+    p = np.full((top + H + bottom, left + W + right, x3.shape[2]), fill, dtype)
+    p[top : top + H, left : left + W] = x3
     acc = None
     for a in range(kh):
         for b in range(kw):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import _png
 from .limits import MAX_JPEG_SCANS, LimitError, check_memory, max_stdin, open_regular, printable, read_capped
@@ -188,6 +188,8 @@ def read_picture(source) -> Picture:
         try:
             exif = img.getexif()
             if exif.get(0x0112, 1) != 1:  # only an oriented image needs the (copying) transpose
+                from PIL import ImageOps  # about 2 ms of start-up that an upright image does not need
+
                 img = ImageOps.exif_transpose(img)
                 exif[0x0112] = 1  # applied: the output is upright
         except Exception as exc:  # noqa: BLE001 - EXIF Pillow cannot parse: ignored, as a viewer would

@@ -397,6 +397,41 @@ def test_numpy_engine_is_bit_identical_for_integer_kernels(k_shape, border, rng,
             np.testing.assert_array_equal(by_numpy, naive.correlate(img, k, stride, padding, dilation, border, 2.0))
 
 
+@pytest.mark.parametrize("border", BORDERS)
+def test_source_index_is_numpy_pad(border):
+    """The numpy engine's own padding map equals numpy.pad's, pads far wider than the image included."""
+    from cnnfilter._small import source_index
+
+    extra = {"constant_values": -1} if border == "constant" else {}
+    for n in range(1, 9):
+        for before in range(0, 19, 3):
+            for after in (0, 1, 2, 7, 18):
+                ref = np.pad(np.arange(n), (before, after), mode=border, **extra)
+                np.testing.assert_array_equal(source_index(n, before, after, border), ref)
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("block_bytes", [1, 64, 1 << 22])
+def test_numpy_engine_pads_block_by_block_as_numpy_pad(border, block_bytes, rng, monkeypatch):
+    """The numpy engine pads each block of rows itself (never the whole image): blocks of one row up to the whole
+    image, pads wider than the image (a 9x9 kernel on 1x1 to 3x2 images, 'full' padding) and every border give
+    the definition's result, integer kernels to the bit."""
+    from cnnfilter import _small, config
+
+    monkeypatch.setattr(config, "ENGINE", "numpy")
+    monkeypatch.setattr(_small, "BLOCK_BYTES", block_bytes)
+    for shape in [(1, 1), (2, 3), (3, 2), (1, 7), (11, 4)]:
+        for k_shape in [(9, 9), (3, 5), (1, 3), (4, 1)]:
+            k = rng.integers(-4, 5, size=k_shape)
+            img = rng.integers(0, 256, size=(*shape, 4)).astype(np.uint8)
+            for padding in ("same", "full"):
+                got = correlate2d(img, k, padding=padding, border=border, cval=7.0)
+                ref = naive.correlate(img, k, padding=padding, border=border, cval=7.0)
+                np.testing.assert_array_equal(got, ref)
+            fk = k / 7.0
+            _close(correlate2d(img, fk, border=border, cval=7.0), naive.correlate(img, fk, border=border, cval=7.0))
+
+
 @pytest.mark.parametrize("k_shape", [(3, 3), (5, 5), (7, 7), (11, 11)])
 def test_numpy_engine_float_kernels_within_float32_rounding(k_shape, rng, monkeypatch):
     """Float kernels (blur, gaussian, log) on 8-bit images take the numpy engine too, within float32 rounding of
