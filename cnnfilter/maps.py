@@ -262,13 +262,23 @@ def layer_names(model) -> list[str]:
 
 
 def select_layers(model, layers) -> list[str]:
-    """Layer names from names or indices (``"conv1,relu1"``, ``"0,3"``, a list); None: every layer."""
+    """Layer names from names, indices or operator types (``"conv1,relu1"``, ``"0,3"``, ``"Conv,Relu"``, a list;
+    an ONNX model's node names too); None: every layer."""
     names = model.net.names
     if layers is None:
         return list(names)
     items = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
+    ops, nodes = {}, {}
+    for name, lay in zip(names, model.net.layers):
+        node = getattr(lay, "node", None)
+        ops.setdefault(node.op if node is not None else type(lay).__name__, []).append(name)
+        if node is not None and node.name:
+            nodes[node.name] = name
     out = []
     for item in items:
+        if isinstance(item, str) and item not in names and (item in ops or item in nodes):
+            out.extend(n for n in (ops.get(item) or [nodes[item]]) if n not in out)
+            continue
         if isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit()):
             i = int(item)
             if not -len(names) <= i < len(names):
@@ -278,7 +288,7 @@ def select_layers(model, layers) -> list[str]:
         elif item in names:
             out.append(item)
         else:
-            msg = f"unknown layer {item!r}; layers: {', '.join(names)}"
+            msg = f"unknown layer {item!r}; layers: {', '.join(names)}; operator types: {', '.join(ops)}"
             raise ValueError(msg)
     return out
 

@@ -350,3 +350,54 @@ def test_every_subpackage_is_installed():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "cnnfilter").rglob("__init__.py")}
     assert found <= listed
+
+
+@pytest.fixture
+def onnx_models(tmp_path, rng):
+    """LeNet and a ResNet-style net as .onnx files (the builders of test_onnxfile)."""
+    onnx = pytest.importorskip("onnx")
+    from .test_onnxfile import lenet, resnet
+
+    onnx.save(lenet(rng), tmp_path / "lenet.onnx")
+    onnx.save(resnet(rng), tmp_path / "resnet.onnx")
+    return tmp_path / "lenet.onnx", tmp_path / "resnet.onnx"
+
+
+def test_predict_and_featuremaps_take_onnx_models(run, onnx_models, photo, tmp_path):
+    lenet, resnet = onnx_models
+    digit = Path(__file__).parent.parent / "samples" / "digits" / "3" / "0003.png"
+    res = run("predict", lenet, digit, "--json")
+    assert res.exit_code == 0, res.output
+    import json
+
+    row = json.loads(res.output.splitlines()[0])
+    assert row["class"] in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    (tmp_path / "five.txt").write_text("a\nb\nc\nd\ne\n")
+    res = run("predict", resnet, photo, "--classes", tmp_path / "five.txt", "--mean", "imagenet", "--std",
+              "imagenet", "--channels", "bgr", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.splitlines()[0])["class"] in "abcde"
+    res = run("featuremaps", photo, "-m", resnet, "--layers", "Conv,b1.add", "-o", tmp_path / "maps", "-q")
+    assert res.exit_code == 0, res.output
+    drawn = sorted(p.name for p in (tmp_path / "maps" / "photo").glob("*.png") if not p.name.startswith(
+        ("input", "weights")))
+    assert drawn == sorted(f"{n}.png" for n in ["stem", "b0.c1", "b0.c2", "b1.c1", "b1.c2", "b1.proj", "b1.add"])
+    res = run("featuremaps", "-m", resnet, "--list-layers")
+    assert "Conv 3x3 3->8 s2" in res.output and "GlobalAveragePool" in res.output
+
+
+def test_onnx_options_are_checked(run, onnx_models, photo, tmp_path):
+    lenet, _ = onnx_models
+    res = run("predict", "digits", photo, "--mean", "imagenet")
+    assert res.exit_code == 2 and "only for ONNX models" in res.output
+    res = run("predict", lenet, photo, "--std", "0,1")
+    assert res.exit_code == 2 and "positive" in res.output
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    res = run("predict", lenet, photo, "--classes", tmp_path / "two.txt")
+    assert res.exit_code == 1 and "2 class names for 10 outputs" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = run("featuremaps", photo, "--input-size", "64x64")
+    assert res.exit_code == 2 and "need -m/--model" in res.output
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07" * 50)
+    res = run("predict", tmp_path / "bad.onnx", photo)
+    assert res.exit_code == 1 and "not an ONNX model" in res.output

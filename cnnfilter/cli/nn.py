@@ -256,16 +256,85 @@ class _Bar:
         return False
 
 
+_PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "none": ((0.0,), (1.0,))}
+
+
+def _channel_values(ctx, param, value):
+    """``--mean``/``--std``: numbers separated by commas (one, or one per channel), or a preset name."""
+    if value is None:
+        return None
+    key = value.strip().lower()
+    if key in _PRESETS:
+        return _PRESETS[key][0 if param.name == "mean" else 1]
+    try:
+        values = tuple(float(v) for v in key.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not numbers separated by commas, 'imagenet' or 'none'") from None
+    if not all(np.isfinite(values)) or (param.name == "std" and min(values) <= 0):
+        raise click.BadParameter(f"{value!r}: the values must be finite" + (" and positive" if param.name == "std"
+                                                                               else ""))
+    return values
+
+
+def _input_size(ctx, param, value):
+    try:
+        return image_size(value)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param=param) from None
+
+
+def model_options(f):
+    """The options that say how an ONNX model is fed (a .cnnf model carries its own)."""
+    options = [
+        click.option("--input-size", metavar="HxW", callback=_input_size,
+                     help="ONNX: the size to run a model whose height and width are symbolic at [default: 224x224]."),
+        click.option("--mean", metavar="M1,M2,M3|imagenet|none", callback=_channel_values,
+                     help="ONNX: per-channel mean in 0..1 units subtracted from the input "
+                          "[default: the model's metadata, else none]."),
+        click.option("--std", metavar="S1,S2,S3|imagenet|none", callback=_channel_values,
+                     help="ONNX: per-channel standard deviation the input is divided by "
+                          "[default: the model's metadata, else none]."),
+        click.option("--channels", type=click.Choice(("rgb", "bgr")),
+                     help="ONNX: the colour order the network was trained on [default: rgb]."),
+        click.option("--classes", "classes_file", metavar="FILE", type=click.Path(dir_okay=False),
+                     help="ONNX: class names, one per line [default: the model's metadata, else indices]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load_model(spec, input_size=None, mean=None, std=None, channels=None, classes_file=None):
+    """The model MODEL names (a .cnnf file, 'digits' or an .onnx file), fed as the ONNX options say."""
+    from .. import nn
+    from ..nn.onnxfile import is_onnx, read_classes
+
+    path = nn.resolve_model(spec)
+    given = [n for n, v in (("--input-size", input_size), ("--mean", mean), ("--std", std),
+                            ("--channels", channels), ("--classes", classes_file)) if v is not None]
+    if not is_onnx(path):
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for ONNX models; a cnnfilter model carries its own "
+                                   "input size, normalisation and classes")
+        return call(lambda: nn.load_model(path))
+    classes = _usage(lambda: read_classes(classes_file)) if classes_file is not None else None
+    mdl = call(lambda: nn.load_onnx(path, input_size=input_size, classes=classes, mean=mean, std=std))
+    mdl.channels = channels or "rgb"
+    return mdl
+
+
 @cli.command("predict", context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, help="How many classes to show.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout (one object per image), for scripts.")
 @click.option("-q", "--quiet", is_flag=True, help="No table: one 'IMAGE CLASS PROBABILITY' line per image.")
-def predict(model, images, top_k, as_json, quiet):
+@model_options
+def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channels, classes_file):
     """Classify images with a trained model.
 
-    MODEL is a model file written by train-tiny, or 'digits' for the bundled digits model.
+    MODEL is a model file written by train-tiny, 'digits' for the bundled digits model, or an ONNX file
+    (.onnx, exported from PyTorch, Keras or Paddle; needs pip install 'cnnfilter[onnx]').
     IMAGE is a file, a folder of images, or a folder in the ImageFolder layout (one sub-folder per class): then
     the accuracy and a confusion matrix are printed instead. Unreadable files are reported; the exit code is 1
     if any failed.
@@ -275,13 +344,14 @@ def predict(model, images, top_k, as_json, quiet):
       cnnfilter predict digits samples/digits/3/0003.png
       cnnfilter predict model.cnnf photos/*.png --top-k 1 --json
       cnnfilter predict digits samples/digits            # accuracy + confusion matrix
+      cnnfilter predict resnet18.onnx photo.jpg --mean imagenet --std imagenet --classes imagenet.txt
     """
     from .. import nn
     from ..limits import printable
 
     if sys.stdout is None:
         raise click.ClickException("standard output is closed; predict prints its results there")
-    mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
+    mdl = _load_model(model, input_size, mean, std, channels, classes_file)
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
         _evaluate(mdl, images[0], as_json)
@@ -416,12 +486,12 @@ def _evaluate(mdl, folder, as_json) -> None:
 
 @cli.command("featuremaps", context_settings=CONTEXT)
 @click.argument("images", metavar="IMAGE...", nargs=-1)
-@click.option("-m", "--model", metavar="MODEL", help="A model file from train-tiny, or 'digits' (the bundled one). "
-              "Without it, a bank of named kernels (--kernels) is shown.")
+@click.option("-m", "--model", metavar="MODEL", help="A model file from train-tiny, 'digits' (the bundled one) or an "
+              "ONNX file (.onnx). Without it, a bank of named kernels (--kernels) is shown.")
 @click.option("-o", "--output", metavar="DIR", help="Folder for the results, one sub-folder per image "
               "[default: featuremaps].")
-@click.option("--layers", metavar="NAMES|INDICES", help="Only these layers, e.g. conv1,relu1 or 0,3 "
-              "(see --list-layers).")
+@click.option("--layers", metavar="NAMES|INDICES|OPS", help="Only these layers: names, indices or operator types, "
+              "e.g. conv1,relu1 or 0,3 or Conv,Relu (see --list-layers).")
 @click.option("--list-layers", is_flag=True, help="Print the model's layers and exit.")
 @click.option("--kernels", "bank", metavar="K1,K2,...", help="Kernels of the bank, without -m "
               "[default: identity,sharpen,edge,laplacian,sobel-x,sobel-y,blur,emboss].")
@@ -442,8 +512,10 @@ def _evaluate(mdl, folder, as_json) -> None:
               help="Refuse an image whose maps or montages would need more "
               "[default: half the RAM; CNNFILTER_MAX_MEMORY].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@model_options
 def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
-                        separate, npz, all_weights, recursive, overwrite, max_memory, quiet):
+                        separate, npz, all_weights, recursive, overwrite, max_memory, quiet, input_size, mean, std,
+                        channels, classes_file):
     """Draw what a network, or a bank of kernels, sees in images.
 
     For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, the
@@ -459,6 +531,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
       cnnfilter featuremaps photo.png -o maps                       # a kernel bank: edges, Sobel, Laplacian, ...
       cnnfilter featuremaps photo.png --kernels edge,sobel,laplacian -o maps --separate
       cnnfilter featuremaps digits/ -r -m model.cnnf --layers conv1,relu1 --npz -o maps
+      cnnfilter featuremaps photo.jpg -m model.onnx --mean imagenet --std imagenet --layers Conv -o maps
     """
     from .. import maps as fm
     from .. import nn
@@ -469,13 +542,17 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
 
     mdl = None
     if model is not None:
-        mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
+        mdl = _load_model(model, input_size, mean, std, channels, classes_file)
+    elif any(v is not None for v in (input_size, mean, std, channels, classes_file)):
+        raise click.UsageError("--input-size, --mean, --std, --channels and --classes need -m/--model")
     if list_layers:
         if mdl is None:
             raise click.UsageError("--list-layers needs -m/--model")
-        click.echo(f"{'':>3}  {'layer':8s} {'':42s} output")
-        for i, (name, rep, shape, _) in enumerate(mdl.net.summary()):
-            click.echo(f"{i:>3}  {name:8s} {rep:42s} {'x'.join(map(str, shape))}")
+        rows = mdl.net.summary()
+        width = max([8, *(len(name) for name, *_ in rows)])
+        click.echo(f"{'':>3}  {'layer':{width}s} {'':42s} output")
+        for i, (name, rep, shape, _) in enumerate(rows):
+            click.echo(f"{i:>3}  {name:{width}s} {rep:42s} {'x'.join(map(str, shape))}")
         return
     if not images:
         raise click.UsageError("missing IMAGE (a file, folder or glob)")
@@ -528,7 +605,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 if mdl is not None:
                     x = fm.prepare_input(mdl, path, resize)
                     acts = mdl.net.activations(mdl.normalize(x[None]))
-                    probs = nn.layers.softmax(acts[mdl.net.names[-1]])[0]
+                    probs = mdl.to_probabilities(acts[mdl.output_name])[0]
                     acts = {n: a[0] for n, a in acts.items() if n in wanted}
                     order = np.argsort(-probs, kind="stable")[:3]
                     pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
@@ -538,7 +615,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                     signed = {n for n, lay in zip(mdl.net.names, mdl.net.layers) if lay.params()}
                     signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
                     fm.write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred,
-                                    weights=weights, labels={mdl.net.names[-1]: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,
+                                    weights=weights, labels={mdl.output_name: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,
                                     separate=separate, npz=npz, signed_layers=None if normalize == "map" else signed)
                 else:
                     grey, maps, labels = fm.bank(path, names)

@@ -5,13 +5,16 @@ datasets, a safe model file, training and prediction. Numbers are computed by cn
 from .arch import HELP as ARCH_HELP
 from .arch import ArchError, Network, build, default_arch, parse
 from .data import DataError, Dataset, load_folder, split
+from .graph import Graph, GraphError
 from .model import Model, ModelError, load_model, resolve_model, save_model
+from .onnxfile import load_onnx
 from .plot import plot_curves
 from .predict import predict, predict_files
 from .train import BatchEvent, EpochEvent, Prepared, Trainer, evaluate, prepare, train
 
 __all__ = [
-    "ARCH_HELP", "ArchError", "BatchEvent", "DataError", "Dataset", "EpochEvent", "Model", "ModelError", "Network",
-    "Prepared", "Trainer", "build", "default_arch", "evaluate", "load_folder", "load_model", "parse",
+    "ARCH_HELP", "ArchError", "BatchEvent", "DataError", "Dataset", "EpochEvent", "Graph", "GraphError", "Model",
+    "ModelError", "Network",
+    "Prepared", "Trainer", "build", "default_arch", "evaluate", "load_folder", "load_model", "load_onnx", "parse",
     "plot_curves", "predict", "predict_files", "prepare", "resolve_model", "save_model", "split", "train",
 ]

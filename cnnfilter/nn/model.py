@@ -10,56 +10,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..limits import MAX_HEADER_BYTES, LimitError, fmt_bytes, open_regular, printable
-from .arch import ArchError, Network, build, check_size, parse, plan
+from .arch import ArchError, build, check_size, parse, plan
+from .core import Model, ModelError
 
 FORMAT = "cnnfilter-model"
 VERSION = 1
 HEADER = "header.json"
-
-
-class ModelError(ValueError):
-    """A model file that is missing, truncated, tampered with, of another version, or not a model at all."""
-
-
-@dataclass
-class Model:
-    """A trained network with what is needed to feed it: class names and input normalisation."""
-
-    net: Network
-    classes: list[str]
-    mean: np.ndarray  # (C,) in 0..1 pixel units
-    std: np.ndarray  # (C,)
-    meta: dict = field(default_factory=dict)  # training metadata
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.net.input_shape
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` per channel, for ``x (N, C, H, W)`` in 0..1."""
-        return ((x - self.mean.reshape(1, -1, 1, 1)) / self.std.reshape(1, -1, 1, 1)).astype(np.float32)
-
-    def batch_size(self, most: int = 256) -> int:
-        """How many images to run at once: at most ``most``, and as many as the memory limit holds, counting four
-        copies of each (the decoded input, the batch, its normalised copy, the forward pass)."""
-        from ..limits import max_memory
-
-        return max(1, min(most, max_memory() // max(4 * self.net.image_bytes, 1)))
-
-    def probabilities(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1, :meth:`batch_size` at a
-        time unless ``batch`` says."""
-        from .layers import softmax
-
-        batch = batch or self.batch_size()
-        out = [softmax(self.net.forward(self.normalize(x[i : i + batch]))) for i in range(0, len(x), batch)]
-        return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
 
 def save_model(model: Model, path) -> None:
@@ -89,11 +50,16 @@ def save_model(model: Model, path) -> None:
 
 
 def load_model(path) -> Model:
-    """Read a model written by :func:`save_model`; raises ModelError naming the problem.
+    """Read a model written by :func:`save_model`, or an ONNX file (``.onnx``, :func:`~cnnfilter.nn.load_onnx`
+    with its defaults); raises ModelError naming the problem.
 
     The file is data: only a regular file is opened, only stored or deflated zip members are read, each read
     with a cap (the header at most 1 MiB, each parameter the size its declared shape needs), and the network's
     size is checked against the limits before anything is allocated."""
+    if Path(str(path)).suffix.lower() == ".onnx":
+        from .onnxfile import load_onnx
+
+        return load_onnx(path)
     name = printable(str(path))
 
     def fail(why: str):

@@ -1,0 +1,63 @@
+"""What a model is, whatever file it came from: a network with its class names and input normalisation
+(:class:`Model`), and the error every model loader raises (:class:`ModelError`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ModelError(ValueError):
+    """A model file that is missing, truncated, tampered with, of another version, or not a model at all."""
+
+
+@dataclass
+class Model:
+    """A trained network with what is needed to feed it: class names and input normalisation."""
+
+    net: object  # a Network (train-tiny's) or a Graph (an ONNX file's)
+    classes: list[str]
+    mean: np.ndarray  # (C,) in 0..1 pixel units
+    std: np.ndarray  # (C,)
+    meta: dict = field(default_factory=dict)  # training metadata
+    channels: str = "rgb"  # the order the network takes colour channels in: rgb, or bgr (OpenCV-trained models)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.net.input_shape
+
+    @property
+    def output_name(self) -> str:
+        """The layer (or ONNX tensor) whose values are the class scores."""
+        return getattr(self.net, "output", None) or self.net.names[-1]
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """``(x - mean) / std`` per channel, for ``x (N, C, H, W)`` in 0..1 (RGB), in the network's channel
+        order."""
+        if self.channels == "bgr" and x.shape[1] == 3:
+            x = x[:, ::-1]
+        return ((x - self.mean.reshape(1, -1, 1, 1)) / self.std.reshape(1, -1, 1, 1)).astype(np.float32)
+
+    def to_probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """The network's output for a batch as ``(N, classes)`` probabilities: softmax of the scores, unless the
+        network ends with its own softmax."""
+        from .layers import softmax
+
+        flat = scores.reshape(len(scores), -1).astype(np.float32, copy=False)
+        return flat if getattr(self.net, "probabilities", False) else softmax(flat)
+
+    def batch_size(self, most: int = 256) -> int:
+        """How many images to run at once: at most ``most``, and as many as the memory limit holds, counting four
+        copies of each (the decoded input, the batch, its normalised copy, the forward pass)."""
+        from ..limits import max_memory
+
+        return max(1, min(most, max_memory() // max(4 * self.net.image_bytes, 1)))
+
+    def probabilities(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1, :meth:`batch_size` at a
+        time unless ``batch`` says."""
+        batch = batch or self.batch_size()
+        out = [self.to_probabilities(self.net.forward(self.normalize(x[i : i + batch])))
+               for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)

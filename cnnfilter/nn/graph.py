@@ -1,0 +1,590 @@
+"""A network as a graph of named nodes (ONNX's model: an operator, input and output tensor names, attributes),
+run in topological order. :mod:`cnnfilter.nn.onnx` builds one from an ``.onnx`` file.
+
+Every node makes new arrays (nothing is computed in place), so an output read by several nodes, as in a residual
+connection, is never overwritten; :meth:`Graph.forward` drops each tensor after its last reader. Operators follow
+the ONNX specification (https://onnx.ai/onnx/operators/) for the opsets 6-21 that image CNNs are exported with;
+convolutions run on :func:`cnnfilter.conv2d`'s compiled loops, the rest in numpy (float32 in, float32 out).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..limits import check_memory, fmt_bytes
+
+
+class GraphError(ValueError):
+    """A graph that cannot run: an unsupported operator, a cycle, a missing tensor, a bad attribute."""
+
+
+class Node(NamedTuple):
+    """One operator application. ``inputs`` may hold ``""`` for an omitted optional input."""
+
+    name: str
+    op: str
+    inputs: tuple
+    outputs: tuple
+    attrs: dict
+
+
+class Graph:
+    """Nodes in topological order over one input: an image batch ``(N, C, H, W)`` (any ``(N, ...)`` runs).
+
+    ``params`` are the constant tensors (ONNX initializers and Constant nodes' values), ``output`` the tensor the
+    network returns. ``input_shape`` is ``(C, H, W)``: the size the network is run at (``channels_last``: the
+    graph itself takes ``(N, H, W, C)``, as tf2onnx exports Keras models, and is given its input transposed). The attributes below make it
+    usable wherever :class:`~cnnfilter.nn.arch.Network` is (``names``, ``layers``, ``summary``, ``activations``).
+    """
+
+    def __init__(self, nodes, params: dict, input_name: str, input_shape: tuple, output: str, opset: int,
+                 arch: str = "onnx", *, probe_batch: int = 1, channels_last: bool = False):
+        self.params_by_name = dict(params)
+        self.input_name = input_name
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.channels_last = channels_last  # the graph's input is (N, H, W, C): images are transposed for it
+        self.output = output
+        self.opset = int(opset)
+        self.arch = arch
+        for node in nodes:
+            if node.op not in OPS:
+                msg = (f"operator {node.op!r} (node {node.name!r}) is not supported; supported: "
+                       f"{', '.join(sorted(OPS))}")
+                raise GraphError(msg)
+        self.nodes = _toposort(list(nodes), {input_name, *self.params_by_name})
+        if output not in {o for n in self.nodes for o in n.outputs} | {input_name}:
+            msg = f"the graph's output {output!r} is made by no node"
+            raise GraphError(msg)
+        self._last_use = {}
+        for i, node in enumerate(self.nodes):
+            for t in node.inputs:
+                self._last_use[t] = i
+        self._last_use[output] = len(self.nodes)
+        probe = np.zeros((probe_batch, *self.input_shape), np.float32)
+        acts = self.activations(probe)  # the shapes, and a first check that the graph runs at this size
+        # the layers: nodes that make float maps (not the shape arithmetic of a reshape)
+        shown = [n for n in self.nodes if acts[n.outputs[0]].dtype.kind == "f" and acts[n.outputs[0]].ndim >= 1]
+        self.names = [n.outputs[0] for n in shown]
+        self.layers = [_Layer(n, self.params_by_name) for n in shown]
+        self.shapes = [tuple(acts[n].shape[1:]) for n in self.names]
+        self.image_bytes = 4 * (math.prod(self.input_shape) + sum(math.prod(s) for s in self.shapes))
+        last = next((n for n in self.nodes if self.output in n.outputs), None)
+        # a classifier exported with its softmax gives probabilities already
+        self.probabilities = last is not None and last.op == "Softmax"
+
+    # -- running --------------------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """The graph's output for the batch ``x (N, C, H, W)``, float32."""
+        if train:
+            msg = "an imported graph runs for inference only"
+            raise GraphError(msg)
+        env = self._start(x)
+        for i, node in enumerate(self.nodes):
+            self._run(node, env)
+            for t in node.inputs:  # tensors nobody reads any more are dropped
+                if t and self._last_use.get(t) == i and t not in self.params_by_name:
+                    env.pop(t, None)
+        return env[self.output]
+
+    def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every node's outputs for the batch ``x``, keyed by their tensor names, in topological order."""
+        env = self._start(x)
+        acts = {}
+        for node in self.nodes:
+            self._run(node, env)
+            for t in node.outputs:
+                if t:
+                    acts[t] = env[t]
+        return acts
+
+    def _start(self, x) -> dict:
+        x = np.asarray(x, np.float32)
+        if x.shape[1:] != self.input_shape:
+            msg = f"input has shape {x.shape}; the graph runs on (N, {', '.join(map(str, self.input_shape))})"
+            raise GraphError(msg)
+        env = dict(self.params_by_name)
+        env[self.input_name] = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.channels_last else x
+        return env
+
+    def _run(self, node: Node, env: dict) -> None:
+        args = [env[t] if t else None for t in node.inputs]
+        try:
+            outs = OPS[node.op](node, args, self.opset)
+        except GraphError:
+            raise
+        except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as exc:
+            msg = f"node {node.name!r} ({node.op}) failed: {exc}"
+            raise GraphError(msg) from None
+        for name, value in zip(node.outputs, outs):
+            if name:
+                env[name] = value
+
+    # -- what the CLI shows ---------------------------------------------------------------------------------
+    def params(self) -> list[np.ndarray]:
+        return [a for a in self.params_by_name.values() if a.dtype.kind == "f"]
+
+    def count(self) -> int:
+        return int(sum(p.size for p in self.params()))
+
+    def summary(self) -> list[tuple[str, str, tuple, int]]:
+        """``(tensor name, operator and node name, output shape, parameter count)`` per node."""
+        return [(n, repr(lay), s, int(sum(p.size for p in lay.params())))
+                for n, lay, s in zip(self.names, self.layers, self.shapes)]
+
+    def __repr__(self):
+        return f"Graph({len(self.nodes)} nodes, input {self.input_shape}, {self.count()} parameters)"
+
+
+class _Layer:
+    """A node as the CLI's layer listing sees it: its parameters, and a convolution's filters."""
+
+    def __init__(self, node: Node, params: dict):
+        self.node = node
+        self._params = [params[t] for t in node.inputs[1:] if t in params and params[t].dtype.kind == "f"]
+        if node.op == "Conv" and node.inputs[1] in params and params[node.inputs[1]].ndim == 4:
+            self.weight = params[node.inputs[1]]
+            self.cout = self.weight.shape[0]
+
+    def params(self) -> list[np.ndarray]:
+        return self._params
+
+    def __repr__(self):
+        a = self.node.attrs
+        text = self.node.op
+        if hasattr(self, "weight"):
+            o, cg, kh, kw = self.weight.shape
+            g = int(a.get("group", 1))
+            text += f" {kh}x{kw} {cg * g}->{o}"
+            strides = a.get("strides", [1, 1])
+            text += f" s{strides[0]}" if len(set(strides)) == 1 and strides[0] != 1 else ""
+            text += f" groups {g}" if g > 1 else ""
+        elif "kernel_shape" in a:
+            text += " " + "x".join(map(str, a["kernel_shape"]))
+        return text
+
+
+def _toposort(nodes: list[Node], known: set) -> list[Node]:
+    """Nodes in an order where every input is made before it is read (Kahn's algorithm, stable); refuses a
+    cycle, a tensor made twice and an input nobody makes."""
+    made = {}
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            if o and (o in made or o in known):
+                msg = f"tensor {o!r} is made twice (node {n.name!r})"
+                raise GraphError(msg)
+            if o:
+                made[o] = i
+    waiting = []
+    readers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        deps = set()
+        for t in n.inputs:
+            if not t or t in known:
+                continue
+            if t not in made:
+                msg = f"node {n.name!r} ({n.op}) reads {t!r}, which no node makes and the file does not hold"
+                raise GraphError(msg)
+            deps.add(made[t])
+        waiting.append(len(deps))
+        for d in deps:
+            readers.setdefault(d, []).append(i)
+    import heapq
+
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for r in readers.get(i, ()):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) != len(nodes):
+        stuck = next(n for i, n in enumerate(nodes) if waiting[i] > 0)
+        msg = f"the graph is not acyclic: node {stuck.name!r} ({stuck.op}) depends on its own output"
+        raise GraphError(msg)
+    return order
+
+
+# -- operators -----------------------------------------------------------------------------------------------
+def _f32(a):
+    return a if a.dtype == np.float32 else a.astype(np.float32)
+
+
+def _ints(v) -> list[int]:
+    return [int(t) for t in np.asarray(v).reshape(-1)]
+
+
+def _spatial_pads(node: Node, x_hw, k_hw, strides, dilations) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` from ``pads`` or ``auto_pad`` (SAME_UPPER puts the odd pixel at the end)."""
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for n, k, s, d in zip(x_hw, k_hw, strides, dilations):
+            total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+            small = total // 2
+            out.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+        return out[0][0], out[0][1], out[1][0], out[1][1]
+    if auto == "VALID":
+        return 0, 0, 0, 0
+    if auto != "NOTSET":
+        msg = f"auto_pad {auto!r} is not NOTSET, SAME_UPPER, SAME_LOWER or VALID"
+        raise GraphError(msg)
+    pads = _ints(node.attrs.get("pads", [0, 0, 0, 0]))
+    if len(pads) != 4 or min(pads) < 0:
+        msg = f"pads {pads} are not four non-negative numbers"
+        raise GraphError(msg)
+    return pads[0], pads[2], pads[1], pads[3]
+
+
+def _four_d(node: Node, x) -> None:
+    if x.ndim != 4:
+        msg = f"node {node.name!r} ({node.op}) handles 2-D images (N, C, H, W), not shape {x.shape}"
+        raise GraphError(msg)
+
+
+def _conv(node, args, opset):
+    from ..conv import conv2d
+
+    x, w = args[0], args[1]
+    b = args[2] if len(args) > 2 else None
+    _four_d(node, x)
+    if w.ndim != 4:
+        msg = f"node {node.name!r}: weight of shape {w.shape}; only 2-D convolutions are supported"
+        raise GraphError(msg)
+    strides = _ints(node.attrs.get("strides", [1, 1]))
+    dilations = _ints(node.attrs.get("dilations", [1, 1]))
+    top, bottom, left, right = _spatial_pads(node, x.shape[2:], w.shape[2:], strides, dilations)
+    return [conv2d(_f32(x), w, b, stride=tuple(strides), padding=((top, bottom), (left, right)),
+                   dilation=tuple(dilations), groups=int(node.attrs.get("group", 1)))]
+
+
+def _inference_only(node, args, position: int) -> None:
+    """Refuse a node asked to run in training mode (an attribute, or a true input at ``position``)."""
+    flag = node.attrs.get("training_mode", 0)
+    if len(args) > position and args[position] is not None:
+        flag = bool(np.asarray(args[position]).reshape(-1)[0])
+    if flag:
+        msg = f"node {node.name!r} ({node.op}) runs in training mode; cnnfilter runs imported graphs for inference"
+        raise GraphError(msg)
+
+
+def _batchnorm(node, args, opset):
+    _inference_only(node, args, 99)
+    x, scale, bias, mean, var = args[:5]
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    a = (scale / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+    return [_f32(x * a.reshape(shape) + (bias - mean * a).astype(np.float32).reshape(shape))]
+
+
+def _clip(node, args, opset):
+    x = args[0]
+    if opset < 11:
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+    else:
+        lo = args[1] if len(args) > 1 else None
+        hi = args[2] if len(args) > 2 else None
+    if lo is not None:
+        x = np.maximum(x, np.asarray(lo, x.dtype))
+    if hi is not None:
+        x = np.minimum(x, np.asarray(hi, x.dtype))
+    return [x if lo is not None or hi is not None else x.copy()]
+
+
+def _softmax(node, args, opset, log=False):
+    x = args[0]
+    if opset < 13:  # the input is seen as 2-D: dimensions before axis, and the rest
+        axis = int(node.attrs.get("axis", 1))
+        axis = axis + x.ndim if axis < 0 else axis
+        flat = x.reshape(math.prod(x.shape[:axis]), -1)
+        return [_softmax_axis(flat, 1, log).reshape(x.shape)]
+    return [_softmax_axis(x, int(node.attrs.get("axis", -1)), log)]
+
+
+def _softmax_axis(x, axis, log):
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=axis, keepdims=True)
+    return _f32(z - np.log(s)) if log else _f32(e / s)
+
+
+def _pool(node, args, opset):
+    x = args[0]
+    _four_d(node, x)
+    N, C, H, W = x.shape
+    k = _ints(node.attrs["kernel_shape"])
+    if len(k) != 2:
+        msg = f"node {node.name!r}: kernel_shape {k}; only 2-D pooling is supported"
+        raise GraphError(msg)
+    strides = _ints(node.attrs.get("strides", [1, 1]))
+    dilations = _ints(node.attrs.get("dilations", [1, 1]))
+    ceil = bool(node.attrs.get("ceil_mode", 0))
+    top, bottom, left, right = _spatial_pads(node, (H, W), k, strides, dilations)
+    is_max = node.op == "MaxPool"
+    outs, ext = [], []
+    for n, kk, s, d, before, after in ((H, k[0], strides[0], dilations[0], top, bottom),
+                                       (W, k[1], strides[1], dilations[1], left, right)):
+        span = (kk - 1) * d + 1
+        size = (n + before + after - span) / s + 1
+        o = math.ceil(size) if ceil else math.floor(size)
+        if ceil and (o - 1) * s >= n + before:  # the last window starts inside the image or its left padding
+            o -= 1
+        if o < 1:
+            msg = f"node {node.name!r}: the window ({span}) does not fit the padded input ({n + before + after})"
+            raise GraphError(msg)
+        outs.append(o)
+        ext.append(max(0, (o - 1) * s + span - n - before))  # the padding after, ceil's extra included
+    Ho, Wo = outs
+    check_memory(4.0 * N * C * (H + top + ext[0]) * (W + left + ext[1]), f"node {node.name!r} ({node.op})")
+    fill = -np.inf if is_max else 0.0
+    p = np.full((N, C, H + top + ext[0], W + left + ext[1]), fill, np.float32)
+    p[:, :, top : top + H, left : left + W] = x
+    acc = None
+    sh, sw = strides
+    dh, dw = dilations
+    for a in range(k[0]):
+        for b in range(k[1]):
+            v = p[:, :, a * dh : a * dh + (Ho - 1) * sh + 1 : sh, b * dw : b * dw + (Wo - 1) * sw + 1 : sw]
+            if acc is None:
+                acc = v.copy()
+            elif is_max:
+                np.maximum(acc, v, out=acc)
+            else:
+                acc += v
+    if is_max:
+        return [acc]
+    include = bool(node.attrs.get("count_include_pad", 0))
+    rows = _taps_inside(Ho, sh, k[0], dh, top, H, bottom, include)
+    cols = _taps_inside(Wo, sw, k[1], dw, left, W, right, include)
+    return [_f32(acc / np.multiply.outer(rows, cols).astype(np.float32))]
+
+
+def _taps_inside(n_out, s, k, d, before, n, after, include_pad) -> np.ndarray:
+    """Per output position: the window taps inside the padded extent (``include_pad``) or inside the image."""
+    start = np.arange(n_out)[:, None] * s + np.arange(k)[None, :] * d  # in padded coordinates
+    lo, hi = (0, before + n + after) if include_pad else (before, before + n)
+    return ((start >= lo) & (start < hi)).sum(axis=1)
+
+
+def _global(node, args, opset):
+    x = args[0]
+    axes = tuple(range(2, x.ndim))
+    return [_f32(x.max(axis=axes, keepdims=True) if node.op == "GlobalMaxPool" else x.mean(axis=axes, keepdims=True))]
+
+
+def _axes(node, args, opset, since: int):
+    """An ``axes`` list: an attribute before opset ``since``, the second input from it (None: not given)."""
+    if opset < since:
+        v = node.attrs.get("axes")
+    else:
+        v = args[1] if len(args) > 1 else None
+    return None if v is None or not np.asarray(v).size else _ints(v)
+
+
+def _reduce_mean(node, args, opset):
+    x = args[0]
+    axes = _axes(node, args, opset, 18)
+    if axes is None and opset >= 18 and node.attrs.get("noop_with_empty_axes", 0):
+        return [x]
+    keep = bool(node.attrs.get("keepdims", 1))
+    return [_f32(x.mean(axis=None if axes is None else tuple(axes), keepdims=keep)) if x.dtype.kind == "f"
+            else x.mean(axis=None if axes is None else tuple(axes), keepdims=keep).astype(x.dtype)]
+
+
+def _gemm(node, args, opset):
+    a, b = args[0], args[1]
+    c = args[2] if len(args) > 2 else None
+    if node.attrs.get("transA", 0):
+        a = a.T
+    if node.attrs.get("transB", 0):
+        b = b.T
+    y = np.float32(node.attrs.get("alpha", 1.0)) * (a @ b)
+    if c is not None:
+        y = y + np.float32(node.attrs.get("beta", 1.0)) * c
+    return [_f32(y)]
+
+
+def _binary(fn):
+    def op(node, args, opset):
+        a, b = args[0], args[1]
+        if opset < 7 and node.attrs.get("broadcast", 0) and "axis" in node.attrs:  # b aligned at ``axis`` of a
+            axis = int(node.attrs["axis"])
+            axis = axis + a.ndim if axis < 0 else axis
+            b = b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
+        if a.dtype.kind in "iu" and b.dtype.kind in "iu" and fn is np.divide:
+            return [np.trunc(a / b).astype(np.result_type(a, b))]
+        out = fn(a, b)
+        return [out.astype(np.result_type(a.dtype, b.dtype)) if out.dtype != np.result_type(a.dtype, b.dtype)
+                else out]
+    return op
+
+
+def _concat(node, args, opset):
+    return [np.concatenate([a for a in args if a is not None], axis=int(node.attrs["axis"]))]
+
+
+def _flatten(node, args, opset):
+    x = args[0]
+    axis = int(node.attrs.get("axis", 1))
+    axis = axis + x.ndim if axis < 0 else axis
+    return [x.reshape(math.prod(x.shape[:axis]), -1) if x.size else x.reshape(math.prod(x.shape[:axis]),
+                                                                                 math.prod(x.shape[axis:]))]
+
+
+def _reshape(node, args, opset):
+    x = args[0]
+    shape = _ints(args[1]) if opset >= 5 else _ints(node.attrs["shape"])
+    if not node.attrs.get("allowzero", 0):
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+def _squeeze(node, args, opset):
+    x = args[0]
+    axes = _axes(node, args, opset, 13)
+    if axes is None:
+        return [np.squeeze(x)]
+    return [np.squeeze(x, axis=tuple(a + x.ndim if a < 0 else a for a in axes))]
+
+
+def _unsqueeze(node, args, opset):
+    x = args[0]
+    axes = _axes(node, args, opset, 13)
+    rank = x.ndim + len(axes)
+    for a in sorted(a + rank if a < 0 else a for a in axes):
+        x = np.expand_dims(x, a)
+    return [x]
+
+
+def _transpose(node, args, opset):
+    perm = node.attrs.get("perm")
+    return [np.transpose(args[0], None if perm is None else _ints(perm))]
+
+
+def _pad(node, args, opset):
+    x = args[0]
+    if opset < 11:
+        pads = _ints(node.attrs.get("pads", node.attrs.get("paddings", [])))
+        value = float(node.attrs.get("value", 0.0))
+        axes = list(range(x.ndim))
+    else:
+        pads = _ints(args[1])
+        value = args[2] if len(args) > 2 and args[2] is not None else 0
+        value = float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size else 0.0
+        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(x.ndim))
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        msg = f"node {node.name!r}: pad mode {mode!r} is not constant, reflect, edge or wrap"
+        raise GraphError(msg)
+    width = [(0, 0)] * x.ndim
+    for i, a in enumerate(axes):
+        width[a + x.ndim if a < 0 else a] = (pads[i], pads[i + len(axes)])
+    if any(b < 0 or e < 0 for b, e in width):  # negative pads crop
+        sl = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(width))
+        x = x[sl]
+        width = [(max(0, b), max(0, e)) for b, e in width]
+    size = math.prod(n + b + e for n, (b, e) in zip(x.shape, width))
+    check_memory(float(size) * x.itemsize, f"node {node.name!r} (Pad to {fmt_bytes(size * x.itemsize)})")
+    if mode == "constant":
+        return [np.pad(x, width, mode="constant", constant_values=value)]
+    return [np.pad(x, width, mode=mode)]
+
+
+_ONNX_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+               9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
+
+
+def _cast(node, args, opset):
+    to = int(node.attrs["to"])
+    if to not in _ONNX_TYPES:
+        msg = f"node {node.name!r}: Cast to ONNX type {to} is not supported"
+        raise GraphError(msg)
+    return [args[0].astype(_ONNX_TYPES[to])]
+
+
+def _shape(node, args, opset):
+    shape = np.array(args[0].shape, np.int64)
+    start = int(node.attrs.get("start", 0))
+    end = node.attrs.get("end")
+    return [shape[start : None if end is None else int(end)]]
+
+
+def _gather(node, args, opset):
+    return [np.take(args[0], args[1].astype(np.int64), axis=int(node.attrs.get("axis", 0)))]
+
+
+def _constant(node, args, opset):
+    return [node.attrs["value"]]
+
+
+def _unary(fn):
+    return lambda node, args, opset: [_f32(fn(args[0], node.attrs))]
+
+
+def _identity(node, args, opset):
+    if node.op == "Dropout":
+        _inference_only(node, args, 2)
+    return [args[0], *([np.ones(args[0].shape, bool)] if len(node.outputs) > 1 else [])]
+
+
+def _prelu(node, args, opset):
+    x, slope = args[0], args[1]
+    if opset < 7 and slope.ndim == 1 and x.ndim > 2 and slope.size == x.shape[1]:  # one slope per channel
+        slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
+    return [_f32(np.where(x >= 0, x, x * slope))]
+
+
+def _maxpool(node, args, opset):
+    if len(node.outputs) > 1 and node.outputs[1]:
+        msg = f"node {node.name!r}: MaxPool's Indices output is not supported"
+        raise GraphError(msg)
+    return _pool(node, args, opset)
+
+
+OPS = {
+    "Conv": _conv,
+    "BatchNormalization": _batchnorm,
+    "Relu": _unary(lambda x, a: np.maximum(x, 0)),
+    "LeakyRelu": _unary(lambda x, a: np.where(x >= 0, x, x * np.float32(a.get("alpha", 0.01)))),
+    "PRelu": _prelu,
+    "Sigmoid": _unary(lambda x, a: 1 / (1 + np.exp(-x))),
+    "Tanh": _unary(lambda x, a: np.tanh(x)),
+    "Clip": _clip,
+    "HardSigmoid": _unary(lambda x, a: np.clip(np.float32(a.get("alpha", 0.2)) * x + np.float32(a.get("beta", 0.5)),
+                                               0, 1)),
+    "HardSwish": _unary(lambda x, a: x * np.clip(x / np.float32(6) + np.float32(0.5), 0, 1)),
+    "Softmax": _softmax,
+    "LogSoftmax": lambda node, args, opset: _softmax(node, args, opset, log=True),
+    "MaxPool": _maxpool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": _global,
+    "GlobalMaxPool": _global,
+    "ReduceMean": _reduce_mean,
+    "Gemm": _gemm,
+    "MatMul": lambda node, args, opset: [np.matmul(args[0], args[1])],
+    "Add": _binary(np.add),
+    "Sub": _binary(np.subtract),
+    "Mul": _binary(np.multiply),
+    "Div": _binary(np.divide),
+    "Concat": _concat,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Transpose": _transpose,
+    "Pad": _pad,
+    "Identity": _identity,
+    "Dropout": _identity,
+    "Cast": _cast,
+    "Shape": _shape,
+    "Gather": _gather,
+    "Constant": _constant,
+}

@@ -1,0 +1,268 @@
+"""ONNX in: an ``.onnx`` file as a :class:`~cnnfilter.nn.model.Model` whose network is a
+:class:`~cnnfilter.nn.graph.Graph`. Needs the ``onnx`` package (``pip install 'cnnfilter[onnx]'``), which reads
+the protobuf (no pickle, no code).
+
+The file is data: only a regular file is read, at most the memory limit; tensors stored outside the file
+(external data: a path written inside the model) are refused, never followed; every tensor's declared size is
+checked before it is materialised; operators outside :data:`~cnnfilter.nn.graph.OPS` are refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..limits import LimitError, check_memory, fmt_bytes, max_memory, open_regular, printable
+from .graph import OPS, Graph, GraphError, Node
+from .core import Model, ModelError
+
+DEFAULT_SIZE = 224  # a model whose height and width are symbolic runs at 224x224 unless told (ImageNet's size)
+_FLOAT, _TYPES = 1, {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8}
+
+
+def load_onnx(path, *, input_size: tuple[int, int] | None = None, classes: list[str] | None = None,
+              mean=None, std=None) -> Model:
+    """The image classifier (or any image network) in the ONNX file ``path``.
+
+    ``input_size (H, W)`` is the size to run a model whose height and width are symbolic at (default 224x224;
+    a model with a fixed size must be given that size or nothing). ``classes`` name the outputs (default: the
+    model's metadata ``classes``, else ``0``, ``1``, ...). ``mean``/``std`` (per channel, in 0..1 pixel units)
+    normalise the input (default: the metadata's, else none). Raises ModelError naming the problem."""
+    name = printable(str(path))
+
+    def fail(why: str):
+        raise ModelError(f"cannot load model {name!r}: {why}")
+
+    try:
+        import onnx
+    except ImportError:
+        fail("reading ONNX needs the onnx package: pip install 'cnnfilter[onnx]'")
+    data = _read(path, fail)
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends: the bytes are not a model
+        fail("not an ONNX model (or a truncated one)")
+    if not proto.graph.node:
+        fail("not an ONNX model (its graph has no nodes)")
+    try:
+        return _model(proto, onnx, input_size, classes, mean, std)
+    except GraphError as exc:
+        fail(str(exc))
+    except LimitError as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _read(path, fail) -> bytes:
+    try:
+        fh = open_regular(path, "model")
+    except FileNotFoundError:
+        fail("no such file")
+    except IsADirectoryError:
+        fail("it is a directory")
+    except PermissionError:
+        fail("permission denied")
+    except LimitError:
+        fail("not a regular file (a pipe, device or socket)")
+    except OSError as exc:
+        fail(exc.strerror or str(exc))
+    with fh:
+        cap = min(max_memory() // 4, (2 << 30) - 1)  # protobuf's own limit is 2 GiB
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        fail(f"the file is larger than {fmt_bytes(cap)} (a quarter of the memory limit)")
+    return data
+
+
+def _model(proto, onnx, input_size, classes, mean, std) -> Model:
+    inputs = _data_inputs(proto.graph)
+    if len(inputs) != 1:
+        raise GraphError(f"the graph has {len(inputs)} inputs besides its weights; an image network has one")
+    shape, channels_last = _input_shape(inputs[0], input_size)
+    check_memory(4.0 * math.prod(shape), f"the input {'x'.join(map(str, shape))}")
+    net = graph_from_proto(proto, shape, channels_last=channels_last)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    out_size = math.prod(net.shapes[net.names.index(net.output)]) if net.output in net.names else 0
+    if classes is None:
+        classes = _meta_list(meta, "classes", str) or [str(i) for i in range(out_size)]
+    elif len(classes) != out_size:
+        raise GraphError(f"{len(classes)} class names for {out_size} outputs (the output {net.output!r} has "
+                         f"{out_size} values per image)")
+    if len(classes) != out_size:
+        classes = [str(i) for i in range(out_size)]  # the metadata's names do not fit: indices
+    C = shape[0]
+    mean = np.asarray(mean if mean is not None else (_meta_list(meta, "mean", float) or [0.0] * C), np.float32)
+    std = np.asarray(std if std is not None else (_meta_list(meta, "std", float) or [1.0] * C), np.float32)
+    if mean.shape == (1,) and C > 1:
+        mean = np.repeat(mean, C)
+    if std.shape == (1,) and C > 1:
+        std = np.repeat(std, C)
+    if mean.shape != (C,) or std.shape != (C,) or not (np.isfinite(mean).all() and np.isfinite(std).all()
+                                                       and (std > 0).all()):
+        raise GraphError(f"mean and std need {C} finite values (std positive), one per input channel")
+    info = {"format": "onnx", "opset": net.opset,
+            "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
+    return Model(net, list(classes), mean, std, info)
+
+
+def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last: bool = False) -> Graph:
+    """The :class:`Graph` of an ONNX ``ModelProto`` whose one data input has shape ``(batch, *input_shape)``:
+    initializers and Constant nodes become parameters, every other node is checked against the supported
+    operators. (:func:`load_onnx` adds the image checks, class names and normalisation.)"""
+    import onnx
+
+    g = proto.graph
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 6:
+        raise GraphError(f"opset {opset}: cnnfilter reads opsets 6 to 21")
+    if len(g.sparse_initializer):
+        raise GraphError("sparse initializers are not supported")
+    budget = max_memory()
+    params: dict[str, np.ndarray] = {t.name: _tensor(t, onnx, budget) for t in g.initializer}
+    nodes = []
+    for i, n in enumerate(g.node):
+        node_name = n.name or f"{n.op_type}_{i}"
+        if n.domain not in ("", "ai.onnx"):
+            raise GraphError(f"operator {n.domain}.{n.op_type} (node {node_name!r}) is not supported: only the "
+                             f"standard ONNX domain is; supported: {', '.join(sorted(OPS))}")
+        if n.op_type not in OPS:
+            raise GraphError(f"operator {n.op_type!r} (node {node_name!r}) is not supported; supported: "
+                             f"{', '.join(sorted(OPS))}")
+        attrs = {a.name: _attribute(a, onnx, budget) for a in n.attribute}
+        if n.op_type == "Constant":  # Paddle's weights: a constant is a parameter like an initializer
+            params[n.output[0]] = _constant(attrs, node_name)
+            continue
+        nodes.append(Node(node_name, n.op_type, tuple(n.input), tuple(n.output), attrs))
+    inputs = _data_inputs(g)
+    if len(inputs) != 1:
+        raise GraphError(f"the graph has {len(inputs)} inputs besides its weights; cnnfilter runs one")
+    if not g.output:
+        raise GraphError("the graph declares no output")
+    return Graph(nodes, params, inputs[0].name, input_shape, g.output[0].name, opset, arch=f"onnx opset {opset}",
+                 probe_batch=batch, channels_last=channels_last)
+
+
+def _data_inputs(g) -> list:
+    weights = {t.name for t in g.initializer}
+    return [v for v in g.input if v.name not in weights]
+
+
+def _tensor(t, onnx, budget: int) -> np.ndarray:
+    """A TensorProto as an array, after checking that it is stored in the file and that its declared size fits."""
+    from onnx import numpy_helper
+
+    if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+        raise GraphError(f"tensor {printable(t.name)!r} is stored outside the model file (external data); "
+                         "cnnfilter reads only the file it is given")
+    if t.data_type not in _TYPES:
+        raise GraphError(f"tensor {printable(t.name)!r} has ONNX data type {t.data_type}, which is not supported")
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise GraphError(f"tensor {printable(t.name)!r} declares a negative dimension")
+    size = math.prod(dims) * _TYPES[t.data_type]
+    if size > budget:
+        raise GraphError(f"tensor {printable(t.name)!r} declares {fmt_bytes(size)}, over the memory limit "
+                         f"({fmt_bytes(budget)})")
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as exc:  # noqa: BLE001 - data that does not match the declared shape or type
+        raise GraphError(f"tensor {printable(t.name)!r} is malformed ({printable(str(exc))[:80]})") from None
+    if arr.dtype == np.float64 or arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def _attribute(a, onnx, budget: int):
+    A = onnx.AttributeProto
+    if a.type == A.FLOAT:
+        return float(a.f)
+    if a.type == A.INT:
+        return int(a.i)
+    if a.type == A.STRING:
+        return a.s.decode("utf-8", "replace")
+    if a.type == A.TENSOR:
+        return _tensor(a.t, onnx, budget)
+    if a.type == A.FLOATS:
+        return [float(v) for v in a.floats]
+    if a.type == A.INTS:
+        return [int(v) for v in a.ints]
+    if a.type == A.STRINGS:
+        return [s.decode("utf-8", "replace") for s in a.strings]
+    raise GraphError(f"attribute {printable(a.name)!r} has a type cnnfilter does not read (a graph or a sparse "
+                     "tensor)")
+
+
+def _constant(attrs: dict, node_name: str) -> np.ndarray:
+    if "value" in attrs:
+        return attrs["value"]
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
+                       ("value_ints", np.int64)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype)
+    raise GraphError(f"Constant node {node_name!r} has no value cnnfilter reads")
+
+
+def _input_shape(inp, input_size) -> tuple[tuple[int, int, int], bool]:
+    """``((C, H, W), channels last)`` of an image input: NCHW, or NHWC (tf2onnx's Keras layout) when only the
+    last dimension holds 1 or 3 channels."""
+    tt = inp.type.tensor_type
+    if not inp.type.HasField("tensor_type") or tt.elem_type not in (1, 10, 11):
+        raise GraphError(f"the input {printable(inp.name)!r} is not a float tensor")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if len(dims) != 4:
+        raise GraphError(f"the input {printable(inp.name)!r} has {len(dims)} dimensions; an image network takes "
+                         "(N, C, H, W)")
+    last = dims[1] not in (1, 3) and dims[3] in (1, 3)
+    C, H, W = (dims[3], dims[1], dims[2]) if last else dims[1:]
+    if C is None or C < 1:
+        raise GraphError(f"the input {printable(inp.name)!r} does not declare its channels")
+    if C not in (1, 3):
+        raise GraphError(f"the input {printable(inp.name)!r} has {C} channels; images give 1 (grey) or 3 (colour)")
+    if input_size is not None:
+        h, w = (int(v) for v in input_size)
+        if (H is not None and H != h) or (W is not None and W != w):
+            raise GraphError(f"the model takes {H}x{W} images; --input-size {h}x{w} does not match")
+        H, W = h, w
+    H = DEFAULT_SIZE if H is None else H
+    W = DEFAULT_SIZE if W is None else W
+    if min(H, W) < 1 or H * W > 1 << 26:
+        raise GraphError(f"the input size {H}x{W} is not one an image network runs at")
+    return (C, H, W), last
+
+
+def _meta_list(meta: dict, key: str, kind) -> list | None:
+    text = meta.get(key)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise ValueError
+        return [kind(v) for v in value]
+    except (ValueError, TypeError):
+        return [kind(v.strip()) for v in text.split(",")] if "," in text else None
+
+
+def read_classes(path) -> list[str]:
+    """Class names from a text file, one per line (blank lines and surrounding spaces ignored)."""
+    from ..limits import read_capped
+
+    try:
+        fh = open_regular(path, "classes file")
+    except OSError as exc:
+        msg = f"cannot read classes file {printable(str(path))!r}: {exc.strerror or exc}"
+        raise ValueError(msg) from None
+    with fh:
+        text = read_capped(fh, 16 << 20, "classes file").decode("utf-8", "replace")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"classes file {printable(str(path))!r} holds no names")
+    return names
+
+
+def is_onnx(path) -> bool:
+    return Path(str(path)).suffix.lower() == ".onnx"
