@@ -401,3 +401,23 @@ def test_onnx_options_are_checked(run, onnx_models, photo, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"\x08\x07" * 50)
     res = run("predict", tmp_path / "bad.onnx", photo)
     assert res.exit_code == 1 and "not an ONNX model" in res.output
+
+
+def test_export_writes_onnx_that_predicts_as_the_model_does(run, tmp_path):
+    pytest.importorskip("onnx")
+    digits = Path(__file__).parent.parent / "samples" / "digits"
+    out = tmp_path / "digits.onnx"
+    res = run("export", "digits", "-o", out)
+    assert res.exit_code == 0 and out.exists()
+    assert run("export", "digits", "-o", out).exit_code == 2  # exists: --overwrite
+    assert run("export", "digits", "-o", out, "--overwrite", "-q").output == ""
+    assert run("export", out, "-o", tmp_path / "again.onnx").exit_code == 2  # ONNX already
+    assert run("export", "digits", "-o", tmp_path / "x.cnnf").exit_code == 2
+    files = sorted((digits / "3").iterdir())[:6] + sorted((digits / "8").iterdir())[:6]
+    a = run("predict", "digits", *files, "--json").output
+    b = run("predict", out, *files, "--json").output
+    import json
+
+    for ra, rb in zip(a.splitlines(), b.splitlines()):
+        ja, jb = json.loads(ra), json.loads(rb)
+        assert ja["class"] == jb["class"] and abs(ja["probability"] - jb["probability"]) < 1e-5

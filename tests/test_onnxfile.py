@@ -348,3 +348,38 @@ def test_not_a_regular_file(tmp_path):
         nn.load_onnx(tmp_path)
     with pytest.raises(ModelError, match="no such file"):
         nn.load_onnx(tmp_path / "missing.onnx")
+
+
+# -- ONNX out ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["c4k3p1-relu-max2-c8k3s2p1-relu-avg3s1p1-drop0.2-fc12-relu-fc5", "fc5",
+                                  "c3k5s2p2-avg2-c6k3-max3s2p1-fc5"])
+def test_export_round_trip_runs_in_onnxruntime(arch, tmp_path, rng):
+    """A built network (random weights) leaves as ONNX that passes the full checker, runs in onnxruntime with
+    the same outputs layer by layer, and loads back with its classes, normalisation and metadata."""
+    net = nn.build(arch, (3, 17, 15), 5, rng=rng)
+    for p in net.params():
+        p[...] = rng.normal(0, 0.5, p.shape)
+    model = nn.Model(net, list("abcde"), np.array([0.4, 0.5, 0.6], np.float32),
+                     np.array([0.2, 0.25, 0.3], np.float32), {"epochs": 3})
+    path = tmp_path / "m.onnx"
+    nn.save_onnx(model, path)
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    x = model.normalize(rng.uniform(0, 1, (4, 3, 17, 15)).astype(np.float32))
+    ref = _ort_all(proto, x)
+    ours = net.activations(x)
+    for name in net.names:
+        np.testing.assert_allclose(ref[name], ours[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    back = nn.load_onnx(path)
+    assert back.classes == list("abcde") and back.net.names == net.names
+    np.testing.assert_allclose(back.mean, model.mean)
+    np.testing.assert_allclose(back.std, model.std)
+    np.testing.assert_allclose(back.probabilities(x * 0 + 0.5), model.probabilities(x * 0 + 0.5), rtol=1e-5)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["arch"] == net.arch and '"epochs": 3' in meta["training"]
+
+
+def test_an_imported_graph_is_not_exported_again(tmp_path, rng):
+    onnx.save(lenet(rng), tmp_path / "l.onnx")
+    with pytest.raises(nn.GraphError, match="ONNX file already"):
+        nn.to_onnx(nn.load_onnx(tmp_path / "l.onnx"))

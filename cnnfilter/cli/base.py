@@ -23,6 +23,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # costs no more than importing click), and imports only the module of the command that runs.
 COMMANDS = {
     "convolve": ("image", "convolve", "Filter images with one or more kernels and write the results."),
+    "export": ("nn", "export_command", "Write a model as ONNX, to run in onnxruntime, PyTorch or anywhere."),
     "featuremaps": ("nn", "featuremaps_command", "Draw what a network, or a bank of kernels, sees in images."),
     "kernels": ("image", "kernels_command", "List the named kernels, or print one as a matrix."),
     "pool": ("image", "pool", "Downsample images with max, average or min pooling."),

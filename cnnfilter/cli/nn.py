@@ -323,6 +323,49 @@ def _load_model(spec, input_size=None, mean=None, std=None, channels=None, class
     return mdl
 
 
+@cli.command("export", context_settings=CONTEXT)
+@click.argument("model", metavar="MODEL")
+@click.option("-o", "--output", metavar="FILE", required=True, help="The .onnx file to write ('-': standard output).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def export_command(model, output, overwrite, quiet):
+    """Write a model as ONNX, to run in onnxruntime, PyTorch or anywhere.
+
+    MODEL is a model file written by train-tiny, or 'digits' for the bundled digits model. The ONNX file (opset
+    17, checked by onnx.checker) keeps the layer names as tensor names, and the class names, normalisation (mean
+    and std in 0..1 pixel units), architecture and training metadata as metadata_props. Needs
+    pip install 'cnnfilter[onnx]'.
+
+    \b
+    Examples:
+      cnnfilter export digits -o digits.onnx
+      cnnfilter export model.cnnf -o model.onnx --overwrite
+      cnnfilter featuremaps samples/digits/3/0003.png -m digits.onnx -o maps
+    """
+    from .. import nn
+    from ..nn.onnxfile import is_onnx
+    from ..outputs import quoted
+
+    if is_onnx(nn.resolve_model(model)):
+        raise click.UsageError(f"{model!r} is an ONNX file already")
+    if output != "-":
+        target = Path(output)
+        if target.suffix.lower() != ".onnx":
+            raise click.UsageError(f"-o {output!r}: an ONNX file ends in .onnx")
+        if target.is_dir():
+            raise click.UsageError(f"-o {output!r} is a folder")
+        if target.exists() and not overwrite:
+            raise click.UsageError(f"{quoted(target)} exists; add --overwrite to replace it")
+        if target.resolve() == nn.resolve_model(model).resolve():
+            raise click.UsageError("-o names the model file itself")
+    elif sys.stdout is None or sys.stdout.isatty():
+        raise click.UsageError("-o -: standard output is a terminal (or closed); redirect it to a file")
+    mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
+    call(lambda: nn.save_onnx(mdl, output))
+    if not quiet and output != "-":
+        click.echo(f"wrote {quoted(output)}", err=True)
+
+
 @cli.command("predict", context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)

@@ -7,7 +7,7 @@ from .arch import ArchError, Network, build, default_arch, parse
 from .data import DataError, Dataset, load_folder, split
 from .graph import Graph, GraphError
 from .model import Model, ModelError, load_model, resolve_model, save_model
-from .onnxfile import load_onnx
+from .onnxfile import load_onnx, save_onnx, to_onnx
 from .plot import plot_curves
 from .predict import predict, predict_files
 from .train import BatchEvent, EpochEvent, Prepared, Trainer, evaluate, prepare, train
@@ -16,5 +16,6 @@ __all__ = [
     "ARCH_HELP", "ArchError", "BatchEvent", "DataError", "Dataset", "EpochEvent", "Graph", "GraphError", "Model",
     "ModelError", "Network",
     "Prepared", "Trainer", "build", "default_arch", "evaluate", "load_folder", "load_model", "load_onnx", "parse",
-    "plot_curves", "predict", "predict_files", "prepare", "resolve_model", "save_model", "split", "train",
+    "plot_curves", "predict", "predict_files", "prepare", "resolve_model", "save_model", "save_onnx", "split",
+    "to_onnx", "train",
 ]

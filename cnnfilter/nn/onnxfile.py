@@ -266,3 +266,86 @@ def read_classes(path) -> list[str]:
 
 def is_onnx(path) -> bool:
     return Path(str(path)).suffix.lower() == ".onnx"
+
+
+# -- ONNX out ------------------------------------------------------------------------------------------------
+OPSET = 17
+IR_VERSION = 8  # opset 17's IR version: read by onnxruntime 1.13 and later
+
+
+def to_onnx(model: Model):
+    """``model`` (a network built by train-tiny or from an architecture string) as an ONNX ``ModelProto``, opset
+    17: each layer one node whose output tensor has the layer's name (conv1, relu1, ...), so that the feature
+    maps of the exported model carry the same names; dropout is an Identity. Class names, normalisation (mean
+    and std in 0..1 units), the architecture and the training metadata are ``metadata_props`` (JSON values)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .. import __version__
+    from . import layers as L
+
+    net = model.net
+    if not hasattr(net, "layers") or isinstance(net, Graph):
+        raise GraphError("only a network built by cnnfilter (train-tiny, an architecture string) is exported; "
+                         "an imported ONNX graph is an ONNX file already")
+    nodes, inits, x = [], [], "input"
+    for name, layer in zip(net.names, net.layers):
+        if isinstance(layer, L.Conv2d):
+            inits += [numpy_helper.from_array(layer.weight.astype(np.float32), f"{name}.weight"),
+                      numpy_helper.from_array(layer.bias.astype(np.float32), f"{name}.bias")]
+            p = layer.padding
+            nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
+                                          kernel_shape=[layer.k, layer.k], strides=[layer.stride] * 2,
+                                          pads=[p, p, p, p]))
+        elif isinstance(layer, (L.MaxPool2d, L.AvgPool2d)):
+            p = layer.padding
+            extra = {"count_include_pad": 1} if isinstance(layer, L.AvgPool2d) else {}  # padding counts as zeros
+            nodes.append(helper.make_node("MaxPool" if isinstance(layer, L.MaxPool2d) else "AveragePool", [x],
+                                          [name], name=name, kernel_shape=[layer.k, layer.k],
+                                          strides=[layer.stride] * 2, pads=[p, p, p, p], **extra))
+        elif isinstance(layer, L.ReLU):
+            nodes.append(helper.make_node("Relu", [x], [name], name=name))
+        elif isinstance(layer, L.Flatten):
+            nodes.append(helper.make_node("Flatten", [x], [name], name=name, axis=1))
+        elif isinstance(layer, L.Dense):
+            inits += [numpy_helper.from_array(layer.weight.astype(np.float32), f"{name}.weight"),
+                      numpy_helper.from_array(layer.bias.astype(np.float32), f"{name}.bias")]
+            nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
+                                          transB=1))
+        elif isinstance(layer, L.Dropout):
+            nodes.append(helper.make_node("Identity", [x], [name], name=name))
+        else:
+            raise GraphError(f"layer {name!r} ({type(layer).__name__}) has no ONNX form here")
+        x = name
+    C, H, W = net.input_shape
+    graph = helper.make_graph(
+        nodes, "cnnfilter", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", C, H, W])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", len(model.classes)])], initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnfilter",
+                              producer_version=__version__, doc_string=f"cnnfilter network {net.arch}")
+    proto.ir_version = IR_VERSION
+    meta = {"classes": list(model.classes), "mean": [float(v) for v in model.mean],
+            "std": [float(v) for v in model.std], "arch": net.arch, "training": model.meta}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=json.dumps(value) if not isinstance(value, str) else value)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def save_onnx(model: Model, path) -> None:
+    """Write ``model`` as ONNX (:func:`to_onnx`) to ``path`` atomically; ``-`` writes to standard output."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError("writing ONNX needs the onnx package: pip install 'cnnfilter[onnx]'") from None
+    data = to_onnx(model).SerializeToString()
+    if str(path) == "-":
+        import sys
+
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from ..outputs import atomic_file
+
+    with atomic_file(path) as fh:
+        fh.write(data)
