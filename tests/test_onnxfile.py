@@ -383,3 +383,100 @@ def test_an_imported_graph_is_not_exported_again(tmp_path, rng):
     onnx.save(lenet(rng), tmp_path / "l.onnx")
     with pytest.raises(nn.GraphError, match="ONNX file already"):
         nn.to_onnx(nn.load_onnx(tmp_path / "l.onnx"))
+
+
+# -- networks exported by PyTorch (bench extra only: skipped without torch) ----------------------------------
+def _torch_nets():
+    torch = pytest.importorskip("torch")
+    from torch import nn as tnn
+    from torch.nn import functional as F
+
+    class LeNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = tnn.Conv2d(1, 6, 5, padding=2), tnn.Conv2d(6, 16, 5)
+            self.f1, self.f2, self.f3 = tnn.Linear(400, 120), tnn.Linear(120, 84), tnn.Linear(84, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.c1(x)), 2)
+            x = F.avg_pool2d(F.relu(self.c2(x)), 2)
+            x = x.view(x.size(0), -1)
+            return self.f3(F.relu(self.f2(F.relu(self.f1(x)))))
+
+    class Block(tnn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = tnn.BatchNorm2d(cout)
+            self.c2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = tnn.BatchNorm2d(cout)
+            self.proj = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+                         if (cin, stride) != (cout, 1) else tnn.Identity())
+
+        def forward(self, x):
+            return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.proj(x))
+
+    class ResNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = tnn.Sequential(tnn.Conv2d(3, 8, 7, 2, 3, bias=False), tnn.BatchNorm2d(8), tnn.ReLU(),
+                                       tnn.MaxPool2d(3, 2, 1))
+            self.blocks = tnn.Sequential(Block(8, 8, 1), Block(8, 16, 2))
+            self.fc = tnn.Linear(16, 7)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    class MobileNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pw = tnn.Conv2d(3, 12, 1)
+            self.dw = tnn.Conv2d(12, 12, 3, 2, 1, groups=12)
+            self.se1, self.se2 = tnn.Conv2d(12, 4, 1), tnn.Conv2d(4, 12, 1)
+            self.br = tnn.Conv2d(3, 6, 3, 2, 1, dilation=1)
+            self.prelu = tnn.PReLU(6)
+            self.fc = tnn.Linear(18, 5)
+
+        def forward(self, x):
+            a = F.hardswish(self.dw(F.relu6(self.pw(x))))
+            a = a * F.hardsigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(a, 1)))))
+            b = self.prelu(self.br(x))
+            y = F.leaky_relu(torch.cat([F.avg_pool2d(a, 3, 1, 1), F.avg_pool2d(b, 3, 1, 1, count_include_pad=False)],
+                                       1), 0.1)
+            return self.fc(y.mean(dim=(2, 3))).softmax(dim=1)
+
+    return torch, [("lenet", LeNet, (1, 28, 28)), ("resnet", ResNet, (3, 40, 36)),
+                   ("mobilenet", MobileNet, (3, 24, 20))]
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("which", ["lenet", "resnet", "mobilenet"])
+def test_torch_exports_equal_onnxruntime_and_torch(which, dynamo, tmp_path):
+    import warnings
+
+    torch, nets = _torch_nets()
+    name, cls, shape = next(n for n in nets if n[0] == which)
+    torch.manual_seed(0)
+    net = cls().eval()
+    for m in net.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    x = torch.rand(3, *shape)
+    path = tmp_path / f"{name}.onnx"
+    extra = {"external_data": False} if dynamo else {"dynamic_axes": {"input": {0: "N"}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), dynamo=dynamo, input_names=["input"], output_names=["out"], **extra)
+    proto = onnx.load(path)
+    model = nn.load_onnx(path)
+    xn = x.numpy()
+    ref = _ort_all(proto, xn)
+    acts = model.net.activations(xn)
+    compared = [t for t in ref if t in acts]
+    assert len(compared) >= len(model.net.names)
+    for t in compared:
+        np.testing.assert_allclose(acts[t], ref[t], rtol=1e-4, atol=2e-5, err_msg=t)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.net.forward(xn[:2]), net(x[:2]).numpy(), rtol=1e-4, atol=2e-5)

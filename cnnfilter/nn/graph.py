@@ -41,11 +41,15 @@ class Graph:
     """
 
     def __init__(self, nodes, params: dict, input_name: str, input_shape: tuple, output: str, opset: int,
-                 arch: str = "onnx", *, probe_batch: int = 1, channels_last: bool = False):
+                 arch: str = "onnx", *, probe_batch: int = 1, channels_last: bool = False,
+                 fixed_batch: int | None = None):
         self.params_by_name = dict(params)
         self.input_name = input_name
         self.input_shape = tuple(int(v) for v in input_shape)
         self.channels_last = channels_last  # the graph's input is (N, H, W, C): images are transposed for it
+        # a graph exported for one batch size (dynamo's default) runs any batch in chunks of it, the last padded
+        self.fixed_batch = fixed_batch
+        probe_batch = fixed_batch or probe_batch
         self.output = output
         self.opset = int(opset)
         self.arch = arch
@@ -81,6 +85,8 @@ class Graph:
         if train:
             msg = "an imported graph runs for inference only"
             raise GraphError(msg)
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            return self._chunked(x, lambda part: {"out": self.forward(part)})["out"]
         env = self._start(x)
         for i, node in enumerate(self.nodes):
             self._run(node, env)
@@ -91,6 +97,8 @@ class Graph:
 
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every node's outputs for the batch ``x``, keyed by their tensor names, in topological order."""
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            return self._chunked(x, self.activations)
         env = self._start(x)
         acts = {}
         for node in self.nodes:
@@ -99,6 +107,23 @@ class Graph:
                 if t:
                     acts[t] = env[t]
         return acts
+
+    def _chunked(self, x, run) -> dict:
+        """``run`` on chunks of ``fixed_batch`` images (the last padded with zeros), batch-major results joined."""
+        n, b = len(x), self.fixed_batch
+        parts = []
+        for i in range(0, n, b):
+            part = x[i : i + b]
+            if len(part) < b:
+                part = np.concatenate([part, np.zeros((b - len(part), *part.shape[1:]), part.dtype)])
+            parts.append(run(part))
+        out = {}
+        for name, first in parts[0].items():
+            if first.ndim and first.shape[0] == b:
+                out[name] = np.concatenate([p[name] for p in parts])[:n]
+            else:
+                out[name] = first
+        return out
 
     def _start(self, x) -> dict:
         x = np.asarray(x, np.float32)

@@ -84,7 +84,11 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
         raise GraphError(f"the graph has {len(inputs)} inputs besides its weights; an image network has one")
     shape, channels_last = _input_shape(inputs[0], input_size)
     check_memory(4.0 * math.prod(shape), f"the input {'x'.join(map(str, shape))}")
-    net = graph_from_proto(proto, shape, channels_last=channels_last)
+    first = inputs[0].type.tensor_type.shape.dim[0]
+    fixed = int(first.dim_value) if first.HasField("dim_value") and first.dim_value > 0 else None
+    if fixed is not None and fixed > 4096:
+        raise GraphError(f"the input declares a batch of {fixed:,} images")
+    net = graph_from_proto(proto, shape, channels_last=channels_last, fixed_batch=fixed)
     meta = {p.key: p.value for p in proto.metadata_props}
     out_size = math.prod(net.shapes[net.names.index(net.output)]) if net.output in net.names else 0
     if classes is None:
@@ -109,7 +113,8 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
     return Model(net, list(classes), mean, std, info)
 
 
-def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last: bool = False) -> Graph:
+def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last: bool = False,
+                     fixed_batch: int | None = None) -> Graph:
     """The :class:`Graph` of an ONNX ``ModelProto`` whose one data input has shape ``(batch, *input_shape)``:
     initializers and Constant nodes become parameters, every other node is checked against the supported
     operators. (:func:`load_onnx` adds the image checks, class names and normalisation.)"""
@@ -143,7 +148,7 @@ def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last
     if not g.output:
         raise GraphError("the graph declares no output")
     return Graph(nodes, params, inputs[0].name, input_shape, g.output[0].name, opset, arch=f"onnx opset {opset}",
-                 probe_batch=batch, channels_last=channels_last)
+                 probe_batch=batch, channels_last=channels_last, fixed_batch=fixed_batch)
 
 
 def _data_inputs(g) -> list:
@@ -156,8 +161,9 @@ def _tensor(t, onnx, budget: int) -> np.ndarray:
     from onnx import numpy_helper
 
     if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
-        raise GraphError(f"tensor {printable(t.name)!r} is stored outside the model file (external data); "
-                         "cnnfilter reads only the file it is given")
+        raise GraphError(f"tensor {printable(t.name)!r} is stored outside the model file (external data), and "
+                         "cnnfilter reads only the file it is given: export with torch.onnx.export(..., "
+                         "external_data=False), or onnx.save(onnx.load(path), path2) to inline the weights")
     if t.data_type not in _TYPES:
         raise GraphError(f"tensor {printable(t.name)!r} has ONNX data type {t.data_type}, which is not supported")
     dims = [int(d) for d in t.dims]
