@@ -532,3 +532,24 @@ def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
         for i in range(Ho):
             out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
             out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def im2col(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
+    """``cols[n, (c, a, b), i * Wo + j] = xp[n, c, i*sh + a*dh, j*sw + b*dw]`` from a zero-padded batch: the
+    columns a convolution is one matrix product with (done by BLAS, on its own threads: this loop runs on one)."""
+    N, C = xp.shape[0], xp.shape[1]
+    for n in range(N):
+        for c in range(C):
+            for a in range(kh):
+                for b in range(kw):
+                    row = cols[n, (c * kh + a) * kw + b]
+                    for i in range(Ho):
+                        src = xp[n, c, i * sh + a * dh]
+                        dst = row[i * Wo : (i + 1) * Wo]
+                        off = b * dw
+                        if sw == 1:
+                            dst[:] = src[off : off + Wo]
+                        else:
+                            for j in range(Wo):
+                                dst[j] = src[off + j * sw]

@@ -40,3 +40,9 @@ def numpy_engine(pixels: int) -> bool:
 # against 2 ms compiled) repay after some 300 photos and float kernels and pooling (numpy 5-9 ms) after some 60.
 COMPILED_MIN_JOBS = 60
 COMPILED_MIN_JOBS_EXACT = 300
+
+# conv2d (conv.run): 3x3 filters at stride 1 run the direct compiled loop on planes of at least this many outputs
+# (from 14x14 up it beat im2col + BLAS on the project's VMs; on 7x7 and smaller planes BLAS won, see
+# benchmarks/onnx_infer.py); im2col's columns are made a block of images at a time, at most this many bytes.
+CONV_DIRECT_MIN_PLANE = 100
+CONV_COLUMNS_BYTES = 32 << 20

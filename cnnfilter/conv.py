@@ -74,18 +74,55 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1) -
     if Ho < 1 or Wo < 1:
         msg = f"the output would be {max(Ho, 0)}x{max(Wo, 0)}: the kernel ({span[0]}x{span[1]} with dilation) does not fit the padded input ({H + top + bottom}x{W + left + right})"
         raise ValueError(msg)
+    out = run(xb, np.ascontiguousarray(w, dtype), b, (sh, sw), (dh, dw), (top, bottom, left, right), groups)
+    return out if batched else out[0]
+
+
+def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
+    """:func:`conv2d` on checked arguments (the engine an imported network calls with weights checked once):
+    ``x (N, C, H, W)`` and ``w (O, C/groups, kh, kw)`` of one float type, ``b (O,)``, ``pads (top, bottom, left,
+    right)`` whose output is at least 1x1.
+
+    3x3 filters at stride 1 on planes of at least ``config.CONV_DIRECT_MIN_PLANE`` outputs, and grouped
+    convolutions, run the direct compiled loops (two filters per task sharing each load); every other
+    convolution is im2col (one compiled pass) and one matrix product per image by BLAS (``numpy.matmul``), a
+    block of images at a time so that the columns stay under ``config.CONV_COLUMNS_BYTES``."""
+    from . import _loops, config
+
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (top, bottom, left, right) = stride, dilation, pads
+    dtype = w.dtype
+    Ho = _args.output_size(H, dh * (kh - 1) + 1, sh, top, bottom)
+    Wo = _args.output_size(W, dw * (kw - 1) + 1, sw, left, right)
     itemsize = np.dtype(dtype).itemsize
     what = f"conv2d of {N}x{C}x{H}x{W} with {O}x{Cg}x{kh}x{kw} weights into {N}x{O}x{Ho}x{Wo}"
     limits.check_memory(itemsize * (N * C * (H + top + bottom) * (W + left + right) + N * O * Ho * Wo), what)
     limits.check_work(float(N) * O * Ho * Wo * Cg * kh * kw, what)
-    xp = np.zeros((N, C, H + top + bottom, W + left + right), dtype)
-    xp[:, :, top : top + H, left : left + W] = xb
-    out = np.empty((N, O, Ho, Wo), dtype)
-    from . import _loops
-
-    wk = np.ascontiguousarray(w, dtype)
-    if (kh, kw, sh, sw) == (3, 3, 1, 1):
-        _loops.conv2d_3x3(xp, wk, b, out, dh, dw, groups)
+    if top or bottom or left or right:
+        xp = np.zeros((N, C, H + top + bottom, W + left + right), dtype)
+        xp[:, :, top : top + H, left : left + W] = x
     else:
-        _loops.conv2d_forward(xp, wk, b, out, sh, sw, dh, dw, groups)
-    return out if batched else out[0]
+        xp = np.ascontiguousarray(x, dtype)
+    out = np.empty((N, O, Ho, Wo), dtype)
+    direct3 = (kh, kw, sh, sw) == (3, 3, 1, 1) and Ho * Wo >= config.CONV_DIRECT_MIN_PLANE
+    if groups != 1 or direct3:
+        if direct3:
+            _loops.conv2d_3x3(xp, w, b, out, dh, dw, groups)
+        else:
+            _loops.conv2d_forward(xp, w, b, out, sh, sw, dh, dw, groups)
+        return out
+    w2 = w.reshape(O, -1)
+    o3 = out.reshape(N, O, Ho * Wo)
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):  # the input is its own columns
+        np.matmul(w2, xp.reshape(N, C, Ho * Wo), out=o3)
+    else:
+        per_image = C * kh * kw * Ho * Wo * itemsize
+        block = max(1, min(N, config.CONV_COLUMNS_BYTES // max(per_image, 1)))
+        cols = np.empty((block, C * kh * kw, Ho * Wo), dtype)
+        for n in range(0, N, block):
+            m = min(block, N - n)
+            _loops.im2col(xp[n : n + m], cols[:m], kh, kw, sh, sw, dh, dw, Ho, Wo)
+            np.matmul(w2, cols[:m], out=o3[n : n + m])
+    o3 += b[None, :, None]
+    return out

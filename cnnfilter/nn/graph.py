@@ -58,7 +58,7 @@ class Graph:
                 msg = (f"operator {node.op!r} (node {node.name!r}) is not supported; supported: "
                        f"{', '.join(sorted(OPS))}")
                 raise GraphError(msg)
-        self.nodes = _toposort(list(nodes), {input_name, *self.params_by_name})
+        self.nodes = _toposort([self._trust(n) for n in nodes], {input_name, *self.params_by_name})
         if output not in {o for n in self.nodes for o in n.outputs} | {input_name}:
             msg = f"the graph's output {output!r} is made by no node"
             raise GraphError(msg)
@@ -78,6 +78,20 @@ class Graph:
         last = next((n for n in self.nodes if self.output in n.outputs), None)
         # a classifier exported with its softmax gives probabilities already
         self.probabilities = last is not None and last.op == "Softmax"
+
+    def _trust(self, node: Node) -> Node:
+        """A Conv node whose weight and bias are finite parameters is marked for the engine without conv2d's
+        per-call checks (``conv.run``); its weights are made contiguous float32 once."""
+        if node.op != "Conv" or not all(t in self.params_by_name for t in node.inputs[1:] if t):
+            return node
+        for t in node.inputs[1:]:
+            if not t:
+                continue
+            a = self.params_by_name[t]
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                return node
+            self.params_by_name[t] = np.ascontiguousarray(a, np.float32)
+        return node._replace(attrs={**node.attrs, "_trusted": True})
 
     # -- running --------------------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -275,7 +289,7 @@ def _four_d(node: Node, x) -> None:
 
 
 def _conv(node, args, opset):
-    from ..conv import conv2d
+    from ..conv import conv2d, run
 
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
@@ -286,8 +300,24 @@ def _conv(node, args, opset):
     strides = _ints(node.attrs.get("strides", [1, 1]))
     dilations = _ints(node.attrs.get("dilations", [1, 1]))
     top, bottom, left, right = _spatial_pads(node, x.shape[2:], w.shape[2:], strides, dilations)
-    return [conv2d(_f32(x), w, b, stride=tuple(strides), padding=((top, bottom), (left, right)),
-                   dilation=tuple(dilations), groups=int(node.attrs.get("group", 1)))]
+    groups = int(node.attrs.get("group", 1))
+    if not node.attrs.get("_trusted"):  # weights computed by the graph itself: conv2d checks everything
+        return [conv2d(_f32(x), w, b, stride=tuple(strides), padding=((top, bottom), (left, right)),
+                       dilation=tuple(dilations), groups=groups)]
+    # weights from the file, checked finite when the graph was made; the shapes are checked here
+    O, Cg, kh, kw = w.shape
+    if groups < 1 or O % groups or Cg * groups != x.shape[1] or (b is not None and b.shape != (O,)):
+        msg = (f"node {node.name!r}: weight {w.shape}, bias {None if b is None else b.shape} and group {groups} "
+               f"do not fit an input of {x.shape[1]} channels")
+        raise GraphError(msg)
+    for n, k, s, d, p0, p1 in zip(x.shape[2:], (kh, kw), strides, dilations, (top, left), (bottom, right)):
+        if s < 1 or d < 1 or n + p0 + p1 < d * (k - 1) + 1:
+            msg = f"node {node.name!r}: the kernel does not fit the padded input (or a stride or dilation < 1)"
+            raise GraphError(msg)
+    if b is None:
+        b = np.zeros(O, np.float32)
+    return [run(np.ascontiguousarray(x, np.float32), w, b, tuple(strides), tuple(dilations),
+                (top, bottom, left, right), groups)]
 
 
 def _inference_only(node, args, position: int) -> None:
