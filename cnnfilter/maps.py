@@ -389,20 +389,22 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
     arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
     _png(Image.fromarray(np.ascontiguousarray(arr)), out / "input.png")
     sections = []
+    stems = file_stems([*acts, *(weights or {})])
     for name, a in acts.items():
         signed = None if signed_layers is None else name in signed_layers
         shape = "x".join(map(str, a.shape))
         img = montage(a, tile_size=tile_size, normalize=normalize, colormap_name=colormap_name, signed=signed,
                       title=f"{name}  {shape}", labels=labels.get(name))
-        _png(img, out / f"{name}.png")
-        sections.append((name, shape, f"{name}.png"))
+        stem = stems[name]
+        _png(img, out / f"{stem}.png")
+        sections.append((name, shape, f"{stem}.png"))
         if separate and a.ndim == 3:
             _folder(out, "channels")
             scaled, _, sg = scale_maps(a, normalize, signed)
             for c in range(min(a.shape[0], MAX_TILES)):
                 lut = colormap(colormap_name or ("coolwarm" if sg[c] else "viridis"))
                 tile = Image.fromarray(lut[np.rint(scaled[c] * 255).astype(np.uint8)])
-                _png(tile, out / "channels" / f"{name}-{c}.png")
+                _png(tile, out / "channels" / f"{stem}-{c}.png")
     wsections = []
     for name, w in (weights or {}).items():
         O, C = w.shape[:2]
@@ -411,9 +413,11 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
               itertools.islice(((o, c) for o in range(O) for c in range(C)), MAX_TILES)]
         img = montage(tiles, tile_size=48, normalize="layer", colormap_name=colormap_name, signed=True,
                       title=f"{name} filters  {O}x{C}x{w.shape[2]}x{w.shape[3]}", labels=tl, columns=max(C, 8) if C > 1 else None)
-        _png(img, out / f"weights-{name}.png")
-        wsections.append((name, f"weights-{name}.png"))
+        _png(img, out / f"weights-{stems[name]}.png")
+        wsections.append((name, f"weights-{stems[name]}.png"))
     summary = {"image": title, "layers": summarize(acts)}
+    if any(stems[n] != n for n in acts):  # names that are no file names (ONNX's '/conv1/Conv_output_0')
+        summary["files"] = {n: f"{stems[n]}.png" for n in acts}
     if prediction is not None:
         summary["prediction"] = prediction
     _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
@@ -421,12 +425,38 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         from .outputs import atomic_file
 
         with atomic_file(out / "activations.npz") as fh:
-            np.savez_compressed(fh, **{n: np.asarray(a, np.float32) for n, a in acts.items()})
+            np.savez_compressed(fh, **{stems[n]: np.asarray(a, np.float32) for n, a in acts.items()})
     _text(_html(title, prediction, sections, wsections, npz), out / "index.html")
     return out
 
 
+_RESERVED = {"input", "index", "summary", "activations", "channels"}
+
+
+def file_stems(names) -> dict[str, str]:
+    """A file name stem per layer name, unique and safe: a name is data from a model file (an ONNX tensor is
+    called '/layer1/conv1/Conv_output_0'), so separators, control characters, leading dots and names of the
+    report's own files are replaced, and it is cut to 100 characters."""
+    from .outputs import safe_part
+
+    out, taken = {}, set()
+    for name in names:
+        if name in out:
+            continue
+        stem = safe_part(str(name).strip("/\\").replace("/", "_").replace("\\", "_"))[:100]
+        if stem.lower() in _RESERVED or stem.lower().startswith("weights-"):
+            stem = "layer-" + stem
+        base, k = stem, 2
+        while stem.lower() in taken:
+            stem, k = f"{base}-{k}", k + 1
+        taken.add(stem.lower())
+        out[name] = stem
+    return out
+
+
 def _html(title, prediction, sections, wsections, npz) -> str:
+    from urllib.parse import quote
+
     e = html.escape
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>cnnfilter feature maps: {e(title)}</title>",
@@ -441,10 +471,10 @@ def _html(title, prediction, sections, wsections, npz) -> str:
         parts.append(f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> '
                      f'({prediction["probability"]:.3f})' + (f"; top: {top}" if top else "") + "</p>")
     for name, src in wsections:
-        parts.append(f'<section><h2>{e(name)} filters</h2><img src="{e(src)}" alt="{e(name)} filters"></section>')
+        parts.append(f'<section><h2>{e(name)} filters</h2><img src="{e(quote(src))}" alt="{e(name)} filters"></section>')
     for name, shape, src in sections:
         parts.append(f'<section><h2>{e(name)} <small>{e(shape)}</small></h2>'
-                     f'<img src="{e(src)}" alt="{e(name)} feature maps"></section>')
+                     f'<img src="{e(quote(src))}" alt="{e(name)} feature maps"></section>')
     links = '<a href="summary.json">summary.json</a>' + (' · <a href="activations.npz">activations.npz</a>'
                                                           if npz else "")
     parts.append(f"<p>{links}</p></body></html>")

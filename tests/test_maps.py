@@ -1,5 +1,6 @@
 """featuremaps: activations against a hand-written forward pass, montage geometry, normalisation, the report."""
 
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -187,3 +188,27 @@ def test_cli_signed_pooling_layer_gets_the_diverging_colormap(tmp_path, normaliz
     for png in (out / "0003" / "channels").glob("pool1-*.png"):
         colours = {tuple(c) for c in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
         assert colours <= cool, png
+
+
+def test_layer_names_from_a_model_file_never_choose_where_files_go(tmp_path):
+    """ONNX tensor names are data: '/conv1/Conv_output_0', '../../escape', 'input' (the report's own file) and
+    names equal but for case become distinct, safe file names inside the report folder."""
+    from cnnfilter.maps import file_stems, write_report
+
+    names = ["/conv1/Conv_output_0", "../../escape", "input", "summary", "Relu", "relu", "a\nb", ".hidden",
+             "weights-x", "x" * 300]
+    stems = file_stems(names)
+    assert len({s.lower() for s in stems.values()}) == len(names)
+    for s in stems.values():
+        assert "/" not in s and "\\" not in s and not s.startswith(".") and len(s) <= 100 and s.isprintable()
+    acts = {n: np.random.default_rng(0).normal(size=(2, 4, 4)).astype(np.float32) for n in names}
+    out = tmp_path / "report"
+    write_report(out, input_image=np.zeros((1, 4, 4), np.float32), acts=acts, title="t", npz=True, separate=True)
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not list(tmp_path.glob("escape*")) and not (tmp_path.parent / "escape.png").exists()
+    assert {"input.png", "summary.json", "index.html", "activations.npz"} <= written
+    assert {f"{stems[n]}.png" for n in names} <= written
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"]["/conv1/Conv_output_0"] == "conv1_Conv_output_0.png"
+    with np.load(out / "activations.npz") as z:
+        assert sorted(z.files) == sorted(stems.values())
