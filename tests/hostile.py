@@ -266,6 +266,97 @@ def _corrupt_exif(path: Path) -> None:
 
 C = ["convolve", "photo.png", "-o", "out/x.png"]
 
+def _onnx(name: str, edit=None, *, pad=None, nodes=None) -> Callable[[Path], None]:
+    """A small ONNX classifier (Conv-Relu-GlobalAveragePool-Flatten-Gemm on 1x8x8 images), changed by ``edit``
+    (a function of the ModelProto), written to ``name``; onnx is imported only when the case is built."""
+    def make(root: Path) -> None:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        inits = [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
+                 numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "fc")]
+        graph_nodes = nodes or [
+            helper.make_node("Conv", ["input", "w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+            helper.make_node("GlobalAveragePool", ["relu"], ["gap"], name="gap"),
+            helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+            helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc", transB=1)]
+        graph = helper.make_graph(graph_nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                    ["N", 1, 8, 8])],
+                                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        if edit is not None:
+            edit(m, helper)
+        (root / name).write_bytes(m.SerializeToString())
+        _img(root / "d.png", (8, 8))
+
+    return make
+
+
+def _external(m, helper) -> None:
+    from onnx import TensorProto
+
+    t = m.graph.initializer[0]
+    t.ClearField("raw_data")
+    del t.float_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="/etc/passwd")
+
+
+def _terabyte(m, helper) -> None:
+    t = m.graph.initializer[1]
+    t.ClearField("raw_data")
+    del t.float_data[:]
+    del t.dims[:]
+    t.dims.extend([1 << 20, 1 << 20])
+
+
+def _cycle(m, helper) -> None:
+    m.graph.node[0].input[0] = "relu"
+
+
+def _escaping_names(m, helper) -> None:
+    for n in m.graph.node:
+        for i, t in enumerate(n.input):
+            n.input[i] = {"conv": "../../escape", "relu": "/abs/relu", "gap": "index"}.get(t, t)
+        for i, t in enumerate(n.output):
+            n.output[i] = {"conv": "../../escape", "relu": "/abs/relu", "gap": "index"}.get(t, t)
+
+
+def _onnx_graph(make_nodes) -> Callable:
+    def edit(m, helper):
+        del m.graph.node[:]
+        m.graph.node.extend(make_nodes(helper))
+    return edit
+
+
+def _broadcast_bomb(helper):
+    """x + x^T squares the size each time: 64 -> 64x64 -> 4096x4096 -> 16M x 16M elements."""
+    nodes, t = [], "input"
+    for i in range(4):
+        nodes += [helper.make_node("Reshape", [t, "flat_shape"], [f"r{i}"]),
+                  helper.make_node("Transpose", [f"r{i}"], [f"t{i}"], perm=[1, 0]),
+                  helper.make_node("Add", [f"r{i}", f"t{i}"], [f"a{i}"])]
+        t = f"a{i}"
+    return nodes + [helper.make_node("Gemm", [t, "fc"], ["logits"], transB=1)]
+
+
+def _pad_bomb(helper):
+    return [helper.make_node("Pad", ["input", "pads"], ["p"], mode="constant"),
+            helper.make_node("GlobalAveragePool", ["p"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
+
+
+def _with_init(edit, name, value):
+    def both(m, helper):
+        from onnx import numpy_helper
+
+        m.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        edit(m, helper)
+    return both
+
+
 CASES: list[Case] = [
     # data loss: every file written goes through one policy
     Case("raw-is-the-input", _tif, ["convolve", "photo.tif", "-k", "edge", "-o", "out.png", "--raw", "photo.tif"],
@@ -521,6 +612,25 @@ CASES: list[Case] = [
          ["featuremaps", "a.png", "-m", "digits", "-o", "out", "-q"], 0, lines=0),
     Case("featuremaps-png16-la", lambda r: _png16(r / "a.png", 4, (8, 8)),
          ["featuremaps", "a.png", "-o", "out", "-q"], 0, lines=0),
+    # ONNX models: data, never instructions (no file named inside is read, no name chooses where a file goes)
+    Case("onnx-external-data", _onnx("m.onnx", _external), ["predict", "m.onnx", "d.png"], 1,
+         "stored outside the model file", writes=()),
+    Case("onnx-declares-a-terabyte", _onnx("m.onnx", _terabyte), ["predict", "m.onnx", "d.png"], 1,
+         "over the memory limit", writes=()),
+    Case("onnx-truncated", lambda r: (_onnx("full.onnx")(r), (r / "m.onnx").write_bytes(
+        (r / "full.onnx").read_bytes()[:200])), ["predict", "m.onnx", "d.png"], 1, "not an ONNX model", writes=()),
+    Case("onnx-cycle", _onnx("m.onnx", _cycle), ["featuremaps", "d.png", "-m", "m.onnx", "-o", "out"], 1,
+         "not acyclic"),
+    Case("onnx-unsupported-operator", _onnx("m.onnx", lambda m, h: setattr(m.graph.node[1], "op_type", "Upsample")),
+         ["predict", "m.onnx", "d.png"], 1, "'Upsample' (node 'relu') is not supported", writes=()),
+    Case("onnx-names-escape", _onnx("m.onnx", _escaping_names),
+         ["featuremaps", "d.png", "-m", "m.onnx", "-o", "out", "-q"], 0, lines=0),
+    Case("onnx-broadcast-bomb", _onnx("m.onnx", _with_init(_onnx_graph(_broadcast_bomb), "flat_shape",
+                                                           np.array([-1, 1], np.int64))),
+         ["predict", "m.onnx", "d.png"], 1, "over the memory limit", writes=()),
+    Case("onnx-pad-bomb", _onnx("m.onnx", _with_init(_onnx_graph(_pad_bomb), "pads",
+                                                     np.array([0, 0, 10**6, 10**6, 0, 0, 10**6, 10**6], np.int64))),
+         ["predict", "m.onnx", "d.png"], 1, "over the memory limit", writes=()),
 ]
 
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..limits import check_memory, fmt_bytes
+from ..limits import LimitError, check_memory, fmt_bytes, printable
 
 
 class GraphError(ValueError):
@@ -102,11 +102,13 @@ class Graph:
         if self.fixed_batch and len(x) != self.fixed_batch:
             return self._chunked(x, lambda part: {"out": self.forward(part)})["out"]
         env = self._start(x)
+        live = x.nbytes
         for i, node in enumerate(self.nodes):
-            self._run(node, env)
+            live += self._run(node, env)
+            _check_total(live, "the network's live tensors")
             for t in node.inputs:  # tensors nobody reads any more are dropped
-                if t and self._last_use.get(t) == i and t not in self.params_by_name:
-                    env.pop(t, None)
+                if t and self._last_use.get(t) == i and t not in self.params_by_name and t in env:
+                    live -= env.pop(t).nbytes
         return env[self.output]
 
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,8 +117,10 @@ class Graph:
             return self._chunked(x, self.activations)
         env = self._start(x)
         acts = {}
+        total = x.nbytes
         for node in self.nodes:
-            self._run(node, env)
+            total += self._run(node, env)
+            _check_total(total, "the network's activations")
             for t in node.outputs:
                 if t:
                     acts[t] = env[t]
@@ -148,18 +152,24 @@ class Graph:
         env[self.input_name] = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.channels_last else x
         return env
 
-    def _run(self, node: Node, env: dict) -> None:
+    def _run(self, node: Node, env: dict) -> int:
+        """Run ``node`` on ``env``; returns the bytes of the new tensors."""
         args = [env[t] if t else None for t in node.inputs]
         try:
             outs = OPS[node.op](node, args, self.opset)
-        except GraphError:
+        except (GraphError, LimitError):
             raise
-        except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as exc:
-            msg = f"node {node.name!r} ({node.op}) failed: {exc}"
+        except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError, np.exceptions.AxisError) as exc:
+            msg = f"node {node.name!r} ({node.op}) failed: {printable(str(exc).splitlines()[0] if str(exc) else '')}"
             raise GraphError(msg) from None
+        made = 0
         for name, value in zip(node.outputs, outs):
             if name:
+                if not isinstance(value, np.ndarray):
+                    value = np.asarray(value)
                 env[name] = value
+                made += value.nbytes
+        return made
 
     # -- what the CLI shows ---------------------------------------------------------------------------------
     def params(self) -> list[np.ndarray]:
@@ -254,6 +264,32 @@ def _f32(a):
     return a if a.dtype == np.float32 else a.astype(np.float32)
 
 
+def _check_total(nbytes: int, what: str) -> None:
+    check_memory(float(nbytes), what)
+
+
+def _limit(node: Node, shape, itemsize: int = 4) -> None:
+    """Refuse an output of ``shape`` that the memory limit does not hold, before it is made (a broadcast, a
+    concat or a gather can be far larger than its inputs)."""
+    check_memory(float(math.prod(int(v) for v in shape)) * itemsize,
+                 f"node {node.name!r} ({node.op}, output {'x'.join(map(str, shape))})")
+
+
+def _broadcast(node: Node, *arrays) -> None:
+    """Refuse a broadcast of ``arrays`` (None: absent) whose result the memory limit does not hold."""
+    present = [a for a in arrays if a is not None]
+    _broadcast_shapes(node, [np.shape(a) for a in present], max(np.asarray(a).itemsize for a in present))
+
+
+def _broadcast_shapes(node: Node, shapes, itemsize: int) -> None:
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError as exc:
+        msg = f"node {node.name!r} ({node.op}): {exc}"
+        raise GraphError(msg) from None
+    _limit(node, shape, itemsize)
+
+
 def _ints(v) -> list[int]:
     return [int(t) for t in np.asarray(v).reshape(-1)]
 
@@ -334,6 +370,10 @@ def _batchnorm(node, args, opset):
     _inference_only(node, args, 99)
     x, scale, bias, mean, var = args[:5]
     eps = float(node.attrs.get("epsilon", 1e-5))
+    C = x.shape[1] if x.ndim > 1 else 0
+    if any(np.shape(a) != (C,) for a in (scale, bias, mean, var)):
+        msg = f"node {node.name!r}: scale, bias, mean and variance must hold one value per channel ({C})"
+        raise GraphError(msg)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     a = (scale / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
     return [_f32(x * a.reshape(shape) + (bias - mean * a).astype(np.float32).reshape(shape))]
@@ -346,6 +386,7 @@ def _clip(node, args, opset):
     else:
         lo = args[1] if len(args) > 1 else None
         hi = args[2] if len(args) > 2 else None
+    _broadcast(node, x, lo, hi)
     if lo is not None:
         x = np.maximum(x, np.asarray(lo, x.dtype))
     if hi is not None:
@@ -460,6 +501,10 @@ def _gemm(node, args, opset):
         a = a.T
     if node.attrs.get("transB", 0):
         b = b.T
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        msg = f"node {node.name!r}: Gemm of {a.shape} and {b.shape}"
+        raise GraphError(msg)
+    _broadcast_shapes(node, [(a.shape[0], b.shape[1]), np.shape(c)], 4)
     y = np.float32(node.attrs.get("alpha", 1.0)) * (a @ b)
     if c is not None:
         y = y + np.float32(node.attrs.get("beta", 1.0)) * c
@@ -473,6 +518,7 @@ def _binary(fn):
             axis = int(node.attrs["axis"])
             axis = axis + a.ndim if axis < 0 else axis
             b = b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
+        _broadcast(node, a, b)
         if a.dtype.kind in "iu" and b.dtype.kind in "iu" and fn is np.divide:
             return [np.trunc(a / b).astype(np.result_type(a, b))]
         out = fn(a, b)
@@ -482,7 +528,9 @@ def _binary(fn):
 
 
 def _concat(node, args, opset):
-    return [np.concatenate([a for a in args if a is not None], axis=int(node.attrs["axis"]))]
+    parts = [a for a in args if a is not None]
+    _limit(node, (sum(a.size for a in parts),), max(a.itemsize for a in parts))
+    return [np.concatenate(parts, axis=int(node.attrs["axis"]))]
 
 
 def _flatten(node, args, opset):
@@ -573,7 +621,18 @@ def _shape(node, args, opset):
 
 
 def _gather(node, args, opset):
-    return [np.take(args[0], args[1].astype(np.int64), axis=int(node.attrs.get("axis", 0)))]
+    data, idx = args[0], np.asarray(args[1]).astype(np.int64)
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + data.ndim if axis < 0 else axis
+    if not 0 <= axis < data.ndim:
+        msg = f"node {node.name!r}: axis {axis} of a {data.ndim}-D tensor"
+        raise GraphError(msg)
+    _limit(node, (*data.shape[:axis], *idx.shape, *data.shape[axis + 1 :]), data.itemsize)
+    n = data.shape[axis]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        msg = f"node {node.name!r}: an index is outside the {n} entries of axis {axis}"
+        raise GraphError(msg)
+    return [np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)]
 
 
 def _constant(node, args, opset):
@@ -590,10 +649,24 @@ def _identity(node, args, opset):
     return [args[0], *([np.ones(args[0].shape, bool)] if len(node.outputs) > 1 else [])]
 
 
+def _matmul(node, args, opset):
+    a, b = args[0], args[1]
+    if a.ndim == 0 or b.ndim == 0:
+        msg = f"node {node.name!r}: MatMul of a scalar"
+        raise GraphError(msg)
+    a2, b2 = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+    if a2.shape[-1] != b2.shape[-2]:
+        msg = f"node {node.name!r}: MatMul of {a.shape} and {b.shape}"
+        raise GraphError(msg)
+    _broadcast_shapes(node, [(*a2.shape[:-2], a2.shape[-2], 1), (*b2.shape[:-2], 1, b2.shape[-1])], 4)
+    return [np.matmul(a, b)]
+
+
 def _prelu(node, args, opset):
     x, slope = args[0], args[1]
     if opset < 7 and slope.ndim == 1 and x.ndim > 2 and slope.size == x.shape[1]:  # one slope per channel
         slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
+    _broadcast(node, x, slope)
     return [_f32(np.where(x >= 0, x, x * slope))]
 
 
@@ -624,7 +697,7 @@ OPS = {
     "GlobalMaxPool": _global,
     "ReduceMean": _reduce_mean,
     "Gemm": _gemm,
-    "MatMul": lambda node, args, opset: [np.matmul(args[0], args[1])],
+    "MatMul": _matmul,
     "Add": _binary(np.add),
     "Sub": _binary(np.subtract),
     "Mul": _binary(np.multiply),
