@@ -76,6 +76,8 @@ def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
     if normalize not in NORMALIZE:
         msg = f"normalize {normalize!r} is not one of {', '.join(NORMALIZE)}"
         raise ValueError(msg)
+    if normalize == "map" and m.shape[1] * m.shape[2] == 1:  # one value per channel (a global pool, an SE gate):
+        normalize = "layer"  # its own range would say nothing; one shared range compares the channels
     big = np.finfo(np.float32).max
     m = np.nan_to_num(m, nan=0.0, posinf=big, neginf=-big)
     C = m.shape[0]
@@ -271,13 +273,15 @@ def select_layers(model, layers) -> list[str]:
     ops, nodes = {}, {}
     for name, lay in zip(names, model.net.layers):
         node = getattr(lay, "node", None)
-        ops.setdefault(node.op if node is not None else type(lay).__name__, []).append(name)
+        ops.setdefault((node.op if node is not None else type(lay).__name__).lower(), []).append(name)
         if node is not None and node.name:
             nodes[node.name] = name
+    stems = {stem: name for name, stem in file_stems(names).items()}  # the report's file names work too
     out = []
     for item in items:
-        if isinstance(item, str) and item not in names and (item in ops or item in nodes):
-            out.extend(n for n in (ops.get(item) or [nodes[item]]) if n not in out)
+        if isinstance(item, str) and item not in names and (item.lower() in ops or item in nodes or item in stems):
+            found = ops.get(item.lower()) or ([nodes[item]] if item in nodes else [stems[item]])
+            out.extend(n for n in found if n not in out)
             continue
         if isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit()):
             i = int(item)
@@ -377,6 +381,7 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         raise LimitError(msg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_report(out)  # an earlier report's files, which this one replaces
     _folder(out)
     if separate:
         _folder(out, "channels")  # checked before anything is written
@@ -427,7 +432,32 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         with atomic_file(out / "activations.npz") as fh:
             np.savez_compressed(fh, **{stems[n]: np.asarray(a, np.float32) for n, a in acts.items()})
     _text(_html(title, prediction, sections, wsections, npz), out / "index.html")
+    written = {"input.png", "summary.json", "index.html", *(src for _, _, src in sections),
+               *(src for _, src in wsections), *(["activations.npz"] if npz else [])}
+    if separate:
+        written |= {f"channels/{stems[n]}-{c}.png" for n, a in acts.items() if a.ndim == 3
+                    for c in range(min(a.shape[0], MAX_TILES))}
+    for rel in earlier - written:  # layers, filters and channels of the earlier report that this one has not
+        (out / rel).unlink(missing_ok=True)
     return out
+
+
+def _earlier_report(out: Path) -> set[str]:
+    """The files of an earlier report in ``out`` (recognised by its index.html): its PNGs, channel PNGs and
+    activations, relative to ``out``. A folder that is no report gives nothing: files cnnfilter did not write are
+    never removed."""
+    index = out / "index.html"
+    try:
+        with open(index, "rb") as fh:
+            if b"<title>cnnfilter feature maps" not in fh.read(4096):
+                return set()
+    except OSError:
+        return set()
+    found = {p.name for p in out.glob("*.png") if p.is_file() and not p.is_symlink()}
+    found |= {f"channels/{p.name}" for p in out.glob("channels/*.png") if p.is_file() and not p.is_symlink()}
+    if (out / "activations.npz").is_file():
+        found.add("activations.npz")
+    return found
 
 
 _RESERVED = {"input", "index", "summary", "activations", "channels"}

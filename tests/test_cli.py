@@ -394,7 +394,7 @@ def test_onnx_options_are_checked(run, onnx_models, photo, tmp_path):
     assert res.exit_code == 2 and "positive" in res.output
     (tmp_path / "two.txt").write_text("a\nb\n")
     res = run("predict", lenet, photo, "--classes", tmp_path / "two.txt")
-    assert res.exit_code == 1 and "2 class names for 10 outputs" in res.output
+    assert res.exit_code == 1 and "2 class names for an output of 10 values" in res.output
     assert len(res.output.strip().splitlines()) == 1
     res = run("featuremaps", photo, "--input-size", "64x64")
     assert res.exit_code == 2 and "need -m/--model" in res.output
@@ -421,3 +421,63 @@ def test_export_writes_onnx_that_predicts_as_the_model_does(run, tmp_path):
     for ra, rb in zip(a.splitlines(), b.splitlines()):
         ja, jb = json.loads(ra), json.loads(rb)
         assert ja["class"] == jb["class"] and abs(ja["probability"] - jb["probability"]) < 1e-5
+
+
+def test_featuremaps_overwrite_replaces_the_whole_report(run, onnx_models, photo, tmp_path):
+    """--overwrite replaces an earlier report: its layers, channels and activations that this run does not
+    write are removed; a file cnnfilter did not write (in a folder that is no report) is never touched."""
+    _, resnet = onnx_models
+    out = tmp_path / "maps"
+    assert run("featuremaps", photo, "-m", resnet, "-o", out, "--npz", "--separate", "-q").exit_code == 0
+    report = out / "photo"
+    assert (report / "activations.npz").exists() and list((report / "channels").glob("*.png"))
+    res = run("featuremaps", photo, "-m", resnet, "-o", out, "--layers", "stem", "--overwrite", "-q")
+    assert res.exit_code == 0, res.output
+    left = sorted(p.name for p in report.glob("*.png"))
+    assert left == ["input.png", "stem.png", "weights-stem.png"]
+    assert not (report / "activations.npz").exists() and not list((report / "channels").glob("*.png"))
+    mine = tmp_path / "mine"
+    (mine / "photo").mkdir(parents=True)
+    (mine / "photo" / "holiday.png").write_bytes(b"not cnnfilter's")
+    assert run("featuremaps", photo, "-m", resnet, "-o", mine, "--layers", "Relu", "--overwrite", "-q").exit_code == 0
+    assert (mine / "photo" / "holiday.png").read_bytes() == b"not cnnfilter's"
+
+
+def test_onnx_presets_follow_the_channel_order_and_values_are_0_to_1(run, onnx_models, photo):
+    _, resnet = onnx_models
+    res = run("predict", resnet, photo, "--mean", "127.5")
+    assert res.exit_code == 2 and "0..1 pixel units" in res.output and "0.5" in res.output
+    from cnnfilter.cli.nn import _load_model, _Preset
+
+    mdl = _load_model(str(resnet), mean=_Preset((0.485, 0.456, 0.406)), std=(0.2, 0.2, 0.2), channels="bgr")
+    np.testing.assert_allclose(mdl.mean, [0.406, 0.456, 0.485])  # the preset reordered, numbers kept
+    np.testing.assert_allclose(mdl.std, [0.2, 0.2, 0.2])
+    x = np.zeros((1, 3, 2, 2), np.float32)
+    x[:, 2] = 1.0  # blue in RGB order is the network's first channel
+    np.testing.assert_allclose(mdl.normalize(x)[0, :, 0, 0], [(1 - 0.406) / 0.2, -0.456 / 0.2, -0.485 / 0.2],
+                               rtol=1e-6)
+
+def test_layers_by_operator_type_in_any_case_or_by_file_name(run, onnx_models, photo, tmp_path):
+    _, resnet = onnx_models
+    res = run("featuremaps", photo, "-m", resnet, "--layers", "globalaveragepool,b1.add", "-o", tmp_path / "m", "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "m" / "photo").glob("*.png")) == [
+        "b1.add.png", "gap.png", "input.png", "weights-stem.png"]
+
+
+def test_a_network_whose_output_is_a_map_predicts_nothing(run, photo, tmp_path, rng):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["maps"], pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("maps", TensorProto.FLOAT, ["N", 4, 16, 16])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "maps.onnx")
+    res = run("featuremaps", photo, "-m", tmp_path / "maps.onnx", "-o", tmp_path / "out", "-q")
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert "prediction" not in json.loads((tmp_path / "out" / "photo" / "summary.json").read_text())
+    res = run("predict", tmp_path / "maps.onnx", photo)
+    assert res.exit_code == 1 and "not class scores" in res.output

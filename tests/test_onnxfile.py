@@ -480,3 +480,23 @@ def test_torch_exports_equal_onnxruntime_and_torch(which, dynamo, tmp_path):
         np.testing.assert_allclose(acts[t], ref[t], rtol=1e-4, atol=2e-5, err_msg=t)
     with torch.no_grad():
         np.testing.assert_allclose(model.net.forward(xn[:2]), net(x[:2]).numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_symbolic_size_that_does_not_fit_says_how_to_give_it(tmp_path, rng):
+    m = lenet(rng)  # its dense layer needs 28x28 inputs
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    onnx.save(m, tmp_path / "l.onnx")
+    with pytest.raises(ModelError, match=r"run at 224x224: give the size it was trained at with --input-size"):
+        nn.load_onnx(tmp_path / "l.onnx")
+    assert nn.load_onnx(tmp_path / "l.onnx", input_size=(28, 28)).input_shape == (1, 28, 28)
+
+
+def test_a_sigmoid_output_is_taken_as_probabilities(tmp_path, rng):
+    m = lenet(rng)
+    m.graph.node.append(helper.make_node("Sigmoid", ["logits"], ["p"]))
+    m.graph.output[0].name = "p"
+    onnx.save(m, tmp_path / "s.onnx")
+    model = nn.load_onnx(tmp_path / "s.onnx")
+    x = rng.uniform(0, 1, (2, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(model.probabilities(x), model.net.forward(x), rtol=1e-6)

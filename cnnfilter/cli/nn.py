@@ -259,13 +259,18 @@ class _Bar:
 _PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "none": ((0.0,), (1.0,))}
 
 
+class _Preset(tuple):
+    """A preset's values, in RGB order (reordered for a BGR network)."""
+
+
 def _channel_values(ctx, param, value):
-    """``--mean``/``--std``: numbers separated by commas (one, or one per channel), or a preset name."""
+    """``--mean``/``--std``: numbers separated by commas (one, or one per channel, in the network's channel
+    order), in 0..1 pixel units, or a preset name."""
     if value is None:
         return None
     key = value.strip().lower()
     if key in _PRESETS:
-        return _PRESETS[key][0 if param.name == "mean" else 1]
+        return _Preset(_PRESETS[key][0 if param.name == "mean" else 1])
     try:
         values = tuple(float(v) for v in key.split(","))
     except ValueError:
@@ -273,6 +278,9 @@ def _channel_values(ctx, param, value):
     if not all(np.isfinite(values)) or (param.name == "std" and min(values) <= 0):
         raise click.BadParameter(f"{value!r}: the values must be finite" + (" and positive" if param.name == "std"
                                                                                else ""))
+    if max(abs(v) for v in values) > 1:
+        raise click.BadParameter(f"{value!r}: values are in 0..1 pixel units (for 0..255 values divide by 255: "
+                                 f"{values[0]:g} is {values[0] / 255:.4g})")
     return values
 
 
@@ -289,7 +297,8 @@ def model_options(f):
         click.option("--input-size", metavar="HxW", callback=_input_size,
                      help="ONNX: the size to run a model whose height and width are symbolic at [default: 224x224]."),
         click.option("--mean", metavar="M1,M2,M3|imagenet|none", callback=_channel_values,
-                     help="ONNX: per-channel mean in 0..1 units subtracted from the input "
+                     help="ONNX: per-channel mean in 0..1 units, in the network's channel order, subtracted from "
+                          "the input (presets are RGB, reordered for --channels bgr) "
                           "[default: the model's metadata, else none]."),
         click.option("--std", metavar="S1,S2,S3|imagenet|none", callback=_channel_values,
                      help="ONNX: per-channel standard deviation the input is divided by "
@@ -318,6 +327,9 @@ def _load_model(spec, input_size=None, mean=None, std=None, channels=None, class
                                    "input size, normalisation and classes")
         return call(lambda: nn.load_model(path))
     classes = _usage(lambda: read_classes(classes_file)) if classes_file is not None else None
+    if channels == "bgr":  # presets are RGB; numbers given are in the network's order already
+        mean = tuple(reversed(mean)) if isinstance(mean, _Preset) and len(mean) == 3 else mean
+        std = tuple(reversed(std)) if isinstance(std, _Preset) and len(std) == 3 else std
     mdl = call(lambda: nn.load_onnx(path, input_size=input_size, classes=classes, mean=mean, std=std))
     mdl.channels = channels or "rgb"
     return mdl
@@ -395,6 +407,8 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
     if sys.stdout is None:
         raise click.ClickException("standard output is closed; predict prints its results there")
     mdl = _load_model(model, input_size, mean, std, channels, classes_file)
+    if not mdl.classes:
+        raise click.ClickException(f"{model!r}: the model's output is a map, not class scores; featuremaps draws it")
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
         _evaluate(mdl, images[0], as_json)
@@ -648,11 +662,13 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 if mdl is not None:
                     x = fm.prepare_input(mdl, path, resize)
                     acts = mdl.net.activations(mdl.normalize(x[None]))
-                    probs = mdl.to_probabilities(acts[mdl.output_name])[0]
+                    pred = None
+                    if mdl.classes:  # a classifier (a network whose output is a map predicts nothing)
+                        probs = mdl.to_probabilities(acts[mdl.output_name])[0]
+                        order = np.argsort(-probs, kind="stable")[:3]
+                        pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
+                                "top": [(mdl.classes[i], float(probs[i])) for i in order]}
                     acts = {n: a[0] for n, a in acts.items() if n in wanted}
-                    order = np.argsort(-probs, kind="stable")[:3]
-                    pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
-                            "top": [(mdl.classes[i], float(probs[i])) for i in order]}
                     convs = [(n, lay) for n, lay in zip(mdl.net.names, mdl.net.layers) if hasattr(lay, "cout")]
                     weights = {n: lay.weight for n, lay in (convs if all_weights else convs[:1])}
                     signed = {n for n, lay in zip(mdl.net.names, mdl.net.layers) if lay.params()}

@@ -41,9 +41,13 @@ class Model:
 
     def to_probabilities(self, scores: np.ndarray) -> np.ndarray:
         """The network's output for a batch as ``(N, classes)`` probabilities: softmax of the scores, unless the
-        network ends with its own softmax."""
+        network ends with its own softmax (or sigmoid, a multi-label classifier's). A model without classes (its
+        output is a map) raises ValueError."""
         from .layers import softmax
 
+        if not self.classes:
+            msg = "the model's output is a map, not class scores: featuremaps draws it; there is nothing to predict"
+            raise ValueError(msg)
         flat = scores.reshape(len(scores), -1).astype(np.float32, copy=False)
         return flat if getattr(self.net, "probabilities", False) else softmax(flat)
 

@@ -76,8 +76,8 @@ class Graph:
         self.shapes = [tuple(acts[n].shape[1:]) for n in self.names]
         self.image_bytes = 4 * (math.prod(self.input_shape) + sum(math.prod(s) for s in self.shapes))
         last = next((n for n in self.nodes if self.output in n.outputs), None)
-        # a classifier exported with its softmax gives probabilities already
-        self.probabilities = last is not None and last.op == "Softmax"
+        # a classifier exported with its softmax (or a multi-label one with its sigmoid) gives probabilities
+        self.probabilities = last is not None and last.op in ("Softmax", "Sigmoid")
 
     def _trust(self, node: Node) -> Node:
         """A Conv node whose weight and bias are finite parameters is marked for the engine without conv2d's
@@ -105,7 +105,7 @@ class Graph:
         live = x.nbytes
         for i, node in enumerate(self.nodes):
             live += self._run(node, env)
-            _check_total(live, "the network's live tensors")
+            _check_total(live, "the live tensors of the network")
             for t in node.inputs:  # tensors nobody reads any more are dropped
                 if t and self._last_use.get(t) == i and t not in self.params_by_name and t in env:
                     live -= env.pop(t).nbytes
@@ -120,7 +120,7 @@ class Graph:
         total = x.nbytes
         for node in self.nodes:
             total += self._run(node, env)
-            _check_total(total, "the network's activations")
+            _check_total(total, "the activations of the network")
             for t in node.outputs:
                 if t:
                     acts[t] = env[t]

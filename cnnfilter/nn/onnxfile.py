@@ -82,22 +82,32 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
     inputs = _data_inputs(proto.graph)
     if len(inputs) != 1:
         raise GraphError(f"the graph has {len(inputs)} inputs besides its weights; an image network has one")
-    shape, channels_last = _input_shape(inputs[0], input_size)
+    shape, channels_last, defaulted = _input_shape(inputs[0], input_size)
     check_memory(4.0 * math.prod(shape), f"the input {'x'.join(map(str, shape))}")
     first = inputs[0].type.tensor_type.shape.dim[0]
     fixed = int(first.dim_value) if first.HasField("dim_value") and first.dim_value > 0 else None
     if fixed is not None and fixed > 4096:
         raise GraphError(f"the input declares a batch of {fixed:,} images")
-    net = graph_from_proto(proto, shape, channels_last=channels_last, fixed_batch=fixed)
+    try:
+        net = graph_from_proto(proto, shape, channels_last=channels_last, fixed_batch=fixed)
+    except GraphError as exc:
+        if defaulted:
+            raise GraphError(f"{exc} (the model's height and width are symbolic and it was run at "
+                             f"{shape[1]}x{shape[2]}: give the size it was trained at with --input-size HxW)") from None
+        raise
     meta = {p.key: p.value for p in proto.metadata_props}
-    out_size = math.prod(net.shapes[net.names.index(net.output)]) if net.output in net.names else 0
+    out_shape = net.shapes[net.names.index(net.output)] if net.output in net.names else ()
+    out_size = math.prod(out_shape) if out_shape else 0
+    scores = out_size > 0 and sum(d > 1 for d in out_shape) <= 1  # a vector of class scores, not a map
+    if classes is not None and (not scores or len(classes) != out_size):
+        raise GraphError(f"{len(classes)} class names for an output of {'x'.join(map(str, out_shape)) or 'no'} "
+                         f"values per image (the output {net.output!r})")
     if classes is None:
-        classes = _meta_list(meta, "classes", str) or [str(i) for i in range(out_size)]
-    elif len(classes) != out_size:
-        raise GraphError(f"{len(classes)} class names for {out_size} outputs (the output {net.output!r} has "
-                         f"{out_size} values per image)")
-    if len(classes) != out_size:
-        classes = [str(i) for i in range(out_size)]  # the metadata's names do not fit: indices
+        classes = _meta_list(meta, "classes", str) or []
+        if scores and len(classes) != out_size:
+            classes = [str(i) for i in range(out_size)]  # no names, or names that do not fit: indices
+        elif not scores:
+            classes = []  # a network whose output is a map: featuremaps draws it, predict has nothing to say
     C = shape[0]
     mean = np.asarray(mean if mean is not None else (_meta_list(meta, "mean", float) or [0.0] * C), np.float32)
     std = np.asarray(std if std is not None else (_meta_list(meta, "std", float) or [1.0] * C), np.float32)
@@ -105,9 +115,11 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
         mean = np.repeat(mean, C)
     if std.shape == (1,) and C > 1:
         std = np.repeat(std, C)
-    if mean.shape != (C,) or std.shape != (C,) or not (np.isfinite(mean).all() and np.isfinite(std).all()
-                                                       and (std > 0).all()):
-        raise GraphError(f"mean and std need {C} finite values (std positive), one per input channel")
+    if mean.shape != (C,) or std.shape != (C,):
+        raise GraphError(f"the model's input has {C} channel{'s' if C > 1 else ''}; the mean and std have "
+                         f"{mean.size} and {std.size} values (give one, or one per channel)")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise GraphError("the mean and std must be finite, the std positive")
     info = {"format": "onnx", "opset": net.opset,
             "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
     return Model(net, list(classes), mean, std, info)
@@ -212,9 +224,9 @@ def _constant(attrs: dict, node_name: str) -> np.ndarray:
     raise GraphError(f"Constant node {node_name!r} has no value cnnfilter reads")
 
 
-def _input_shape(inp, input_size) -> tuple[tuple[int, int, int], bool]:
-    """``((C, H, W), channels last)`` of an image input: NCHW, or NHWC (tf2onnx's Keras layout) when only the
-    last dimension holds 1 or 3 channels."""
+def _input_shape(inp, input_size) -> tuple[tuple[int, int, int], bool, bool]:
+    """``((C, H, W), channels last, size defaulted)`` of an image input: NCHW, or NHWC (tf2onnx's Keras layout)
+    when only the last dimension holds 1 or 3 channels; a symbolic height or width is ``input_size`` or 224."""
     tt = inp.type.tensor_type
     if not inp.type.HasField("tensor_type") or tt.elem_type not in (1, 10, 11):
         raise GraphError(f"the input {printable(inp.name)!r} is not a float tensor")
@@ -233,11 +245,12 @@ def _input_shape(inp, input_size) -> tuple[tuple[int, int, int], bool]:
         if (H is not None and H != h) or (W is not None and W != w):
             raise GraphError(f"the model takes {H}x{W} images; --input-size {h}x{w} does not match")
         H, W = h, w
+    defaulted = H is None or W is None
     H = DEFAULT_SIZE if H is None else H
     W = DEFAULT_SIZE if W is None else W
     if min(H, W) < 1 or H * W > 1 << 26:
         raise GraphError(f"the input size {H}x{W} is not one an image network runs at")
-    return (C, H, W), last
+    return (C, H, W), last, defaulted
 
 
 def _meta_list(meta: dict, key: str, kind) -> list | None:
