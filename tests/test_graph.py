@@ -19,6 +19,7 @@ from cnnfilter.nn.onnxfile import graph_from_proto  # noqa: E402
 # what cnnfilter refuses on purpose (one clear error): 1-D and 3-D convolutions and pooling (image networks are
 # 2-D), MaxPool's argmax indices, training mode
 REFUSED = ("pool_1d", "pool_3d", "training", "argmax", "Conv1d", "Conv3d", "MaxPool1d", "AvgPool3d", "MaxPool3d",
+           "causal_conv",
            "operator_maxpool", "FLOAT8", "BFLOAT16", "INT4", "FLOAT4", "INT2")  # the last: types numpy lacks
 
 
@@ -114,7 +115,7 @@ def test_the_suites_cover_every_operator():
     without a case would be tested by nothing here)."""
     seen = {n.op_type for p in _node_cases() for n in p.values[0].model.graph.node}
     seen |= {n.op_type for p in _data_dirs() for n in onnx.load(os.path.join(p.values[0], "model.onnx")).graph.node}
-    assert set(OPS) - seen <= {"Constant"}, set(OPS) - seen
+    assert set(OPS) - seen <= {"Constant", "ConstantOfShape"}, set(OPS) - seen  # both: test_shape_arithmetic
 
 
 def _n(op, inputs, outputs, **attrs):
@@ -143,8 +144,23 @@ def test_nodes_run_in_topological_order_whatever_the_file_order():
     ([_n("Relu", ["y"], ["r"]), _n("Relu", ["r"], ["y"])], "not acyclic"),
     ([_n("Relu", ["x"], ["y"]), _n("Relu", ["x"], ["y"])], "made twice"),
     ([_n("Relu", ["ghost"], ["y"])], "no node makes"),
-    ([_n("Upsample", ["x"], ["y"])], "Upsample.* is not supported; supported: Add, AveragePool"),
+    ([_n("Upsample", ["x"], ["y"])], "Upsample.* is not supported; supported: Abs, Add, AveragePool"),
 ])
 def test_graphs_that_cannot_run_are_refused(nodes, message):
     with pytest.raises(GraphError, match=message):
         Graph(nodes, {}, "x", (3,), "y", 17)
+
+
+def test_shape_arithmetic_constant_of_shape_and_expand():
+    """Shape -> ConstantOfShape -> Add, and Expand, as exporters write them for F.pad and broadcasts; a declared
+    size over the memory limit is refused before it is made."""
+    from cnnfilter.limits import LimitError
+
+    nodes = [_n("Shape", ["x"], ["s"]), _n("ConstantOfShape", ["s"], ["c"], value=np.array([2.5], np.float32)),
+             _n("Add", ["x", "c"], ["a"]), _n("Expand", ["a", "to"], ["y"])]
+    g = Graph(nodes, {"to": np.array([3, 1, 4], np.int64)}, "x", (4,), "y", 17)
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_array_equal(g.forward(x), np.broadcast_to(x + 2.5, (3, 1, 4)))
+    big = [_n("ConstantOfShape", ["n"], ["y"])]
+    with pytest.raises(LimitError, match="over the memory limit"):
+        Graph(big, {"n": np.array([1 << 30, 1 << 30], np.int64)}, "x", (4,), "y", 17)

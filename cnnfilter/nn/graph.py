@@ -156,7 +156,8 @@ class Graph:
         """Run ``node`` on ``env``; returns the bytes of the new tensors."""
         args = [env[t] if t else None for t in node.inputs]
         try:
-            outs = OPS[node.op](node, args, self.opset)
+            with np.errstate(all="ignore"):  # inf and NaN are values a network may make (log 0), not warnings
+                outs = OPS[node.op](node, args, self.opset)
         except (GraphError, LimitError):
             raise
         except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError, np.exceptions.AxisError) as exc:
@@ -677,6 +678,130 @@ def _maxpool(node, args, opset):
     return _pool(node, args, opset)
 
 
+def _slice(node, args, opset):
+    x = args[0]
+    if opset < 10:
+        starts, ends = _ints(node.attrs["starts"]), _ints(node.attrs["ends"])
+        axes = _ints(node.attrs.get("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts, ends = _ints(args[1]), _ints(args[2])
+        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+        steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for a, b, e, st in zip(axes, starts, ends, steps):
+        if st == 0:
+            msg = f"node {node.name!r}: a Slice step of 0"
+            raise GraphError(msg)
+        a = a + x.ndim if a < 0 else a
+        n = x.shape[a]
+        # ONNX clamps to the axis (INT64_MAX / INT64_MIN mean "to the end"), as Python slices do
+        b = max(-n - 1, min(b, n)) if st > 0 else max(-n - 1, min(b, n - 1))
+        e = max(-n - 1, min(e, n))
+        index[a] = slice(b, None if (st < 0 and e < -n) else e, st)
+    return [x[tuple(index)]]
+
+
+def _target_shape(node, shape_arg) -> list[int]:
+    shape = _ints(shape_arg)
+    if any(v < 0 for v in shape):
+        msg = f"node {node.name!r}: a negative dimension in {shape}"
+        raise GraphError(msg)
+    return shape
+
+
+def _constant_of_shape(node, args, opset):
+    shape = _target_shape(node, args[0])
+    value = node.attrs.get("value")
+    fill = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)[:1]
+    _limit(node, shape, fill.itemsize)
+    return [np.full(shape, fill[0], fill.dtype)]
+
+
+def _expand(node, args, opset):
+    x, shape = args[0], _target_shape(node, args[1])
+    _broadcast_shapes(node, [x.shape, tuple(shape)], x.itemsize)
+    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))).copy()]
+
+
+def _reduce(fn, since):
+    def op(node, args, opset):
+        x = args[0]
+        axes = _axes(node, args, opset, since)
+        if axes is None and opset >= since and node.attrs.get("noop_with_empty_axes", 0):
+            return [x]
+        keep = bool(node.attrs.get("keepdims", 1))
+        extra = {}
+        if fn in (np.max, np.min):  # an empty reduction is -inf (max) or +inf (min), as the specification says
+            info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+            extra["initial"] = (-np.inf if fn is np.max else np.inf) if x.dtype.kind == "f" else (
+                info.min if fn is np.max else info.max)
+        out = fn(x, axis=None if axes is None else tuple(axes), keepdims=keep, **extra)
+        return [np.asarray(out, x.dtype)]
+    return op
+
+
+def _split(node, args, opset):
+    x = args[0]
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + x.ndim if axis < 0 else axis
+    if opset < 13:
+        sizes = node.attrs.get("split")
+    else:
+        sizes = args[1] if len(args) > 1 and args[1] is not None else None
+    n = x.shape[axis]
+    if sizes is None:
+        parts = int(node.attrs.get("num_outputs", len(node.outputs)))
+        size = -(-n // parts)
+        sizes = [min(size, n - i * size) for i in range(parts)]
+    sizes = _ints(sizes)
+    if sum(sizes) != n or min(sizes) < 0:
+        msg = f"node {node.name!r}: Split sizes {sizes} do not add up to {n}"
+        raise GraphError(msg)
+    return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
+
+def _layer_norm(node, args, opset):
+    x, scale = args[0], args[1]
+    bias = args[2] if len(args) > 2 else None
+    axis = int(node.attrs.get("axis", -1))
+    axis = axis + x.ndim if axis < 0 else axis
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(var + np.float32(eps))
+    y = (x - mean) * inv * scale
+    return [_f32(y if bias is None else y + bias), _f32(mean), _f32(inv)]
+
+
+def _erf(x):
+    """erf (Abramowitz and Stegun 7.1.26: within 1.5e-7, about float32's rounding; numpy has no erf)."""
+    v = np.asarray(x, np.float64)
+    a = np.abs(v)
+    t = 1 / (1 + 0.3275911 * a)
+    y = 1 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * \
+        np.exp(-a * a)
+    return np.sign(v) * y
+
+
+def _gelu(x, a):
+    if a.get("approximate", "none") == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+
+
+def _variadic(fn):
+    def op(node, args, opset):
+        parts = [a for a in args if a is not None]
+        _broadcast(node, *parts)
+        out = parts[0]
+        for p in parts[1:]:
+            out = fn(out, p)
+        return [np.asarray(out / len(parts) if node.op == "Mean" else out, parts[0].dtype)]
+    return op
+
+
 OPS = {
     "Conv": _conv,
     "BatchNormalization": _batchnorm,
@@ -715,4 +840,32 @@ OPS = {
     "Shape": _shape,
     "Gather": _gather,
     "Constant": _constant,
+    "Slice": _slice,
+    "ConstantOfShape": _constant_of_shape,
+    "Expand": _expand,
+    "ReduceMax": _reduce(np.max, 18),
+    "ReduceMin": _reduce(np.min, 18),
+    "ReduceSum": _reduce(np.sum, 13),
+    "Split": _split,
+    "LayerNormalization": _layer_norm,
+    "Elu": _unary(lambda x, a: np.where(x > 0, x, np.float32(a.get("alpha", 1.0)) * np.expm1(x))),
+    "Selu": _unary(lambda x, a: np.float32(a.get("gamma", 1.0507009873554805)) * np.where(
+        x > 0, x, np.float32(a.get("alpha", 1.6732632423543772)) * np.expm1(x))),
+    "Softplus": _unary(lambda x, a: np.logaddexp(0, x)),
+    "Softsign": _unary(lambda x, a: x / (1 + np.abs(x))),
+    "Mish": _unary(lambda x, a: x * np.tanh(np.logaddexp(0, x))),
+    "Erf": _unary(lambda x, a: _erf(x)),
+    "Gelu": _unary(_gelu),
+    "Exp": _unary(lambda x, a: np.exp(x)),
+    "Log": _unary(lambda x, a: np.log(x)),
+    "Sqrt": _unary(lambda x, a: np.sqrt(x)),
+    "Abs": lambda node, args, opset: [np.abs(args[0])],
+    "Neg": lambda node, args, opset: [np.negative(args[0])],
+    "Reciprocal": _unary(lambda x, a: 1 / x),
+    "Pow": lambda node, args, opset: (_broadcast(node, *args[:2]), [np.power(args[0], args[1]).astype(
+        args[0].dtype)])[1],
+    "Max": _variadic(np.maximum),
+    "Min": _variadic(np.minimum),
+    "Sum": _variadic(np.add),
+    "Mean": _variadic(np.add),
 }
