@@ -97,7 +97,12 @@ def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
     Wo = _args.output_size(W, dw * (kw - 1) + 1, sw, left, right)
     itemsize = np.dtype(dtype).itemsize
     what = f"conv2d of {N}x{C}x{H}x{W} with {O}x{Cg}x{kh}x{kw} weights into {N}x{O}x{Ho}x{Wo}"
-    limits.check_memory(itemsize * (N * C * (H + top + bottom) * (W + left + right) + N * O * Ho * Wo), what)
+    direct3 = (kh, kw, sh, sw) == (3, 3, 1, 1) and Ho * Wo >= config.CONV_DIRECT_MIN_PLANE
+    per_image = C * kh * kw * Ho * Wo * itemsize  # im2col's columns of one image
+    block = max(1, min(N, config.CONV_COLUMNS_BYTES // max(per_image, 1)))
+    columns = 0 if (groups != 1 or direct3 or (kh, kw, sh, sw) == (1, 1, 1, 1)) else block * per_image
+    limits.check_memory(itemsize * (N * C * (H + top + bottom) * (W + left + right) + N * O * Ho * Wo) + columns,
+                        what)
     limits.check_work(float(N) * O * Ho * Wo * Cg * kh * kw, what)
     if top or bottom or left or right:
         xp = np.zeros((N, C, H + top + bottom, W + left + right), dtype)
@@ -105,7 +110,6 @@ def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
     else:
         xp = np.ascontiguousarray(x, dtype)
     out = np.empty((N, O, Ho, Wo), dtype)
-    direct3 = (kh, kw, sh, sw) == (3, 3, 1, 1) and Ho * Wo >= config.CONV_DIRECT_MIN_PLANE
     if groups != 1 or direct3:
         if direct3:
             _loops.conv2d_3x3(xp, w, b, out, dh, dw, groups)
@@ -117,8 +121,6 @@ def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
     if (kh, kw, sh, sw) == (1, 1, 1, 1):  # the input is its own columns
         np.matmul(w2, xp.reshape(N, C, Ho * Wo), out=o3)
     else:
-        per_image = C * kh * kw * Ho * Wo * itemsize
-        block = max(1, min(N, config.CONV_COLUMNS_BYTES // max(per_image, 1)))
         cols = np.empty((block, C * kh * kw, Ho * Wo), dtype)
         for n in range(0, N, block):
             m = min(block, N - n)

@@ -279,7 +279,10 @@ def select_layers(model, layers) -> list[str]:
     stems = {stem: name for name, stem in file_stems(names).items()}  # the report's file names work too
     out = []
     for item in items:
-        if isinstance(item, str) and item not in names and (item.lower() in ops or item in nodes or item in stems):
+        if isinstance(item, str) and item in names:  # a name first: the TorchScript exporter names tensors '6'
+            out.append(item)
+            continue
+        if isinstance(item, str) and (item.lower() in ops or item in nodes or item in stems):
             found = ops.get(item.lower()) or ([nodes[item]] if item in nodes else [stems[item]])
             out.extend(n for n in found if n not in out)
             continue

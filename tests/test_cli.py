@@ -480,4 +480,4 @@ def test_a_network_whose_output_is_a_map_predicts_nothing(run, photo, tmp_path, 
 
     assert "prediction" not in json.loads((tmp_path / "out" / "photo" / "summary.json").read_text())
     res = run("predict", tmp_path / "maps.onnx", photo)
-    assert res.exit_code == 1 and "not class scores" in res.output
+    assert res.exit_code == 1 and "not one vector of class scores" in res.output

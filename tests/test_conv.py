@@ -81,3 +81,24 @@ def test_numpy_integers_and_bools_are_accepted(rng):
     w = rng.normal(size=(2, 2, 3, 3))
     got = conv2d(x, w, groups=np.int64(2), padding=1)
     np.testing.assert_allclose(got, naive.conv2d(x.astype(float), w, None, 1, 1, 1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("columns_bytes", [1, 3000, 1 << 30])
+@pytest.mark.parametrize("min_plane", [1, 10**9])
+def test_conv2d_paths_and_image_blocks_agree_with_the_definition(columns_bytes, min_plane, rng, monkeypatch):
+    """conv.run's im2col + BLAS path in blocks of one image, a few images or all, and the direct loops
+    (config.CONV_DIRECT_MIN_PLANE moved so that 3x3 filters take either), on strides, dilations, asymmetric
+    padding and groups."""
+    from cnnfilter import config
+
+    monkeypatch.setattr(config, "CONV_COLUMNS_BYTES", columns_bytes)
+    monkeypatch.setattr(config, "CONV_DIRECT_MIN_PLANE", min_plane)
+    for (N, C, H, W, O, kh, kw, stride, dilation, padding, groups) in [
+        (5, 3, 9, 11, 4, 3, 3, 1, 1, 1, 1), (3, 2, 10, 7, 3, 3, 2, (2, 1), (1, 2), ((0, 2), (1, 3)), 1),
+        (4, 4, 8, 8, 6, 1, 1, 1, 1, 0, 1), (2, 6, 9, 9, 4, 3, 3, 1, 1, 1, 2), (3, 1, 12, 5, 2, 5, 5, 3, 1, 2, 1)]:
+        x = rng.normal(size=(N, C, H, W)).astype(np.float32)
+        w = rng.normal(size=(O, C // groups, kh, kw)).astype(np.float32)
+        b = rng.normal(size=O).astype(np.float32)
+        got = conv2d(x, w, b, stride=stride, dilation=dilation, padding=padding, groups=groups)
+        ref = naive.conv2d(x, w, b, stride, padding, dilation, groups)
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

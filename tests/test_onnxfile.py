@@ -324,7 +324,7 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(tmp_path, rng, 
     big.ClearField("raw_data")
     del big.dims[:]
     big.dims.extend([1 << 20, 1 << 20, 5, 5])
-    with pytest.raises(ModelError, match="declares .* over the memory limit"):
+    with pytest.raises(ModelError, match="declare .* over the memory limit"):
         nn.load_onnx(_save(m, tmp_path / "big.onnx"))
 
 
@@ -500,3 +500,66 @@ def test_a_sigmoid_output_is_taken_as_probabilities(tmp_path, rng):
     model = nn.load_onnx(tmp_path / "s.onnx")
     x = rng.uniform(0, 1, (2, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(model.probabilities(x), model.net.forward(x), rtol=1e-6)
+
+
+def _tiny(nodes, inits=(), opset=17, out="y"):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 6, 6])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize(("nodes", "message"), [
+    ([helper.make_node("MaxPool", ["input"], ["y"])], "lacks its attribute 'kernel_shape'"),
+    ([helper.make_node("Concat", ["input", "input"], ["y"])], "lacks its attribute 'axis'"),
+    ([helper.make_node("Conv", ["input", ""], ["y"])], "lacks a required input"),
+    ([helper.make_node("Relu", ["input"], [])], "has no first output"),
+    ([helper.make_node("Relu", ["input"], ["y", "z"])], "its output 2 ('z') is not supported"),
+    ([helper.make_node("Softmax", ["input"], ["y"], axis=7)], "axis 7 of a 4-D tensor"),
+    ([helper.make_node("Pad", ["input", "p"], ["y"], mode="reflect")], "reflect padding wider"),
+])
+def test_malformed_nodes_are_one_line(nodes, message, tmp_path):
+    inits = [numpy_helper.from_array(np.array([0, 0, 9, 0, 0, 0, 0, 0], np.int64), "p")]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_tiny(nodes, inits).SerializeToString())
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        nn.load_onnx(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_file_cannot_mark_its_own_nodes_trusted_and_opsets_are_bounded(tmp_path, rng):
+    w = rng.normal(size=(2, 1, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["w"], ["w16"], to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["input", "w16"], ["y"], _trusted=1)]
+    path = tmp_path / "t.onnx"
+    path.write_bytes(_tiny(nodes, [numpy_helper.from_array(w, "w")]).SerializeToString())
+    model = nn.load_onnx(path)  # the computed float16 weight goes through conv2d's checks and conversion
+    assert not any("_trusted" in n.attrs for n in model.net.nodes)
+    x = rng.normal(size=(1, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(model.net.forward(x), nn.load_onnx(path).net.forward(x))
+    path.write_bytes(_tiny([helper.make_node("Relu", ["input"], ["y"])], opset=99).SerializeToString())
+    with pytest.raises(ModelError, match="opset 99: cnnfilter reads opsets 6 to"):
+        nn.load_onnx(path)
+
+
+def test_weights_are_budgeted_together(tmp_path, rng, monkeypatch):
+    monkeypatch.setenv("CNNFILTER_MAX_MEMORY", "64M")
+    inits = []
+    for i in range(3):  # each declares 24 MB (holding nothing: the file stays small), 72 MB together
+        t = TensorProto(name=f"unused{i}", data_type=TensorProto.FLOAT)
+        t.dims.append(6_000_000)
+        inits.append(t)
+    path = tmp_path / "w.onnx"
+    path.write_bytes(_tiny([helper.make_node("Relu", ["input"], ["y"])], inits).SerializeToString())
+    with pytest.raises(ModelError, match="weights declare .* over the memory limit"):
+        nn.load_onnx(path)
+
+
+def test_numeric_tensor_names_are_names_before_indices(tmp_path):
+    nodes = [helper.make_node("Relu", ["input"], ["5"]), helper.make_node("Neg", ["5"], ["6"]),
+             helper.make_node("Relu", ["6"], ["y"])]
+    path = tmp_path / "n.onnx"
+    path.write_bytes(_tiny(nodes).SerializeToString())
+    from cnnfilter.maps import select_layers
+
+    model = nn.load_onnx(path)
+    assert select_layers(model, "6") == ["6"] and select_layers(model, "0") == ["5"]

@@ -408,7 +408,8 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
         raise click.ClickException("standard output is closed; predict prints its results there")
     mdl = _load_model(model, input_size, mean, std, channels, classes_file)
     if not mdl.classes:
-        raise click.ClickException(f"{model!r}: the model's output is a map, not class scores; featuremaps draws it")
+        raise click.ClickException(f"{model!r}: the model's output is not one vector of class scores per image; "
+                                   "featuremaps draws it")
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
         _evaluate(mdl, images[0], as_json)
@@ -428,7 +429,7 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
     k = min(top_k, len(mdl.classes))
     failed = 0
     rows = []
-    for path, probs, error in nn.predict_files(mdl, files):
+    for path, probs, error in _predictions(mdl, files):
         if error is not None:
             failed += 1
             if as_json:
@@ -456,6 +457,22 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
 
 
 _TABLE_ROWS = 1000
+
+
+def _predictions(mdl, paths):
+    """``nn.predict_files``; a model that fails while it runs (an imported graph that does not take this batch,
+    a limit) ends the command with one line, exit 1."""
+    from .. import nn
+
+    results = nn.predict_files(mdl, paths)
+    while True:
+        try:
+            item = next(results)
+        except StopIteration:
+            return
+        except ValueError as exc:
+            raise click.ClickException(f"the model failed: {exc}") from exc
+        yield item
 
 
 def _table(rows, k: int) -> None:
@@ -493,7 +510,7 @@ def _evaluate(mdl, folder, as_json) -> None:
     truth, pred, failed = [], [], 0
     paths = [p for p, _ in items]
     labels = {p: index[classes[label]] for p, label in items}
-    for path, probs, error in nn.predict_files(mdl, paths):
+    for path, probs, error in _predictions(mdl, paths):
         if error is not None:
             failed += 1
             click.echo(f"cnnfilter: error: {printable(error)}", err=True)

@@ -46,9 +46,13 @@ class Model:
         from .layers import softmax
 
         if not self.classes:
-            msg = "the model's output is a map, not class scores: featuremaps draws it; there is nothing to predict"
+            msg = "the model's output is not one vector of class scores per image: featuremaps draws it"
             raise ValueError(msg)
-        flat = scores.reshape(len(scores), -1).astype(np.float32, copy=False)
+        flat = scores.reshape(len(scores), -1).astype(np.float32, copy=False) if scores.ndim else scores
+        if flat.ndim != 2 or flat.shape[1] != len(self.classes):
+            msg = (f"the model's output has shape {scores.shape}; {len(self.classes)} class scores per image were "
+                   "expected")
+            raise ValueError(msg)
         return flat if getattr(self.net, "probabilities", False) else softmax(flat)
 
     def batch_size(self, most: int = 256) -> int:
@@ -62,6 +66,11 @@ class Model:
         """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1, :meth:`batch_size` at a
         time unless ``batch`` says."""
         batch = batch or self.batch_size()
-        out = [self.to_probabilities(self.net.forward(self.normalize(x[i : i + batch])))
-               for i in range(0, len(x), batch)]
+        out = []
+        for i in range(0, len(x), batch):
+            part = self.to_probabilities(self.net.forward(self.normalize(x[i : i + batch])))
+            if len(part) != len(x[i : i + batch]):  # a graph that mixes the images of a batch
+                msg = f"the model gave {len(part)} results for {len(x[i : i + batch])} images"
+                raise ValueError(msg)
+            out.append(part)
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..limits import LimitError, check_memory, fmt_bytes, printable
+from ..limits import LimitError, check_memory, check_work, fmt_bytes, printable
 
 
 class GraphError(ValueError):
@@ -53,7 +53,12 @@ class Graph:
         self.output = output
         self.opset = int(opset)
         self.arch = arch
+        # attribute names beginning with '_' are cnnfilter's own marks (set below): a file cannot set them
+        nodes = [n._replace(attrs={k: v for k, v in n.attrs.items() if not str(k).startswith("_")}) for n in nodes]
         for node in nodes:
+            if not node.outputs or not node.outputs[0]:
+                msg = f"node {node.name!r} ({node.op}) has no first output"
+                raise GraphError(msg)
             if node.op not in OPS:
                 msg = (f"operator {node.op!r} (node {node.name!r}) is not supported; supported: "
                        f"{', '.join(sorted(OPS))}")
@@ -160,10 +165,20 @@ class Graph:
                 outs = OPS[node.op](node, args, self.opset)
         except (GraphError, LimitError):
             raise
+        except KeyError as exc:  # a required attribute the file does not give
+            msg = f"node {node.name!r} ({node.op}) lacks its attribute {printable(str(exc.args[0]))!r}"
+            raise GraphError(msg) from None
+        except AttributeError:  # a required input given as '' (absent)
+            msg = f"node {node.name!r} ({node.op}) lacks a required input"
+            raise GraphError(msg) from None
         except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError, np.exceptions.AxisError) as exc:
             msg = f"node {node.name!r} ({node.op}) failed: {printable(str(exc).splitlines()[0] if str(exc) else '')}"
             raise GraphError(msg) from None
         made = 0
+        for i, name in enumerate(node.outputs):
+            if name and i >= len(outs):
+                msg = f"node {node.name!r} ({node.op}): its output {i + 1} ({printable(name)!r}) is not supported"
+                raise GraphError(msg)
         for name, value in zip(node.outputs, outs):
             if name:
                 if not isinstance(value, np.ndarray):
@@ -398,11 +413,19 @@ def _clip(node, args, opset):
 def _softmax(node, args, opset, log=False):
     x = args[0]
     if opset < 13:  # the input is seen as 2-D: dimensions before axis, and the rest
-        axis = int(node.attrs.get("axis", 1))
-        axis = axis + x.ndim if axis < 0 else axis
+        axis = _axis(node, int(node.attrs.get("axis", 1)), x.ndim)
         flat = x.reshape(math.prod(x.shape[:axis]), -1)
         return [_softmax_axis(flat, 1, log).reshape(x.shape)]
-    return [_softmax_axis(x, int(node.attrs.get("axis", -1)), log)]
+    return [_softmax_axis(x, _axis(node, int(node.attrs.get("axis", -1)), x.ndim), log)]
+
+
+def _axis(node: Node, axis: int, rank: int, *, end: bool = False) -> int:
+    """``axis`` of a tensor of ``rank`` (negative counts from the end; ``end``: rank itself allowed)."""
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < rank + (1 if end else 0):
+        msg = f"node {node.name!r} ({node.op}): axis {axis} of a {rank}-D tensor"
+        raise GraphError(msg)
+    return a
 
 
 def _softmax_axis(x, axis, log):
@@ -440,6 +463,7 @@ def _pool(node, args, opset):
         ext.append(max(0, (o - 1) * s + span - n - before))  # the padding after, ceil's extra included
     Ho, Wo = outs
     check_memory(4.0 * N * C * (H + top + ext[0]) * (W + left + ext[1]), f"node {node.name!r} ({node.op})")
+    check_work(float(N) * C * Ho * Wo * k[0] * k[1], f"node {node.name!r} ({node.op})")
     fill = -np.inf if is_max else 0.0
     p = np.full((N, C, H + top + ext[0], W + left + ext[1]), fill, np.float32)
     p[:, :, top : top + H, left : left + W] = x
@@ -506,6 +530,7 @@ def _gemm(node, args, opset):
         msg = f"node {node.name!r}: Gemm of {a.shape} and {b.shape}"
         raise GraphError(msg)
     _broadcast_shapes(node, [(a.shape[0], b.shape[1]), np.shape(c)], 4)
+    check_work(float(a.shape[0]) * b.shape[1] * a.shape[1], f"node {node.name!r} (Gemm)")
     y = np.float32(node.attrs.get("alpha", 1.0)) * (a @ b)
     if c is not None:
         y = y + np.float32(node.attrs.get("beta", 1.0)) * c
@@ -520,8 +545,12 @@ def _binary(fn):
             axis = axis + a.ndim if axis < 0 else axis
             b = b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
         _broadcast(node, a, b)
-        if a.dtype.kind in "iu" and b.dtype.kind in "iu" and fn is np.divide:
-            return [np.trunc(a / b).astype(np.result_type(a, b))]
+        if a.dtype.kind in "iu" and b.dtype.kind in "iu" and fn is np.divide:  # C's division: toward zero
+            if np.any(b == 0):
+                msg = f"node {node.name!r}: integer division by zero"
+                raise GraphError(msg)
+            q = np.floor_divide(a, b)
+            return [q + ((np.remainder(a, b) != 0) & ((a < 0) != (b < 0))).astype(q.dtype)]
         out = fn(a, b)
         return [out.astype(np.result_type(a.dtype, b.dtype)) if out.dtype != np.result_type(a.dtype, b.dtype)
                 else out]
@@ -536,8 +565,7 @@ def _concat(node, args, opset):
 
 def _flatten(node, args, opset):
     x = args[0]
-    axis = int(node.attrs.get("axis", 1))
-    axis = axis + x.ndim if axis < 0 else axis
+    axis = _axis(node, int(node.attrs.get("axis", 1)), x.ndim, end=True)
     return [x.reshape(math.prod(x.shape[:axis]), -1) if x.size else x.reshape(math.prod(x.shape[:axis]),
                                                                                  math.prod(x.shape[axis:]))]
 
@@ -595,6 +623,9 @@ def _pad(node, args, opset):
         sl = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(width))
         x = x[sl]
         width = [(max(0, b), max(0, e)) for b, e in width]
+    if mode == "reflect" and any(max(b, e) > n - 1 and (b or e) for n, (b, e) in zip(x.shape, width)):
+        msg = f"node {node.name!r}: reflect padding wider than the tensor less one ({x.shape})"
+        raise GraphError(msg)
     size = math.prod(n + b + e for n, (b, e) in zip(x.shape, width))
     check_memory(float(size) * x.itemsize, f"node {node.name!r} (Pad to {fmt_bytes(size * x.itemsize)})")
     if mode == "constant":
@@ -660,6 +691,8 @@ def _matmul(node, args, opset):
         msg = f"node {node.name!r}: MatMul of {a.shape} and {b.shape}"
         raise GraphError(msg)
     _broadcast_shapes(node, [(*a2.shape[:-2], a2.shape[-2], 1), (*b2.shape[:-2], 1, b2.shape[-1])], 4)
+    out = np.broadcast_shapes((*a2.shape[:-2], a2.shape[-2], 1), (*b2.shape[:-2], 1, b2.shape[-1]))
+    check_work(float(math.prod(out)) * a2.shape[-1], f"node {node.name!r} (MatMul)")
     return [np.matmul(a, b)]
 
 

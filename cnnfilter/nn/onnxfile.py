@@ -19,6 +19,7 @@ from ..limits import LimitError, check_memory, fmt_bytes, max_memory, open_regul
 from .graph import OPS, Graph, GraphError, Node
 from .core import Model, ModelError
 
+MIN_OPSET, MAX_OPSET = 6, 28  # 28: the newest in the ONNX backend cases the operators are tested on (onnx 1.23)
 DEFAULT_SIZE = 224  # a model whose height and width are symbolic runs at 224x224 unless told (ImageNet's size)
 _FLOAT, _TYPES = 1, {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8}
 
@@ -71,10 +72,11 @@ def _read(path, fail) -> bytes:
     except OSError as exc:
         fail(exc.strerror or str(exc))
     with fh:
-        cap = min(max_memory() // 4, (2 << 30) - 1)  # protobuf's own limit is 2 GiB
+        # protobuf's own limit is 2 GiB; parsing may take 8 bytes for a 1-byte packed integer
+        cap = min(max_memory() // 8, (2 << 30) - 1)
         data = fh.read(cap + 1)
     if len(data) > cap:
-        fail(f"the file is larger than {fmt_bytes(cap)} (a quarter of the memory limit)")
+        fail(f"the file is larger than {fmt_bytes(cap)} (an eighth of the memory limit, which parsing it may need)")
     return data
 
 
@@ -83,11 +85,11 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
     if len(inputs) != 1:
         raise GraphError(f"the graph has {len(inputs)} inputs besides its weights; an image network has one")
     shape, channels_last, defaulted = _input_shape(inputs[0], input_size)
-    check_memory(4.0 * math.prod(shape), f"the input {'x'.join(map(str, shape))}")
     first = inputs[0].type.tensor_type.shape.dim[0]
     fixed = int(first.dim_value) if first.HasField("dim_value") and first.dim_value > 0 else None
     if fixed is not None and fixed > 4096:
         raise GraphError(f"the input declares a batch of {fixed:,} images")
+    check_memory(4.0 * math.prod(shape) * (fixed or 1), f"the input {'x'.join(map(str, (fixed or 1, *shape)))}")
     try:
         net = graph_from_proto(proto, shape, channels_last=channels_last, fixed_batch=fixed)
     except GraphError as exc:
@@ -134,11 +136,17 @@ def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last
 
     g = proto.graph
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < 6:
-        raise GraphError(f"opset {opset}: cnnfilter reads opsets 6 to 21")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise GraphError(f"opset {opset}: cnnfilter reads opsets {MIN_OPSET} to {MAX_OPSET}")
     if len(g.sparse_initializer):
         raise GraphError("sparse initializers are not supported")
     budget = max_memory()
+    declared = 0
+    for t in g.initializer:  # all of them together, before any is read
+        declared += _declared_bytes(t)
+        if declared > budget:
+            raise GraphError(f"the weights declare {fmt_bytes(declared)} or more, over the memory limit "
+                             f"({fmt_bytes(budget)})")
     params: dict[str, np.ndarray] = {t.name: _tensor(t, onnx, budget) for t in g.initializer}
     nodes = []
     for i, n in enumerate(g.node):
@@ -176,12 +184,7 @@ def _tensor(t, onnx, budget: int) -> np.ndarray:
         raise GraphError(f"tensor {printable(t.name)!r} is stored outside the model file (external data), and "
                          "cnnfilter reads only the file it is given: export with torch.onnx.export(..., "
                          "external_data=False), or onnx.save(onnx.load(path), path2) to inline the weights")
-    if t.data_type not in _TYPES:
-        raise GraphError(f"tensor {printable(t.name)!r} has ONNX data type {t.data_type}, which is not supported")
-    dims = [int(d) for d in t.dims]
-    if any(d < 0 for d in dims):
-        raise GraphError(f"tensor {printable(t.name)!r} declares a negative dimension")
-    size = math.prod(dims) * _TYPES[t.data_type]
+    size = _declared_bytes(t)
     if size > budget:
         raise GraphError(f"tensor {printable(t.name)!r} declares {fmt_bytes(size)}, over the memory limit "
                          f"({fmt_bytes(budget)})")
@@ -192,6 +195,16 @@ def _tensor(t, onnx, budget: int) -> np.ndarray:
     if arr.dtype == np.float64 or arr.dtype == np.float16:
         arr = arr.astype(np.float32)
     return arr
+
+
+def _declared_bytes(t) -> int:
+    """The bytes a TensorProto declares (its dimensions times its type's size), refusing odd declarations."""
+    if t.data_type not in _TYPES:
+        raise GraphError(f"tensor {printable(t.name)!r} has ONNX data type {t.data_type}, which is not supported")
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise GraphError(f"tensor {printable(t.name)!r} declares a negative dimension")
+    return math.prod(dims) * _TYPES[t.data_type]
 
 
 def _attribute(a, onnx, budget: int):
