@@ -164,3 +164,21 @@ def test_shape_arithmetic_constant_of_shape_and_expand():
     big = [_n("ConstantOfShape", ["n"], ["y"])]
     with pytest.raises(LimitError, match="over the memory limit"):
         Graph(big, {"n": np.array([1 << 30, 1 << 30], np.int64)}, "x", (4,), "y", 17)
+
+
+def test_forward_folds_batchnorm_and_relu_into_the_convolution_only_where_nothing_else_reads_them(rng):
+    """Conv -> BatchNormalization -> Relu runs as one convolution in forward; a Conv whose output a second node
+    reads, or a BN output read twice, is left as it is. forward equals activations' output (float32 rounding)."""
+    C, O = 3, 4
+    p = {"w": rng.normal(size=(O, C, 3, 3)).astype(np.float32), "b": rng.normal(size=O).astype(np.float32)}
+    for k in ("g", "beta", "m"):
+        p[k] = rng.normal(size=O).astype(np.float32)
+    p["v"] = rng.uniform(0.5, 2, O).astype(np.float32)
+    conv = _n("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    bn = _n("BatchNormalization", ["c", "g", "beta", "m", "v"], ["n"])
+    x = rng.normal(size=(2, C, 7, 6)).astype(np.float32)
+    for extra, fused in [([_n("Relu", ["n"], ["y"])], 1), ([_n("Relu", ["n"], ["r"]), _n("Add", ["r", "n"], ["y"])], 3),
+                         ([_n("Relu", ["n"], ["r"]), _n("Add", ["r", "c"], ["y"])], 4)]:
+        g = Graph([conv, bn, *extra], p, "x", (C, 7, 6), "y", 17)
+        assert len(g._fused) == fused
+        np.testing.assert_allclose(g.forward(x), g.activations(x)["y"], rtol=1e-5, atol=1e-5)

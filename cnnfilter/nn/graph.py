@@ -67,11 +67,12 @@ class Graph:
         if output not in {o for n in self.nodes for o in n.outputs} | {input_name}:
             msg = f"the graph's output {output!r} is made by no node"
             raise GraphError(msg)
+        self._fused = _fuse(self.nodes, self.params_by_name, output)  # forward's plan; activations runs the nodes
         self._last_use = {}
-        for i, node in enumerate(self.nodes):
+        for i, node in enumerate(self._fused):
             for t in node.inputs:
                 self._last_use[t] = i
-        self._last_use[output] = len(self.nodes)
+        self._last_use[output] = len(self._fused)
         probe = np.zeros((probe_batch, *self.input_shape), np.float32)
         acts = self.activations(probe)  # the shapes, and a first check that the graph runs at this size
         # the layers: nodes that make float maps (not the shape arithmetic of a reshape)
@@ -108,7 +109,7 @@ class Graph:
             return self._chunked(x, lambda part: {"out": self.forward(part)})["out"]
         env = self._start(x)
         live = x.nbytes
-        for i, node in enumerate(self.nodes):
+        for i, node in enumerate(self._fused):
             live += self._run(node, env)
             _check_total(live, "the live tensors of the network")
             for t in node.inputs:  # tensors nobody reads any more are dropped
@@ -162,7 +163,7 @@ class Graph:
         args = [env[t] if t else None for t in node.inputs]
         try:
             with np.errstate(all="ignore"):  # inf and NaN are values a network may make (log 0), not warnings
-                outs = OPS[node.op](node, args, self.opset)
+                outs = (OPS.get(node.op) or _FUSED[node.op])(node, args, self.opset)
         except (GraphError, LimitError):
             raise
         except KeyError as exc:  # a required attribute the file does not give
@@ -229,6 +230,53 @@ class _Layer:
         elif "kernel_shape" in a:
             text += " " + "x".join(map(str, a["kernel_shape"]))
         return text
+
+
+def _fuse(nodes: list[Node], params: dict, output: str) -> list[Node]:
+    """The nodes as :meth:`Graph.forward` runs them: a Conv with its weights in the file, followed by the one
+    BatchNormalization that reads it, becomes one convolution with the normalisation folded into its weights
+    (``w * a``, ``(b - mean) * a + beta`` with ``a = scale / sqrt(var + eps)``), and a Relu that alone reads the
+    result is applied in place on the convolution's fresh output, as onnxruntime fuses them. Every tensor
+    :meth:`Graph.activations` returns is still made there, by the nodes as the file has them."""
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for t in n.inputs:
+            readers.setdefault(t, []).append(i)
+    only = lambda t: readers.get(t, []) if t != output else [-1]  # noqa: E731 - the nodes reading t
+    out, skip = [], set()
+    for i, n in enumerate(nodes):
+        if i in skip:
+            continue
+        if n.op == "Conv" and n.attrs.get("_trusted") and len(only(n.outputs[0])) == 1:
+            j = only(n.outputs[0])[0]
+            bn = nodes[j] if j >= 0 else None
+            if (bn is not None and bn.op == "BatchNormalization" and bn.inputs[0] == n.outputs[0]
+                    and all(t in params for t in bn.inputs[1:5]) and len([t for t in bn.outputs if t]) == 1
+                    and not bn.attrs.get("training_mode", 0)):
+                w = params[n.inputs[1]]
+                bias = params[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0], np.float32)
+                scale, beta, mean, var = (params[t].astype(np.float64) for t in bn.inputs[1:5])
+                if all(v.shape == (w.shape[0],) for v in (scale, beta, mean, var)):
+                    a = scale / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+                    wname, bname = f"_fused:{n.name}:w", f"_fused:{n.name}:b"
+                    params[wname] = np.ascontiguousarray(w * a[:, None, None, None], np.float32)
+                    params[bname] = ((bias - mean) * a + beta).astype(np.float32)
+                    n = n._replace(inputs=(n.inputs[0], wname, bname), outputs=bn.outputs[:1])
+                    skip.add(j)
+            k = only(n.outputs[0])
+            if len(k) == 1 and k[0] >= 0 and nodes[k[0]].op == "Relu" and k[0] not in skip:
+                n = n._replace(attrs={**n.attrs, "_relu": True}, outputs=nodes[k[0]].outputs[:1])
+                skip.add(k[0])
+            n = n._replace(op="_ConvFused")
+        out.append(n)
+    return out
+
+
+def _conv_fused(node, args, opset):
+    y = _conv(node, args, opset)[0]
+    if node.attrs.get("_relu"):
+        np.maximum(y, 0, out=y)  # the convolution's own fresh output
+    return [y]
 
 
 def _toposort(nodes: list[Node], known: set) -> list[Node]:
@@ -902,3 +950,6 @@ OPS = {
     "Sum": _variadic(np.add),
     "Mean": _variadic(np.add),
 }
+
+# the fused steps of Graph.forward (not ONNX operators: no file can name them)
+_FUSED = {"_ConvFused": _conv_fused}
