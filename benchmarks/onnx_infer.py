@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import time
-from collections import defaultdict
 
 import numpy as np
 
@@ -118,12 +117,7 @@ def main() -> None:
         ratio = t_cnn / t_ort
         print(f"  {label:44s} cnnfilter {t_cnn * 1e3:8.1f} ms  onnxruntime {t_ort * 1e3:8.1f} ms  "
               f"ratio {ratio:5.2f} (<= {target}) {'PASS' if ratio <= target else 'FAIL'}  max rel. diff {err:.1e}")
-        per_op: dict[str, float] = defaultdict(float)
-        env = net._start(x)
-        for node in net.nodes:
-            t = time.perf_counter()
-            net._run(node, env)
-            per_op[node.op] += time.perf_counter() - t
+        per_op = net.profile(x)  # what forward runs (convolutions with their batch norm and ReLU: _ConvFused)
         total = sum(per_op.values())
         print("    " + ", ".join(f"{op} {100 * v / total:.0f}%" for op, v in
                                  sorted(per_op.items(), key=lambda kv: -kv[1]) if v / total >= 0.01))

@@ -180,5 +180,5 @@ def test_forward_folds_batchnorm_and_relu_into_the_convolution_only_where_nothin
     for extra, fused in [([_n("Relu", ["n"], ["y"])], 1), ([_n("Relu", ["n"], ["r"]), _n("Add", ["r", "n"], ["y"])], 3),
                          ([_n("Relu", ["n"], ["r"]), _n("Add", ["r", "c"], ["y"])], 4)]:
         g = Graph([conv, bn, *extra], p, "x", (C, 7, 6), "y", 17)
-        assert len(g._fused) == fused
+        assert len(g.steps) == fused
         np.testing.assert_allclose(g.forward(x), g.activations(x)["y"], rtol=1e-5, atol=1e-5)

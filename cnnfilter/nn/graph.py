@@ -67,12 +67,13 @@ class Graph:
         if output not in {o for n in self.nodes for o in n.outputs} | {input_name}:
             msg = f"the graph's output {output!r} is made by no node"
             raise GraphError(msg)
-        self._fused = _fuse(self.nodes, self.params_by_name, output)  # forward's plan; activations runs the nodes
+        # what forward runs: the nodes with convolutions, batch norms and ReLUs fused (activations runs the nodes)
+        self.steps = _fuse(self.nodes, self.params_by_name, output)
         self._last_use = {}
-        for i, node in enumerate(self._fused):
+        for i, node in enumerate(self.steps):
             for t in node.inputs:
                 self._last_use[t] = i
-        self._last_use[output] = len(self._fused)
+        self._last_use[output] = len(self.steps)
         probe = np.zeros((probe_batch, *self.input_shape), np.float32)
         acts = self.activations(probe)  # the shapes, and a first check that the graph runs at this size
         # the layers: nodes that make float maps (not the shape arithmetic of a reshape)
@@ -109,7 +110,7 @@ class Graph:
             return self._chunked(x, lambda part: {"out": self.forward(part)})["out"]
         env = self._start(x)
         live = x.nbytes
-        for i, node in enumerate(self._fused):
+        for i, node in enumerate(self.steps):
             live += self._run(node, env)
             _check_total(live, "the live tensors of the network")
             for t in node.inputs:  # tensors nobody reads any more are dropped
@@ -131,6 +132,17 @@ class Graph:
                 if t:
                     acts[t] = env[t]
         return acts
+
+    def profile(self, x: np.ndarray) -> dict[str, float]:
+        """Seconds per operator type of one :meth:`forward` of ``x`` (fused convolutions are ``_ConvFused``)."""
+        import time
+
+        env, seconds = self._start(x), {}
+        for node in self.steps:
+            t = time.perf_counter()
+            self._run(node, env)
+            seconds[node.op] = seconds.get(node.op, 0.0) + time.perf_counter() - t
+        return seconds
 
     def _chunked(self, x, run) -> dict:
         """``run`` on chunks of ``fixed_batch`` images (the last padded with zeros), batch-major results joined."""
