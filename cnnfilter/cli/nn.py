@@ -570,7 +570,8 @@ def _evaluate(mdl, folder, as_json) -> None:
 @click.option("--kernels", "bank", metavar="K1,K2,...", help="Kernels of the bank, without -m "
               "[default: identity,sharpen,edge,laplacian,sobel-x,sobel-y,blur,emboss].")
 @click.option("--resize", type=click.Choice(("stretch", "fit", "pad")), default="stretch", show_default=True,
-              help="How an image meets the model's input size: stretch; fit (keep the aspect, pad); pad (no scaling).")
+              help="How an image meets the model's input size: stretch; fit (keep the aspect, pad); pad (no "
+                   "scaling: centred on a black canvas, cropped when larger).")
 @click.option("--normalize", type=click.Choice(("map", "layer", "none")), default="map", show_default=True,
               help="Colour range per channel, shared per layer, or raw values.")
 @click.option("--colormap", "cmap", type=click.Choice(("gray", "viridis", "magma", "inferno", "coolwarm")),

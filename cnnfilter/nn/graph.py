@@ -36,8 +36,9 @@ class Graph:
 
     ``params`` are the constant tensors (ONNX initializers and Constant nodes' values), ``output`` the tensor the
     network returns. ``input_shape`` is ``(C, H, W)``: the size the network is run at (``channels_last``: the
-    graph itself takes ``(N, H, W, C)``, as tf2onnx exports Keras models, and is given its input transposed). The attributes below make it
-    usable wherever :class:`~cnnfilter.nn.arch.Network` is (``names``, ``layers``, ``summary``, ``activations``).
+    graph itself takes ``(N, H, W, C)``, as tf2onnx exports Keras models, and is given its input transposed).
+    ``names``, ``layers``, ``shapes``, ``summary`` and ``activations`` make it usable wherever
+    :class:`~cnnfilter.nn.arch.Network` is.
     """
 
     def __init__(self, nodes, params: dict, input_name: str, input_shape: tuple, output: str, opset: int,
