@@ -553,3 +553,22 @@ def im2col(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
                         else:
                             for j in range(Wo):
                                 dst[j] = src[off + j * sw]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def im2col_wide(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
+    """:func:`im2col` laid out for one matrix product over a whole block of images: ``cols[(c, a, b), n * Ho * Wo
+    + i * Wo + j]`` (small planes: one product of many columns beats many products of a few)."""
+    N, C = xp.shape[0], xp.shape[1]
+    for c in range(C):
+        for a in range(kh):
+            for b in range(kw):
+                row = cols[(c * kh + a) * kw + b]
+                off = b * dw
+                p = 0
+                for n in range(N):
+                    for i in range(Ho):
+                        src = xp[n, c, i * sh + a * dh]
+                        for j in range(Wo):
+                            row[p] = src[off + j * sw]
+                            p += 1

@@ -46,3 +46,6 @@ COMPILED_MIN_JOBS_EXACT = 300
 # benchmarks/onnx_infer.py); im2col's columns are made a block of images at a time, at most this many bytes.
 CONV_DIRECT_MIN_PLANE = 100
 CONV_COLUMNS_BYTES = 32 << 20
+# planes of fewer outputs than this: one matrix product for a block of images (256x32x4x4 -> 64, 3x3: 4.9 -> 2.5 ms;
+# 8x128x7x7 -> 128: 2.4 -> 1.1 ms; equal at 14x14), not one per image
+CONV_WIDE_MAX_PLANE = 196

@@ -85,8 +85,9 @@ def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
 
     3x3 filters at stride 1 on planes of at least ``config.CONV_DIRECT_MIN_PLANE`` outputs, and grouped
     convolutions, run the direct compiled loops (two filters per task sharing each load); every other
-    convolution is im2col (one compiled pass) and one matrix product per image by BLAS (``numpy.matmul``), a
-    block of images at a time so that the columns stay under ``config.CONV_COLUMNS_BYTES``."""
+    convolution is im2col (one compiled pass) and matrix products by BLAS (``numpy.matmul``): one per image, or
+    one for a whole block of images when their planes are small (``config.CONV_WIDE_MAX_PLANE``), a block of
+    images at a time so that the columns stay under ``config.CONV_COLUMNS_BYTES``."""
     from . import _loops, config
 
     N, C, H, W = x.shape
@@ -120,6 +121,14 @@ def run(x, w, b, stride, dilation, pads, groups=1) -> np.ndarray:
     o3 = out.reshape(N, O, Ho * Wo)
     if (kh, kw, sh, sw) == (1, 1, 1, 1):  # the input is its own columns
         np.matmul(w2, xp.reshape(N, C, Ho * Wo), out=o3)
+    elif Ho * Wo < config.CONV_WIDE_MAX_PLANE:  # small planes: one product for a block of images
+        L = Ho * Wo
+        cols = np.empty((C * kh * kw, block * L), dtype)
+        for n in range(0, N, block):
+            m = min(block, N - n)
+            part = cols[:, : m * L]
+            _loops.im2col_wide(xp[n : n + m], part, kh, kw, sh, sw, dh, dw, Ho, Wo)
+            o3[n : n + m] = np.matmul(w2, part).reshape(O, m, L).transpose(1, 0, 2)
     else:
         cols = np.empty((block, C * kh * kw, Ho * Wo), dtype)
         for n in range(0, N, block):
