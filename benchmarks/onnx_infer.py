@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+    # as the cnnfilter command does: numba's OpenMP threads wait passively, instead of spinning on the cores the
+    # BLAS threads (and onnxruntime's) need next
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numba
     import onnx
     import onnxruntime as ort

@@ -354,41 +354,53 @@ def correlate_separable(x, u, v, out, C, sh, sw, dh, dw, top, left, mode, cval, 
 
 
 @njit(parallel=True, cache=True)
-def pool_generic(x, out, C, kh, kw, sh, sw, top, left, hend, wend, mode, include_pad):
-    """PyTorch's rule: a window is clipped to the padded extent ``[-top, hend)``; avg divides by that clipped
-    size when ``include_pad``, else by the number of real pixels; padding never takes part in max/min."""
+def pool_generic(x, out, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, include_pad):
+    """PyTorch's rule, with ONNX's dilations: a window's taps are ``i*sh - top + a*dh``; avg divides by the number
+    of taps inside the padded extent ``[-top, hend)`` (``include_pad``) or by the number on real pixels; padding
+    never takes part in max/min. Every window holds a real pixel (pool2d checks)."""
     H = x.shape[0]
     W = x.shape[1] // C
     Ho = out.shape[0]
     Wo = out.shape[1] // C
     for i in prange(Ho):
         hs = i * sh - top
-        he = min(hs + kh, hend)
-        r0 = max(hs, 0)
-        r1 = min(he, H)
+        rows = np.empty(kh, np.int64)
+        nr = 0
+        pr = 0
+        for a in range(kh):
+            r = hs + a * dh
+            if r < hend:
+                pr += 1
+            if 0 <= r < H:
+                rows[nr] = r
+                nr += 1
+        cols = np.empty(kw, np.int64)
         for j in range(Wo):
             ws = j * sw - left
-            we = min(ws + kw, wend)
-            c0 = max(ws, 0)
-            c1 = min(we, W)
-            if include_pad:
-                div = (he - hs) * (we - ws)
-            else:
-                div = (r1 - r0) * (c1 - c0)
+            nc = 0
+            pc = 0
+            for b in range(kw):
+                s = ws + b * dw
+                if s < wend:
+                    pc += 1
+                if 0 <= s < W:
+                    cols[nc] = s
+                    nc += 1
+            div = pr * pc if include_pad else nr * nc
             for c in range(C):
                 if mode == 1:
                     acc = x.dtype.type(0)
-                    for r in range(r0, r1):
-                        for s in range(c0, c1):
-                            acc += x[r, s * C + c]
+                    for u in range(nr):
+                        for v in range(nc):
+                            acc += x[rows[u], cols[v] * C + c]
                     out[i, j * C + c] = acc / div
                 else:
-                    m = x[r0, c0 * C + c]
-                    for r in range(r0, r1):
-                        for s in range(c0, c1):
-                            v = x[r, s * C + c]
-                            if v != v or (v > m if mode == 0 else v < m):
-                                m = v
+                    m = x[rows[0], cols[0] * C + c]
+                    for u in range(nr):
+                        for v in range(nc):
+                            val = x[rows[u], cols[v] * C + c]
+                            if val != val or (val > m if mode == 0 else val < m):
+                                m = val
                             if m != m:
                                 break
                     out[i, j * C + c] = m

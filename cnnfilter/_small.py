@@ -233,23 +233,24 @@ def _accumulator(k: np.ndarray, cval: float, dtype):
 
 
 def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, top: int, left: int, hend: int,
-         wend: int, mode: int, include_pad: bool) -> None:
-    """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit: windows clipped to the padded extent
-    ``[-top, hend) x [-left, wend)``; max (mode 0) and min (2) over real pixels only, NaN propagating; avg (1)
-    adds the real pixels in row-major order (padding adds zeros, which changes no float sum) and divides in
-    float64 by the clipped window size (``include_pad``) or the real pixel count, as the compiled loop does."""
+         wend: int, mode: int, include_pad: bool, dh: int = 1, dw: int = 1) -> None:
+    """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit: a window's taps are ``i*sh - top + a*dh``;
+    max (mode 0) and min (2) over real pixels only, NaN propagating; avg (1) adds the real pixels in row-major
+    order (padding adds zeros, which changes no float sum) and divides in float64 by the taps inside the padded
+    extent ``[-top, hend) x [-left, wend)`` (``include_pad``) or on real pixels, as the compiled loop does."""
     H, W = x3.shape[:2]
     Ho, Wo = out3.shape[:2]
     dtype = out3.dtype
-    bottom = max(0, (Ho - 1) * sh + kh - top - H)
-    right = max(0, (Wo - 1) * sw + kw - left - W)
+    bottom = max(0, (Ho - 1) * sh + (kh - 1) * dh + 1 - top - H)
+    right = max(0, (Wo - 1) * sw + (kw - 1) * dw + 1 - left - W)
     fill = {0: -np.inf, 1: 0.0, 2: np.inf}[mode]
     p = np.full((top + H + bottom, left + W + right, x3.shape[2]), fill, dtype)
     p[top : top + H, left : left + W] = x3
     acc = None
     for a in range(kh):
         for b in range(kw):
-            v = p[a : a + (Ho - 1) * sh + 1 : sh, b : b + (Wo - 1) * sw + 1 : sw]
+            r, c = a * dh, b * dw
+            v = p[r : r + (Ho - 1) * sh + 1 : sh, c : c + (Wo - 1) * sw + 1 : sw]
             if acc is None:
                 acc = v.copy()
             elif mode == 1:
@@ -261,15 +262,15 @@ def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, t
     if mode != 1:
         out3[...] = acc
         return
-    rows = _counts(Ho, sh, kh, top, H, hend, include_pad)
-    cols = _counts(Wo, sw, kw, left, W, wend, include_pad)
+    rows = taps_inside(Ho, sh, kh, dh, top, H, hend, include_pad)
+    cols = taps_inside(Wo, sw, kw, dw, left, W, wend, include_pad)
     out3[...] = acc.astype(np.float64) / np.multiply.outer(rows, cols)[:, :, None]
 
 
-def _counts(n_out: int, stride: int, k: int, before: int, n: int, end: int, include_pad: bool) -> np.ndarray:
-    """Per output row (or column): the window's clipped size (``include_pad``) or its count of real pixels."""
-    start = np.arange(n_out) * stride - before
-    stop = np.minimum(start + k, end)
-    if include_pad:
-        return (stop - start).astype(np.float64)
-    return (np.minimum(stop, n) - np.maximum(start, 0)).astype(np.float64)
+def taps_inside(n_out: int, stride: int, k: int, dilation: int, before: int, n: int, end: int,
+                include_pad: bool) -> np.ndarray:
+    """Per output row (or column): its window's taps inside the padded extent ``[-before, end)``
+    (``include_pad``) or on real pixels ``[0, n)``, as float64."""
+    taps = (np.arange(n_out) * stride - before)[:, None] + np.arange(k)[None, :] * dilation
+    inside = taps < end if include_pad else (taps >= 0) & (taps < n)
+    return inside.sum(axis=1).astype(np.float64)

@@ -50,15 +50,17 @@ def correlate(image, kernel, stride=1, padding="same", dilation=1, border="const
     return out[:, :, 0] if squeeze else out
 
 
-def pool(image, size, stride=None, padding=0, mode="max", ceil_mode=False, count_include_pad=True):
-    """Pooling as PyTorch defines it (max_pool2d / avg_pool2d), window by window."""
+def pool(image, size, stride=None, padding=0, mode="max", ceil_mode=False, count_include_pad=True, dilation=1):
+    """Pooling as PyTorch defines it (max_pool2d / avg_pool2d), with ONNX's dilations, tap by tap. Raises
+    ValueError when a window holds no pixel of the image."""
     img = np.asarray(image, dtype=np.float64)
     squeeze = img.ndim == 2
     if squeeze:
         img = img[:, :, None]
     kh, kw = _pair(size)
     sh, sw = (kh, kw) if stride is None else _pair(stride)
-    t, b, l, r = pads(padding, (kh, kw))
+    dh, dw = _pair(dilation)
+    t, b, l, r = pads(padding, ((kh - 1) * dh + 1, (kw - 1) * dw + 1))
     H, W = img.shape[:2]
 
     def osize(n, k, s, p0, p1):
@@ -69,21 +71,23 @@ def pool(image, size, stride=None, padding=0, mode="max", ceil_mode=False, count
             return o
         return (n + p0 + p1 - k) // s + 1
 
-    Ho, Wo = osize(H, kh, sh, t, b), osize(W, kw, sw, l, r)
+    Ho, Wo = osize(H, (kh - 1) * dh + 1, sh, t, b), osize(W, (kw - 1) * dw + 1, sw, l, r)
     out = np.zeros((max(Ho, 0), max(Wo, 0), img.shape[2]))
     for i in range(Ho):
         for j in range(Wo):
-            hs, ws = i * sh - t, j * sw - l
-            he, we = min(hs + kh, H + b), min(ws + kw, W + r)
-            pool_size = (he - hs) * (we - ws)
-            win = img[max(hs, 0) : min(he, H), max(ws, 0) : min(we, W)]
+            rows = [i * sh - t + a * dh for a in range(kh)]
+            cols = [j * sw - l + c * dw for c in range(kw)]
+            inside = [(y, x) for y in rows for x in cols if y < H + b and x < W + r]  # the padded extent
+            real = [(y, x) for y, x in inside if 0 <= y < H and 0 <= x < W]
+            if not real:
+                raise ValueError("a window holds no pixel of the image")
+            win = np.array([img[y, x] for y, x in real])
             if mode == "max":
-                out[i, j] = win.max(axis=(0, 1))
+                out[i, j] = win.max(axis=0)
             elif mode == "min":
-                out[i, j] = win.min(axis=(0, 1))
+                out[i, j] = win.min(axis=0)
             else:
-                div = pool_size if count_include_pad else win.shape[0] * win.shape[1]
-                out[i, j] = win.sum(axis=(0, 1)) / div
+                out[i, j] = win.sum(axis=0) / (len(inside) if count_include_pad else len(real))
     return out[:, :, 0] if squeeze else out
 
 

@@ -122,7 +122,8 @@ def test_sixteen_bit_greyscale_stays_sixteen_bit(run, tmp_path, rng):
      "cnnfilter: error: cannot write '{dir}/out.xyz': unknown image suffix '.xyz'; use .png, .jpg, .tif, ..."),
     (["convolve", "{img}", "--border", "mirrored", "-k", "edge"], 2, "cnnfilter: error: Invalid value for '--border'"),
     (["convolve", "{img}"], 2, "cnnfilter: error: Missing option '-k' / '--kernel'."),
-    (["pool", "{img}", "--size", "2", "--padding", "2"], 2, "cnnfilter: error: padding 2 is more than half the window 2x2"),
+    (["pool", "{img}", "--size", "2", "--padding", "2"], 2,
+     "cnnfilter: error: padding 2: a 2x2 window (dilation 1x1) would hold no pixel of the image"),
     (["pool", "{img}", "--mode", "median"], 2, "cnnfilter: error: Invalid value for '--mode'"),
     (["frobnicate"], 2, "cnnfilter: error: No such command 'frobnicate'."),
 ])

@@ -778,8 +778,10 @@ ERRORS = [
     ([*P, "--padding", "same"], 2,
      "Invalid value for --padding: 'same' is not one of N, 'ph,pw' or 'top,bottom,left,right'"),
     ([*P, "--padding", "1,1,1"], 2, "Invalid value for --padding: '1,1,1' must be 1, 2 or 4 non-negative ints"),
-    ([*P, "--size", "3", "--padding", "2"], 2, "padding 2 is more than half the window 3x3"),
-    ([*P, "--size", "3", "--padding", "1,0,2,0"], 2, "padding ((1, 0), (2, 0)) is more than half the window 3x3"),
+    ([*P, "--size", "3", "--padding", "3"], 2,
+     "padding …: a 3x3 window (dilation 1x1) would hold no pixel of the image"),
+    ([*P, "--size", "3", "--padding", "1,0,3,0"], 2,
+     "padding …: a 3x3 window (dilation 1x1) would hold no pixel of the image"),
     ([*P, "--size", "20"], 2, "the window 20x20 does not fit in the image 9x11 with padding 0"),
     ([*P, "--mode", "median"], 2, "Invalid value for '--mode': 'median' is not one of 'max', 'avg', 'min'."),
     # kernels

@@ -35,27 +35,33 @@ def test_seed_004_max_pooling():
 SHAPES = [(1, 1), (2, 2), (5, 7), (8, 8), (9, 4), (16, 15)]
 
 
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
 @pytest.mark.parametrize(("shape", "C"), list(itertools.product(SHAPES, [None, 3])))
-def test_matches_naive_with_padding_and_ceil_mode(shape, C, rng):
-    """Every mode, window, stride, padding, ceil_mode and count_include_pad equals the naive loops."""
+def test_matches_naive_with_padding_and_ceil_mode(shape, C, engine, rng, monkeypatch):
+    """Every mode, window, stride, padding (beyond half the window too), dilation, ceil_mode and
+    count_include_pad equals the naive loops, on both engines; a window that would hold no pixel is refused."""
+    from cnnfilter import config
+
+    monkeypatch.setattr(config, "ENGINE", engine)
     img = rng.normal(size=shape if C is None else (*shape, C)).astype(np.float32)
     checked = 0
-    for size, stride, pad, mode, ceil, cip in itertools.product(
-            [1, 2, 3, (2, 3), (3, 1)], [None, 1, 2, (1, 3)], [0, 1, (0, 1), ((1, 0), (0, 1))],
+    for size, stride, pad, dil, mode, ceil, cip in itertools.product(
+            [1, 2, 3, (2, 3), (3, 1)], [None, 1, 2, (1, 3)], [0, 1, (0, 1), ((1, 0), (0, 2)), 3], [1, 2, (1, 2)],
             ["max", "avg", "min"], [False, True], [True, False]):
-        kh, kw = (size, size) if isinstance(size, int) else size
-        t, b, l, r = naive.pads(pad, (kh, kw))
-        if max(t, b) > kh // 2 or max(l, r) > kw // 2:
-            with pytest.raises(ValueError, match="more than half the window"):
-                pool2d(img, size, stride=stride, padding=pad)
+        kw = {"stride": stride, "padding": pad, "dilation": dil, "mode": mode, "ceil_mode": ceil,
+              "count_include_pad": cip}
+        try:
+            ref = naive.pool(img, size, stride, pad, mode, ceil, cip, dil)
+        except ValueError:
+            with pytest.raises(ValueError, match="would hold no pixel|does not fit"):
+                pool2d(img, size, **kw)
             continue
-        ref = naive.pool(img, size, stride, pad, mode, ceil, cip)
         if min(ref.shape[:2]) < 1:
             with pytest.raises(ValueError, match="does not fit"):
-                pool2d(img, size, stride=stride, padding=pad, ceil_mode=ceil)
+                pool2d(img, size, **kw)
             continue
-        got = pool2d(img, size, stride=stride, padding=pad, mode=mode, ceil_mode=ceil, count_include_pad=cip)
-        assert got.shape == ref.shape, (size, stride, pad, mode, ceil)
+        got = pool2d(img, size, **kw)
+        assert got.shape == ref.shape, (size, stride, pad, dil, mode, ceil)
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
         checked += 1
     assert checked > 50
@@ -100,7 +106,8 @@ def test_dtypes_and_layouts(rng):
     ({"size": 0}, ValueError, "size 0 must be at least 1"),
     ({"size": 2, "stride": 0}, ValueError, "stride 0 must be at least 1"),
     ({"size": 2, "mode": "median"}, ValueError, "mode 'median' is not one of max, avg, min"),
-    ({"size": 2, "padding": 2}, ValueError, "padding 2 is more than half the window 2x2"),
+    ({"size": 2, "padding": 2}, ValueError, "padding 2: a 2x2 window .* would hold no pixel"),
+    ({"size": 2, "dilation": 0}, ValueError, "dilation 0 must be at least 1"),
     ({"size": 2, "padding": "same"}, TypeError, "padding 'same' is not an int"),
     ({"size": 9}, ValueError, "window 9x9 does not fit in the image 5x5"),
 ])
@@ -121,7 +128,8 @@ def test_numpy_engine_pools_to_the_bit(mode, dtype, rng, monkeypatch):
         H, W = (int(v) for v in rng.integers(1, 25, 2))
         kh, kw = (int(v) for v in rng.integers(1, 6, 2))
         opts = {"stride": tuple(int(v) for v in rng.integers(1, 4, 2)),
-                "padding": (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))), "mode": mode,
+                "padding": (int(rng.integers(0, kh + 1)), int(rng.integers(0, kw + 1))), "mode": mode,
+                "dilation": tuple(int(v) for v in rng.integers(1, 3, 2)),
                 "ceil_mode": bool(trial % 2), "count_include_pad": bool(trial // 2 % 2)}
         x = (rng.random((H, W, 2)) * 255).astype(dtype)
         if dtype != np.uint8 and trial % 5 == 0:

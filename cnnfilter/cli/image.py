@@ -287,7 +287,7 @@ def kernels_command(name, size, sigma, sigma2, amount, angle):
     "Geometry",
     click.option("--stride", metavar="N|R,C", help="Step between windows [default: the window size]."),
     click.option("--padding", "padding_text", default="0", show_default=True, metavar="N|PH,PW|T,B,L,R",
-                 help="Implicit padding, at most half the window."),
+                 help="Implicit padding (any size while every window holds a pixel)."),
     click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's ceil_mode)."),
 )
 @output_options

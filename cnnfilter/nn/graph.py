@@ -497,6 +497,11 @@ def _softmax_axis(x, axis, log):
 
 
 def _pool(node, args, opset):
+    """MaxPool and AveragePool on :func:`cnnfilter.pool2d`'s engine (its rules are ONNX's: ceil_mode's last window
+    starts inside the image or its leading padding, count_include_pad counts the taps inside the padding, padding
+    takes no part in max), each image's channels as the channels of one channels-last image."""
+    from ..pooling import pool2d
+
     x = args[0]
     _four_d(node, x)
     N, C, H, W = x.shape
@@ -506,53 +511,15 @@ def _pool(node, args, opset):
         raise GraphError(msg)
     strides = _ints(node.attrs.get("strides", [1, 1]))
     dilations = _ints(node.attrs.get("dilations", [1, 1]))
-    ceil = bool(node.attrs.get("ceil_mode", 0))
     top, bottom, left, right = _spatial_pads(node, (H, W), k, strides, dilations)
-    is_max = node.op == "MaxPool"
-    outs, ext = [], []
-    for n, kk, s, d, before, after in ((H, k[0], strides[0], dilations[0], top, bottom),
-                                       (W, k[1], strides[1], dilations[1], left, right)):
-        span = (kk - 1) * d + 1
-        size = (n + before + after - span) / s + 1
-        o = math.ceil(size) if ceil else math.floor(size)
-        if ceil and (o - 1) * s >= n + before:  # the last window starts inside the image or its left padding
-            o -= 1
-        if o < 1:
-            msg = f"node {node.name!r}: the window ({span}) does not fit the padded input ({n + before + after})"
-            raise GraphError(msg)
-        outs.append(o)
-        ext.append(max(0, (o - 1) * s + span - n - before))  # the padding after, ceil's extra included
-    Ho, Wo = outs
-    check_memory(4.0 * N * C * (H + top + ext[0]) * (W + left + ext[1]), f"node {node.name!r} ({node.op})")
-    check_work(float(N) * C * Ho * Wo * k[0] * k[1], f"node {node.name!r} ({node.op})")
-    fill = -np.inf if is_max else 0.0
-    p = np.full((N, C, H + top + ext[0], W + left + ext[1]), fill, np.float32)
-    p[:, :, top : top + H, left : left + W] = x
-    acc = None
-    sh, sw = strides
-    dh, dw = dilations
-    for a in range(k[0]):
-        for b in range(k[1]):
-            v = p[:, :, a * dh : a * dh + (Ho - 1) * sh + 1 : sh, b * dw : b * dw + (Wo - 1) * sw + 1 : sw]
-            if acc is None:
-                acc = v.copy()
-            elif is_max:
-                np.maximum(acc, v, out=acc)
-            else:
-                acc += v
-    if is_max:
-        return [acc]
-    include = bool(node.attrs.get("count_include_pad", 0))
-    rows = _taps_inside(Ho, sh, k[0], dh, top, H, bottom, include)
-    cols = _taps_inside(Wo, sw, k[1], dw, left, W, right, include)
-    return [_f32(acc / np.multiply.outer(rows, cols).astype(np.float32))]
-
-
-def _taps_inside(n_out, s, k, d, before, n, after, include_pad) -> np.ndarray:
-    """Per output position: the window taps inside the padded extent (``include_pad``) or inside the image."""
-    start = np.arange(n_out)[:, None] * s + np.arange(k)[None, :] * d  # in padded coordinates
-    lo, hi = (0, before + n + after) if include_pad else (before, before + n)
-    return ((start >= lo) & (start < hi)).sum(axis=1)
+    check_memory(4.0 * 2 * x.size, f"node {node.name!r} ({node.op})")  # the channels-last copy of the input
+    planes = np.ascontiguousarray(_f32(x).transpose(2, 3, 0, 1)).reshape(H, W, N * C)
+    y = pool2d(planes, tuple(k), stride=tuple(strides), padding=((top, bottom), (left, right)),
+               dilation=tuple(dilations), mode="max" if node.op == "MaxPool" else "avg",
+               ceil_mode=bool(node.attrs.get("ceil_mode", 0)),
+               count_include_pad=bool(node.attrs.get("count_include_pad", 0)))
+    Ho, Wo = y.shape[:2]
+    return [np.ascontiguousarray(y.reshape(Ho, Wo, N, C).transpose(2, 3, 0, 1))]
 
 
 def _global(node, args, opset):
