@@ -242,6 +242,8 @@ class _Layer:
             text += f" groups {g}" if g > 1 else ""
         elif "kernel_shape" in a:
             text += " " + "x".join(map(str, a["kernel_shape"]))
+        if self.node.name and self.node.name != self.node.outputs[0]:  # the ONNX node's own name
+            text += f" [{self.node.name}]"
         return text
 
 
