@@ -187,6 +187,9 @@ def test_whole_network_gradient(N, C, H, W, k, s, p, seed):
     for layer in net.layers[:1]:  # a zero bias would put padded outputs exactly on ReLU's kink
         layer.bias[:] = rng.uniform(0.1, 1, layer.bias.shape) * rng.choice([-1, 1], layer.bias.shape)
     x = rng.standard_normal((N, C, H, W))
+    # a pre-activation within reach of the finite differences' steps straddles ReLU's kink, where the derivative
+    # is not defined (seed 101874310 put one at 1.9e-7 and failed a fresh clone's CI): such an example proves nothing
+    assume(np.abs(net.layers[0].forward(x)).min() > 1e-4)
     y = rng.integers(0, 4, N)
     loss, _, g = L.cross_entropy(net.forward(x, train=True), y)
     net.backward(g)
