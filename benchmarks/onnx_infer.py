@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import best  # noqa: E402
 
 
 def resnet18ish(rng, widths=(16, 32, 64, 128)):
@@ -68,16 +72,6 @@ def resnet18ish(rng, widths=(16, 32, 64, 128)):
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m
-
-
-def best(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

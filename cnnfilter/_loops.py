@@ -353,6 +353,22 @@ def correlate_separable(x, u, v, out, C, sh, sw, dh, dw, top, left, mode, cval, 
 # modes: 0 max, 1 avg, 2 min. NaN propagates through max and min, as in numpy and PyTorch.
 
 
+@njit(cache=True, inline="always")
+def _window_taps(start, k, d, n, end, found):
+    """A window's taps ``start + a*d``: those on real pixels (``[0, n)``) into ``found``; returns their count and
+    the count inside the padded extent (below ``end``)."""
+    real = 0
+    padded = 0
+    for a in range(k):
+        t = start + a * d
+        if t < end:
+            padded += 1
+        if 0 <= t < n:
+            found[real] = t
+            real += 1
+    return real, padded
+
+
 @njit(parallel=True, cache=True)
 def pool_generic(x, out, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, include_pad):
     """PyTorch's rule, with ONNX's dilations: a window's taps are ``i*sh - top + a*dh``; avg divides by the number
@@ -363,29 +379,11 @@ def pool_generic(x, out, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode,
     Ho = out.shape[0]
     Wo = out.shape[1] // C
     for i in prange(Ho):
-        hs = i * sh - top
         rows = np.empty(kh, np.int64)
-        nr = 0
-        pr = 0
-        for a in range(kh):
-            r = hs + a * dh
-            if r < hend:
-                pr += 1
-            if 0 <= r < H:
-                rows[nr] = r
-                nr += 1
+        nr, pr = _window_taps(i * sh - top, kh, dh, H, hend, rows)
         cols = np.empty(kw, np.int64)
         for j in range(Wo):
-            ws = j * sw - left
-            nc = 0
-            pc = 0
-            for b in range(kw):
-                s = ws + b * dw
-                if s < wend:
-                    pc += 1
-                if 0 <= s < W:
-                    cols[nc] = s
-                    nc += 1
+            nc, pc = _window_taps(j * sw - left, kw, dw, W, wend, cols)
             div = pr * pc if include_pad else nr * nc
             for c in range(C):
                 if mode == 1:

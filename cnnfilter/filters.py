@@ -147,7 +147,7 @@ def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) 
     C = res3.shape[2]
     Ho, Wo = g.shape
     kd = np.ascontiguousarray(g.k, dtype)
-    (sh, sw), (dh, dw), (top, bottom, left, right) = g.stride, g.dilation, g.pads
+    (sh, sw), (dh, dw), (top, _, left, _) = g.stride, g.dilation, g.pads
     chosen, factors = _path(img, kd, g, method)
     if chosen == "numpy":
         from . import _small

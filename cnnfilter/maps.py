@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import html
-import io
 import itertools
 import json
 import math
@@ -179,7 +178,6 @@ def montage(maps, *, tile_size: int | None = None, normalize: str = "map", color
             region[:] = ((region * (255 - a) + _TEXT16 * a + 127) // 255).astype(np.uint8)
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
-    small = _font(11)
     if title:
         draw.text((GUTTER + 2, 4), title, fill=TEXT, font=_font(14))
     kind = bool(sg.mean() >= 0.5)  # the bar of the majority; a note names the other when both occur

@@ -4,7 +4,6 @@ No arithmetic here."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -401,7 +400,6 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
       cnnfilter predict digits samples/digits            # accuracy + confusion matrix
       cnnfilter predict resnet18.onnx photo.jpg --mean imagenet --std imagenet --classes imagenet.txt
     """
-    from .. import nn
     from ..limits import printable
 
     if sys.stdout is None:
@@ -609,7 +607,6 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
       cnnfilter featuremaps photo.jpg -m model.onnx --mean imagenet --std imagenet --layers Conv -o maps
     """
     from .. import maps as fm
-    from .. import nn
     from ..batch import iter_sources
     from ..io import ImageReadError, ImageWriteError
     from ..limits import printable

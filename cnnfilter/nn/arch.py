@@ -26,6 +26,7 @@ import numpy as np
 from .._args import output_size
 from ..limits import MAX_LAYERS, POOL_READ_COST, check_memory, check_work, fmt_bytes, max_params
 from . import layers as L
+from .core import Listing
 
 HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
 
@@ -120,7 +121,7 @@ def default_arch(height: int, width: int, classes: int) -> str:
 
 
 @dataclass
-class Network:
+class Network(Listing):
     """Layers in order, with their names (conv1, relu1, pool1, ..., fc1) and output shapes."""
 
     layers: list
@@ -166,14 +167,6 @@ class Network:
     def param_names(self) -> list[str]:
         return [f"{name}.{part}" for name, layer in zip(self.names, self.layers)
                 for part in ("weight", "bias")[: len(layer.params())]]
-
-    def count(self) -> int:
-        return int(sum(p.size for p in self.params()))
-
-    def summary(self) -> list[tuple[str, str, tuple, int]]:
-        """``(name, layer repr, output shape, parameter count)`` per layer."""
-        return [(n, repr(lay), s, int(sum(p.size for p in lay.params())))
-                for n, lay, s in zip(self.names, self.layers, self.shapes)]
 
     def __repr__(self):
         return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"

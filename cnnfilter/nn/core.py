@@ -12,6 +12,49 @@ class ModelError(ValueError):
     """A model file that is missing, truncated, tampered with, of another version, or not a model at all."""
 
 
+def loader_failure(path):
+    """A model loader's ``fail(why)``: raises ModelError naming ``path``."""
+    from ..limits import printable
+
+    name = printable(str(path))
+
+    def fail(why: str):
+        raise ModelError(f"cannot load model {name!r}: {why}")
+
+    return fail
+
+
+def open_model(path, fail):
+    """``path`` opened for binary reading, only if it is a regular file; every way that fails is ``fail(why)``."""
+    from ..limits import LimitError, open_regular
+
+    try:
+        return open_regular(path, "model")
+    except FileNotFoundError:
+        fail("no such file")
+    except IsADirectoryError:
+        fail("it is a directory")
+    except PermissionError:
+        fail("permission denied")
+    except LimitError:
+        fail("not a regular file (a pipe, device or socket)")
+    except OSError as exc:
+        fail(exc.strerror or str(exc))
+
+
+class Listing:
+    """What the CLI lists of any network (a trained ``Network``, an imported ``Graph``), from its ``names``,
+    ``layers`` (each with ``params()``), ``shapes`` and ``params()``."""
+
+    def count(self) -> int:
+        return int(sum(p.size for p in self.params()))
+
+    def summary(self) -> list[tuple[str, str, tuple, int]]:
+        """``(name, layer description, output shape, parameter count)`` per layer."""
+        return [(n, repr(lay), s, int(sum(p.size for p in lay.params())))
+                for n, lay, s in zip(self.names, self.layers, self.shapes)]
+
+
 @dataclass
 class Model:
     """A trained network with what is needed to feed it: class names and input normalisation."""
@@ -53,7 +96,7 @@ class Model:
             msg = (f"the model's output has shape {scores.shape}; {len(self.classes)} class scores per image were "
                    "expected")
             raise ValueError(msg)
-        return flat if getattr(self.net, "probabilities", False) else softmax(flat)
+        return flat if getattr(self.net, "gives_probabilities", False) else softmax(flat)
 
     def batch_size(self, most: int = 256) -> int:
         """How many images to run at once: at most ``most``, and as many as the memory limit holds, counting four

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..limits import LimitError, check_memory, check_work, fmt_bytes, printable
+from .core import Listing
 
 
 class GraphError(ValueError):
@@ -31,7 +32,7 @@ class Node(NamedTuple):
     attrs: dict
 
 
-class Graph:
+class Graph(Listing):
     """Nodes in topological order over one input: an image batch ``(N, C, H, W)`` (any ``(N, ...)`` runs).
 
     ``params`` are the constant tensors (ONNX initializers and Constant nodes' values), ``output`` the tensor the
@@ -85,7 +86,7 @@ class Graph:
         self.image_bytes = 4 * (math.prod(self.input_shape) + sum(math.prod(s) for s in self.shapes))
         last = next((n for n in self.nodes if self.output in n.outputs), None)
         # a classifier exported with its softmax (or a multi-label one with its sigmoid) gives probabilities
-        self.probabilities = last is not None and last.op in ("Softmax", "Sigmoid")
+        self.gives_probabilities = last is not None and last.op in ("Softmax", "Sigmoid")
 
     def _trust(self, node: Node) -> Node:
         """A Conv node whose weight and bias are finite parameters is marked for the engine without conv2d's
@@ -113,7 +114,7 @@ class Graph:
         live = x.nbytes
         for i, node in enumerate(self.steps):
             live += self._run(node, env)
-            _check_total(live, "the live tensors of the network")
+            check_memory(float(live), "the live tensors of the network")
             for t in node.inputs:  # tensors nobody reads any more are dropped
                 if t and self._last_use.get(t) == i and t not in self.params_by_name and t in env:
                     live -= env.pop(t).nbytes
@@ -128,7 +129,7 @@ class Graph:
         total = x.nbytes
         for node in self.nodes:
             total += self._run(node, env)
-            _check_total(total, "the activations of the network")
+            check_memory(float(total), "the activations of the network")
             for t in node.outputs:
                 if t:
                     acts[t] = env[t]
@@ -204,14 +205,6 @@ class Graph:
     # -- what the CLI shows ---------------------------------------------------------------------------------
     def params(self) -> list[np.ndarray]:
         return [a for a in self.params_by_name.values() if a.dtype.kind == "f"]
-
-    def count(self) -> int:
-        return int(sum(p.size for p in self.params()))
-
-    def summary(self) -> list[tuple[str, str, tuple, int]]:
-        """``(tensor name, operator and node name, output shape, parameter count)`` per node."""
-        return [(n, repr(lay), s, int(sum(p.size for p in lay.params())))
-                for n, lay, s in zip(self.names, self.layers, self.shapes)]
 
     def __repr__(self):
         return f"Graph({len(self.nodes)} nodes, input {self.input_shape}, {self.count()} parameters)"
@@ -341,10 +334,6 @@ def _toposort(nodes: list[Node], known: set) -> list[Node]:
 # -- operators -----------------------------------------------------------------------------------------------
 def _f32(a):
     return a if a.dtype == np.float32 else a.astype(np.float32)
-
-
-def _check_total(nbytes: int, what: str) -> None:
-    check_memory(float(nbytes), what)
 
 
 def _limit(node: Node, shape, itemsize: int = 4) -> None:
@@ -537,16 +526,6 @@ def _axes(node, args, opset, since: int):
     else:
         v = args[1] if len(args) > 1 else None
     return None if v is None or not np.asarray(v).size else _ints(v)
-
-
-def _reduce_mean(node, args, opset):
-    x = args[0]
-    axes = _axes(node, args, opset, 18)
-    if axes is None and opset >= 18 and node.attrs.get("noop_with_empty_axes", 0):
-        return [x]
-    keep = bool(node.attrs.get("keepdims", 1))
-    return [_f32(x.mean(axis=None if axes is None else tuple(axes), keepdims=keep)) if x.dtype.kind == "f"
-            else x.mean(axis=None if axes is None else tuple(axes), keepdims=keep).astype(x.dtype)]
 
 
 def _gemm(node, args, opset):
@@ -854,6 +833,11 @@ def _gelu(x, a):
     return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
 
 
+def _pow(node, args, opset):
+    _broadcast(node, args[0], args[1])
+    return [np.power(args[0], args[1]).astype(args[0].dtype)]
+
+
 def _variadic(fn):
     def op(node, args, opset):
         parts = [a for a in args if a is not None]
@@ -883,7 +867,7 @@ OPS = {
     "AveragePool": _pool,
     "GlobalAveragePool": _global,
     "GlobalMaxPool": _global,
-    "ReduceMean": _reduce_mean,
+    "ReduceMean": _reduce(np.mean, 18),
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Add": _binary(np.add),
@@ -925,8 +909,7 @@ OPS = {
     "Abs": lambda node, args, opset: [np.abs(args[0])],
     "Neg": lambda node, args, opset: [np.negative(args[0])],
     "Reciprocal": _unary(lambda x, a: 1 / x),
-    "Pow": lambda node, args, opset: (_broadcast(node, *args[:2]), [np.power(args[0], args[1]).astype(
-        args[0].dtype)])[1],
+    "Pow": _pow,
     "Max": _variadic(np.maximum),
     "Min": _variadic(np.minimum),
     "Sum": _variadic(np.add),

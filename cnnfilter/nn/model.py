@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..limits import MAX_HEADER_BYTES, LimitError, fmt_bytes, open_regular, printable
+from ..limits import MAX_HEADER_BYTES, fmt_bytes, printable
 from .arch import ArchError, build, check_size, parse, plan
-from .core import Model, ModelError
+from .core import Model, ModelError, loader_failure, open_model
 
 FORMAT = "cnnfilter-model"
 VERSION = 1
@@ -56,27 +56,14 @@ def load_model(path) -> Model:
     The file is data: only a regular file is opened, only stored or deflated zip members are read, each read
     with a cap (the header at most 1 MiB, each parameter the size its declared shape needs), and the network's
     size is checked against the limits before anything is allocated."""
-    if Path(str(path)).suffix.lower() == ".onnx":
+    from .onnxfile import is_onnx
+
+    if is_onnx(path):
         from .onnxfile import load_onnx
 
         return load_onnx(path)
-    name = printable(str(path))
-
-    def fail(why: str):
-        raise ModelError(f"cannot load model {name!r}: {why}")
-
-    try:
-        fh = open_regular(path, "model")
-    except FileNotFoundError:
-        fail("no such file")
-    except IsADirectoryError:
-        fail("it is a directory")
-    except PermissionError:
-        fail("permission denied")
-    except LimitError:
-        fail("not a regular file (a pipe, device or socket)")
-    except OSError as exc:
-        fail(exc.strerror or str(exc))
+    fail = loader_failure(path)
+    fh = open_model(path, fail)
     with fh:
         directory = _directory(fh)
         if directory is not None and directory[0] > MAX_MEMBERS:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..limits import LimitError, check_memory, fmt_bytes, max_memory, open_regular, printable
+from ..limits import check_memory, fmt_bytes, max_memory, open_regular, printable
 from .graph import OPS, Graph, GraphError, Node
-from .core import Model, ModelError
+from .core import Model, ModelError, loader_failure, open_model
 
 MIN_OPSET, MAX_OPSET = 6, 28  # 28: the newest in the ONNX backend cases the operators are tested on (onnx 1.23)
 DEFAULT_SIZE = 224  # a model whose height and width are symbolic runs at 224x224 unless told (ImageNet's size)
@@ -32,11 +32,7 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, classes: list[
     a model with a fixed size must be given that size or nothing). ``classes`` name the outputs (default: the
     model's metadata ``classes``, else ``0``, ``1``, ...). ``mean``/``std`` (per channel, in 0..1 pixel units)
     normalise the input (default: the metadata's, else none). Raises ModelError naming the problem."""
-    name = printable(str(path))
-
-    def fail(why: str):
-        raise ModelError(f"cannot load model {name!r}: {why}")
-
+    fail = loader_failure(path)
     try:
         import onnx
     except ImportError:
@@ -50,27 +46,12 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, classes: list[
         fail("not an ONNX model (its graph has no nodes)")
     try:
         return _model(proto, onnx, input_size, classes, mean, std)
-    except GraphError as exc:
-        fail(str(exc))
-    except LimitError as exc:
-        fail(str(exc))
-    except ValueError as exc:
+    except ValueError as exc:  # GraphError, LimitError and numpy's own
         fail(str(exc))
 
 
 def _read(path, fail) -> bytes:
-    try:
-        fh = open_regular(path, "model")
-    except FileNotFoundError:
-        fail("no such file")
-    except IsADirectoryError:
-        fail("it is a directory")
-    except PermissionError:
-        fail("permission denied")
-    except LimitError:
-        fail("not a regular file (a pipe, device or socket)")
-    except OSError as exc:
-        fail(exc.strerror or str(exc))
+    fh = open_model(path, fail)
     with fh:
         # protobuf's own limit is 2 GiB; parsing may take 8 bytes for a 1-byte packed integer
         cap = min(max_memory() // 8, (2 << 30) - 1)
