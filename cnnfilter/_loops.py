@@ -17,6 +17,8 @@ from numba import njit, prange
 
 # Let LLVM fuse multiply-adds and ignore the sign of zero; NaN and inf keep their IEEE meaning.
 _FM = {"contract", "nsz"}
+# Sums of products may be reordered (vectorised reductions): a network's training tolerates the last-bit differences.
+_FMR = {"contract", "nsz", "reassoc"}
 
 
 @njit(cache=True)
@@ -370,15 +372,23 @@ def _window_taps(start, k, d, n, end, found):
 
 
 @njit(parallel=True, cache=True)
-def pool_generic(x, out, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, include_pad):
-    """PyTorch's rule, with ONNX's dilations: a window's taps are ``i*sh - top + a*dh``; avg divides by the number
-    of taps inside the padded extent ``[-top, hend)`` (``include_pad``) or by the number on real pixels; padding
-    never takes part in max/min. Every window holds a real pixel (pool2d checks)."""
-    H = x.shape[0]
-    W = x.shape[1] // C
-    Ho = out.shape[0]
-    Wo = out.shape[1] // C
-    for i in prange(Ho):
+def pool_generic(x, out, arg, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, include_pad):
+    """Pool each plane ``x[q]`` (``(H, W * C)``, ``C`` channels-last lanes) into ``out[q]``: an image is one plane of
+    C lanes, a network's ``(N, C, H, W)`` batch is ``N * C`` planes of one lane. PyTorch's rule, with ONNX's
+    dilations: a window's taps are ``i*sh - top + a*dh``; avg divides by the number of taps inside the padded extent
+    ``[-top, hend)`` (``include_pad``) or by the number on real pixels; padding never takes part in max/min; NaN
+    propagates (the first one met wins). Every window holds a real pixel (the callers check). When ``arg`` is not
+    empty, max (and min) record the flat index in its plane of the value taken (the first in row-major order on
+    ties), for the backward pass."""
+    P, H = x.shape[0], x.shape[1]
+    W = x.shape[2] // C
+    Ho = out.shape[1]
+    Wo = out.shape[2] // C
+    keep = arg.shape[0] > 0
+    for t in prange(P * Ho):
+        q = t // Ho
+        i = t - q * Ho
+        plane = x[q]
         rows = np.empty(kh, np.int64)
         nr, pr = _window_taps(i * sh - top, kh, dh, H, hend, rows)
         cols = np.empty(kw, np.int64)
@@ -390,18 +400,24 @@ def pool_generic(x, out, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode,
                     acc = x.dtype.type(0)
                     for u in range(nr):
                         for v in range(nc):
-                            acc += x[rows[u], cols[v] * C + c]
-                    out[i, j * C + c] = acc / div
+                            acc += plane[rows[u], cols[v] * C + c]
+                    out[q, i, j * C + c] = acc / div
                 else:
-                    m = x[rows[0], cols[0] * C + c]
+                    m = plane[rows[0], cols[0] * C + c]
+                    where = rows[0] * W * C + cols[0] * C + c
                     for u in range(nr):
                         for v in range(nc):
-                            val = x[rows[u], cols[v] * C + c]
+                            val = plane[rows[u], cols[v] * C + c]
                             if val != val or (val > m if mode == 0 else val < m):
                                 m = val
+                                where = rows[u] * W * C + cols[v] * C + c
                             if m != m:
                                 break
-                    out[i, j * C + c] = m
+                        if m != m:
+                            break
+                    out[q, i, j * C + c] = m
+                    if keep:
+                        arg[q, i, j * C + c] = where
 
 
 @njit(cache=True, inline="always")
@@ -413,13 +429,16 @@ def _pick(a, b, mode):
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def pool_2x2(x, out, C, mode):
-    """2x2 windows at stride 2, no padding, every window whole."""
-    Ho = out.shape[0]
-    Wo = out.shape[1] // C
-    for i in prange(Ho):
-        a = x[2 * i]
-        b = x[2 * i + 1]
-        o = out[i]
+    """2x2 windows at stride 2, no padding, every window whole; planes as in :func:`pool_generic`."""
+    P = x.shape[0]
+    Ho = out.shape[1]
+    Wo = out.shape[2] // C
+    for t in prange(P * Ho):
+        q = t // Ho
+        i = t - q * Ho
+        a = x[q, 2 * i]
+        b = x[q, 2 * i + 1]
+        o = out[q, i]
         if C == 1:
             if mode == 1:
                 for j in range(Wo):
@@ -435,6 +454,85 @@ def pool_2x2(x, out, C, mode):
                         o[j * C + c] = (a[p] + a[p + C] + b[p] + b[p + C]) * 0.25
                     else:
                         o[j * C + c] = _pick(_pick(a[p], a[p + C], mode), _pick(b[p], b[p + C], mode), mode)
+
+
+@njit(cache=True, inline="always")
+def _beats(v, m):
+    """Whether ``v`` replaces the running maximum ``m``: larger, or the first NaN (branch-free)."""
+    return (v > m) | ((v != v) & (m == m))
+
+
+@njit(parallel=True, cache=True)
+def maxpool_2x2_arg(x, out, arg):
+    """:func:`pool_generic`'s max with ``arg`` on one-lane planes, 2x2 windows at stride 2 without padding (a
+    network's common case): unrolled, with selects rather than branches (training data defeats branch prediction);
+    the same values and indices (NaN first, then the first maximum in row-major order)."""
+    P = x.shape[0]
+    Ho, Wo = out.shape[1], out.shape[2]
+    W = x.shape[2]
+    for t in prange(P * Ho):
+        q = t // Ho
+        i = t - q * Ho
+        r0 = x[q, 2 * i]
+        r1 = x[q, 2 * i + 1]
+        o = out[q, i]
+        g = arg[q, i]
+        base = 2 * i * W
+        for j in range(Wo):
+            m = r0[2 * j]
+            k = 0
+            v = r0[2 * j + 1]
+            up = _beats(v, m)
+            m = v if up else m
+            k = 1 if up else k
+            v = r1[2 * j]
+            up = _beats(v, m)
+            m = v if up else m
+            k = W if up else k
+            v = r1[2 * j + 1]
+            up = _beats(v, m)
+            m = v if up else m
+            k = W + 1 if up else k
+            o[j] = m
+            g[j] = base + 2 * j + k
+
+
+@njit(parallel=True, cache=True)
+def pool_arg_backward(dy, arg, dx):
+    """Each output gradient goes to the tap its window took (``arg``); every plane of ``dx`` is overwritten."""
+    P = dy.shape[0]
+    Ho, Wo = dy.shape[1], dy.shape[2]
+    for q in prange(P):
+        plane = dx[q].reshape(dx.shape[1] * dx.shape[2])
+        plane[:] = 0
+        for i in range(Ho):
+            for j in range(Wo):
+                plane[arg[q, i, j]] += dy[q, i, j]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def pool_avg_backward(dy, dx, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, include_pad):
+    """The adjoint of :func:`pool_generic`'s average: each output gradient divided as the forward divided, spread
+    over its window's real pixels; every plane of ``dx`` is overwritten, one plane per task."""
+    P, H = dx.shape[0], dx.shape[1]
+    W = dx.shape[2] // C
+    Ho = dy.shape[1]
+    Wo = dy.shape[2] // C
+    for q in prange(P):
+        plane = dx[q]
+        plane[:, :] = 0
+        rows = np.empty(kh, np.int64)
+        cols = np.empty(kw, np.int64)
+        for i in range(Ho):
+            nr, pr = _window_taps(i * sh - top, kh, dh, H, hend, rows)
+            for j in range(Wo):
+                nc, pc = _window_taps(j * sw - left, kw, dw, W, wend, cols)
+                div = pr * pc if include_pad else nr * nc
+                for c in range(C):
+                    g = dy[q, i, j * C + c] / div
+                    for u in range(nr):
+                        for v in range(nc):
+                            plane[rows[u], cols[v] * C + c] += g
 
 
 # ---------------------------------------------------------------------------------------------- conv2d
@@ -582,3 +680,154 @@ def im2col_wide(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
                         for j in range(Wo):
                             row[p] = src[off + j * sw]
                             p += 1
+
+
+# Stride 1 on the flattened plane, for training: the padded input plane is seen flat (width Wp) and the output is
+# computed on the same width, so tap (c, a, b) is the flat input shifted by ``offs[k] = c*Hp*Wp + a*dh*Wp + b*dw``
+# and every product is one long multiply-add over contiguous memory. The last Wp - Wo columns of each output row
+# are junk, dropped on the way out (forward) or zero on the way in (backward). With groups, filter ``o`` reads the
+# channels of its group ``g = o // (O / groups)``: the same offsets from ``g * Cg * Hp * Wp``.
+
+
+@njit(cache=True, fastmath=_FM)
+def _taps_combination(w2, xf, offs, dst, bias, L):
+    """``dst[o, :L] = bias[o] + sum_k w2[o, k] * xf[offs[k] : offs[k] + L]``, four taps per pass."""
+    O, K = w2.shape
+    K4 = K - K % 4
+    for o in range(O):
+        r = dst[o]
+        r[:L] = bias[o]
+        for k in range(0, K4, 4):
+            v0, v1, v2, v3 = w2[o, k], w2[o, k + 1], w2[o, k + 2], w2[o, k + 3]
+            s0 = xf[offs[k] :]
+            s1 = xf[offs[k + 1] :]
+            s2 = xf[offs[k + 2] :]
+            s3 = xf[offs[k + 3] :]
+            for p in range(L):
+                r[p] += (v0 * s0[p] + v1 * s1[p]) + (v2 * s2[p] + v3 * s3[p])
+        for k in range(K4, K):
+            v = w2[o, k]
+            s = xf[offs[k] :]
+            for p in range(L):
+                r[p] += v * s[p]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv1_forward(xp, w2, bias, offs, out, groups):
+    """Stride-1 convolution of the zero-padded batch ``xp (N, C, Hp, Wp)`` into ``out (N, O, Ho, Wo)``, one sample
+    per task (filters of any size and dilation, as ``offs`` says)."""
+    N, C, Hp, Wp = xp.shape
+    O, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    Og = O // groups
+    plane = (C // groups) * Hp * Wp
+    L = (Ho - 1) * Wp + Wo
+    for n in prange(N):
+        acc = np.empty((O, Ho * Wp), xp.dtype)
+        xf = xp[n].reshape(C * Hp * Wp)
+        for g in range(groups):
+            _taps_combination(w2[g * Og : (g + 1) * Og], xf[g * plane :], offs, acc[g * Og : (g + 1) * Og],
+                              bias[g * Og : (g + 1) * Og], L)
+        for o in range(O):
+            for i in range(Ho):
+                out[n, o, i, :] = acc[o, i * Wp : i * Wp + Wo]
+
+
+@njit(parallel=True, cache=True, fastmath=_FMR)
+def conv1_weight(xp, dyp, offs, L, dwp, dbp, groups):
+    """``dwp[t, o, k] = sum over samples n of task t of dot(dyp[n, o, :L], xflat[n][g*plane + offs[k]:][:L])``
+    (the junk columns of ``dyp`` are 0) and ``dbp[t, o]`` the bias sums; the caller sums over tasks."""
+    N, C, Hp, Wp = xp.shape
+    O = dyp.shape[1]
+    Og = O // groups
+    plane = (C // groups) * Hp * Wp
+    K = offs.shape[0]
+    K4 = K - K % 4
+    T = dwp.shape[0]
+    for t in prange(T):
+        acc = dwp[t]
+        acc[:, :] = 0
+        dbp[t, :] = 0
+        for n in range(t * N // T, (t + 1) * N // T):
+            for o in range(O):
+                xf = xp[n].reshape(C * Hp * Wp)[(o // Og) * plane :]
+                g = dyp[n, o]
+                s = g[0] - g[0]
+                for p in range(L):
+                    s += g[p]
+                dbp[t, o] += s
+                for k in range(0, K4, 4):
+                    s0 = xf[offs[k] :]
+                    s1 = xf[offs[k + 1] :]
+                    s2 = xf[offs[k + 2] :]
+                    s3 = xf[offs[k + 3] :]
+                    zero = g[0] - g[0]  # 0 in the arrays' dtype (g[0] * 0 would be float64: no float32 vectors)
+                    d0 = d1 = d2 = d3 = zero
+                    for p in range(L):
+                        gp = g[p]
+                        d0 += gp * s0[p]
+                        d1 += gp * s1[p]
+                        d2 += gp * s2[p]
+                        d3 += gp * s3[p]
+                    acc[o, k] += d0
+                    acc[o, k + 1] += d1
+                    acc[o, k + 2] += d2
+                    acc[o, k + 3] += d3
+                for k in range(K4, K):
+                    sk = xf[offs[k] :]
+                    d = g[0] - g[0]
+                    for p in range(L):
+                        d += g[p] * sk[p]
+                    acc[o, k] += d
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def conv1_input(w2, dyp, offs, L, dxp, groups):
+    """``dxp[n]`` (flat) ``[g*plane + offs[k] + q] += sum_{o in group g} w2[o, k] * dyp[n, o, q]``: the input
+    gradient on the padded plane, one sample per task (each writes only its own ``dxp[n]``, overwritten)."""
+    N, C, Hp, Wp = dxp.shape
+    O = dyp.shape[1]
+    Og = O // groups
+    plane = (C // groups) * Hp * Wp
+    K = offs.shape[0]
+    for n in prange(N):
+        df = dxp[n].reshape(C * Hp * Wp)
+        df[:] = 0
+        g = dyp[n]
+        for grp in range(groups):
+            o0 = grp * Og
+            O4 = o0 + Og - Og % 4
+            for k in range(K):
+                dst = df[grp * plane + offs[k] :]
+                for o in range(o0, O4, 4):
+                    v0, v1, v2, v3 = w2[o, k], w2[o + 1, k], w2[o + 2, k], w2[o + 3, k]
+                    g0, g1, g2, g3 = g[o], g[o + 1], g[o + 2], g[o + 3]
+                    for p in range(L):
+                        dst[p] += (v0 * g0[p] + v1 * g1[p]) + (v2 * g2[p] + v3 * g3[p])
+                for o in range(O4, o0 + Og):
+                    v = w2[o, k]
+                    go = g[o]
+                    for p in range(L):
+                        dst[p] += v * go[p]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def col2im(cols, dxp, kh, kw, sh, sw, dh, dw, Ho, Wo):
+    """The adjoint of :func:`im2col`: ``dxp[n]`` (the padded input's gradient, overwritten) is the scatter-add of
+    ``cols[n]``, one sample per task."""
+    N, C = dxp.shape[0], dxp.shape[1]
+    for n in prange(N):
+        dxp[n] = 0
+        for c in range(C):
+            for a in range(kh):
+                for b in range(kw):
+                    row = cols[n, (c * kh + a) * kw + b]
+                    off = b * dw
+                    for i in range(Ho):
+                        dst = dxp[n, c, i * sh + a * dh]
+                        src = row[i * Wo : (i + 1) * Wo]
+                        if sw == 1:
+                            for j in range(Wo):
+                                dst[off + j] += src[j]
+                        else:
+                            for j in range(Wo):
+                                dst[off + j * sw] += src[j]

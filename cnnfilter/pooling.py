@@ -3,6 +3,8 @@ ONNX's dilations and padding of any size."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import _args, config, limits
@@ -74,15 +76,97 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
         _small.pool(img if img.ndim == 3 else img[:, :, None], res.reshape(Ho, Wo, C), kh, kw, sh, sw, top, left,
                     H + bottom, W + right, code, bool(count_include_pad), dh, dw)
         return res
+    window = Window((kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw), mode, bool(ceil_mode),
+                    bool(count_include_pad))
+    _run(x2[None], o2[None], C, window, _NO_ARG)
+    return res
+
+
+_NO_ARG = np.empty((0, 0, 0), np.int64)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pooling window: ``size``, ``stride`` and ``dilation`` as (rows, cols), implicit padding as ``pads = (top,
+    bottom, left, right)``, the ``mode`` (max, avg, min) and PyTorch's ``ceil_mode`` and ``count_include_pad``.
+    :func:`pool2d` makes one from its arguments; a network's pooling layers hold one."""
+
+    size: tuple
+    stride: tuple
+    pads: tuple = (0, 0, 0, 0)
+    dilation: tuple = (1, 1)
+    mode: str = "max"
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    def output(self, H: int, W: int) -> tuple[int, int]:
+        """The output plane ``(Ho, Wo)`` of an ``H x W`` input (may be < 1)."""
+        (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = self.size, self.stride, self.dilation, self.pads
+        return (_out(H, dh * (kh - 1) + 1, sh, top, bottom, self.ceil_mode),
+                _out(W, dw * (kw - 1) + 1, sw, left, right, self.ceil_mode))
+
+    def fits(self, H: int, W: int) -> bool:
+        """Whether the output is at least 1x1 and every window holds a pixel of an ``H x W`` input."""
+        from ._small import taps_inside
+
+        Ho, Wo = self.output(H, W)
+        if Ho < 1 or Wo < 1:
+            return False
+        (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = self.size, self.stride, self.dilation, self.pads
+        return bool(taps_inside(Ho, sh, kh, dh, top, H, H + bottom, False).min() >= 1
+                    and taps_inside(Wo, sw, kw, dw, left, W, W + right, False).min() >= 1)
+
+
+def _run(x3, o3, C: int, window: Window, arg) -> None:
+    """The compiled pooling of planes ``x3 (P, H, W*C)`` into ``o3 (P, Ho, Wo*C)``; ``arg`` (the shape of ``o3``, or
+    empty) receives the index of each window's winner for max and min."""
     from . import _loops
 
-    if (kh, kw, sh, sw, dh, dw, top, bottom, left, right) == (2, 2, 2, 2, 1, 1, 0, 0, 0, 0) and 2 * Ho <= H \
-            and 2 * Wo <= W:
-        _loops.pool_2x2(x2, o2, C, code)
+    (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window.size, window.stride, window.dilation, window.pads
+    H, W = x3.shape[1], x3.shape[2] // C
+    Ho, Wo = o3.shape[1], o3.shape[2] // C
+    code = MODES.index(window.mode)
+    plain = (kh, kw, sh, sw, dh, dw, top, bottom, left, right) == (2, 2, 2, 2, 1, 1, 0, 0, 0, 0) and 2 * Ho <= H \
+        and 2 * Wo <= W
+    if plain and arg.shape[0] and C == 1 and code == 0:
+        _loops.maxpool_2x2_arg(x3, o3, arg)
+    elif plain and not (arg.shape[0] and code != 1):
+        _loops.pool_2x2(x3, o3, C, code)
     else:
-        _loops.pool_generic(x2, o2, C, kh, kw, sh, sw, dh, dw, top, left, H + bottom, W + right, code,
-                            bool(count_include_pad))
-    return res
+        _loops.pool_generic(x3, o3, arg, C, kh, kw, sh, sw, dh, dw, top, left, H + bottom, W + right, code,
+                            window.count_include_pad)
+
+
+def planes(x: np.ndarray, window: Window, *, out=None, arg=None) -> np.ndarray:
+    """Pool every ``(H, W)`` plane of a contiguous float ``(N, C, H, W)`` batch (a network's layer; the window
+    fits: the caller checked) on :func:`pool2d`'s engine. ``out`` may be a buffer; ``arg`` (int64, the output's
+    shape) receives, for max and min, the flat index in its plane of each window's winner, for
+    :func:`planes_backward`."""
+    N, C, H, W = x.shape
+    Ho, Wo = window.output(H, W)
+    if out is None:
+        out = np.empty((N, C, Ho, Wo), x.dtype)
+    _run(x.reshape(N * C, H, W), out.reshape(N * C, Ho, Wo), 1, window,
+         _NO_ARG if arg is None else arg.reshape(N * C, Ho, Wo))
+    return out
+
+
+def planes_backward(dy: np.ndarray, window: Window, dx: np.ndarray, arg=None) -> np.ndarray:
+    """The gradient of :func:`planes` with respect to its input, written into ``dx`` (the input's shape, overwritten):
+    max and min send each output's gradient to its window's winner (``arg``), avg spreads it as it divided."""
+    from . import _loops
+
+    N, C, H, W = dx.shape
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    d3 = np.ascontiguousarray(dy, dx.dtype).reshape(N * C, Ho, Wo)
+    if window.mode == "avg":
+        (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = (window.size, window.stride, window.dilation,
+                                                                    window.pads)
+        _loops.pool_avg_backward(d3, dx.reshape(N * C, H, W), 1, kh, kw, sh, sw, dh, dw, top, left, H + bottom,
+                                 W + right, window.count_include_pad)
+    else:
+        _loops.pool_arg_backward(d3, arg.reshape(N * C, Ho, Wo), dx.reshape(N * C, H, W))
+    return dx
 
 
 def _out(n: int, k: int, s: int, before: int, after: int, ceil_mode: bool) -> int:

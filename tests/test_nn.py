@@ -65,6 +65,27 @@ def test_conv_forward_matches_naive(rng, N, C, H, W, O, k, s, p):
     np.testing.assert_allclose(l32.forward(x.astype(np.float32)), ref, rtol=1e-4, atol=1e-4)
 
 
+GEOMETRY_CASES = [  # (N, C, H, W, O, (kh, kw), stride, (top, bottom, left, right), dilation, groups)
+    (2, 4, 7, 9, 6, (3, 5), (1, 2), (0, 2, 1, 3), 1, 2),  # non-square kernel and stride, asymmetric padding, groups
+    (2, 3, 9, 8, 3, (3, 3), 1, (1, 1, 1, 1), (2, 1), 3),  # depthwise, dilated rows
+    (3, 2, 6, 7, 4, (2, 3), 1, (1, 0, 0, 2), 1, 1),  # even by odd kernel at stride 1, asymmetric padding
+    (2, 4, 8, 8, 4, (3, 3), 2, (1, 1, 1, 1), 1, 4),  # depthwise at stride 2
+    (2, 4, 12, 12, 8, (3, 3), 1, (1, 1, 1, 1), 1, 2),  # 3x3 grouped on a plane large enough for the direct loop
+]
+
+
+@pytest.mark.parametrize(("N", "C", "H", "W", "O", "k", "s", "p", "d", "g"), GEOMETRY_CASES)
+def test_conv_geometry_forward_and_backward(rng, N, C, H, W, O, k, s, p, d, g):
+    """Non-square kernels, strides and dilations, asymmetric padding and groups in the training layer: forward =
+    naive.conv2d, backward = central differences (float64)."""
+    layer = L.Conv2d(C, O, k, s, p, dilation=d, groups=g, rng=rng, dtype=np.float64)
+    layer.bias[:] = rng.standard_normal(O)
+    x = rng.standard_normal((N, C, H, W))
+    ref = naive.conv2d(x, layer.weight, layer.bias, s, ((p[0], p[1]), (p[2], p[3])), d, g)
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-12, atol=1e-12)
+    check_layer(layer, x, rng)
+
+
 def test_conv_forward_matches_core_conv2d(rng):
     """The training layer and the library's conv2d agree on a LeNet-sized batch."""
     layer = L.Conv2d(8, 16, 3, 1, 1, rng=rng)
@@ -120,6 +141,34 @@ def test_pooling_forward_and_backward(rng, cls, k, s, p, shape):
     ref = np.stack([np.stack([naive.pool(x[n, c], k, s, p, mode) for c in range(shape[1])]) for n in range(shape[0])])
     np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-12)
     check_layer(layer, x, rng)
+
+
+@pytest.mark.parametrize("cls", [L.MaxPool2d, L.AvgPool2d])
+@pytest.mark.parametrize(("k", "s", "p", "d"), [((3, 2), (1, 2), (1, 0, 0, 1), 1), (2, 1, 0, 2), (3, 2, 2, 1)])
+def test_pooling_geometry_forward_and_backward(rng, cls, k, s, p, d):
+    """Non-square windows and strides, asymmetric padding, dilation and padding beyond half the window (ONNX's
+    rule) in the training layers: forward = pool2d on each plane, backward = central differences."""
+    layer = cls(k, s, p, dilation=d)
+    x = rng.standard_normal((2, 3, 7, 8))
+    mode = "max" if cls is L.MaxPool2d else "avg"
+    pad = ((p[0], p[1]), (p[2], p[3])) if isinstance(p, tuple) else p
+    ref = np.stack([np.stack([naive.pool(x[n, c], k, s, pad, mode, dilation=d) for c in range(3)]) for n in range(2)])
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-12)
+    check_layer(layer, x, rng)
+
+
+def test_maxpool_nan_rule_is_pool2d_rule(rng):
+    """One NaN rule: a window holding NaN gives NaN in the training layer, as in pool2d (and PyTorch)."""
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    x[0, 1, 1, 0] = np.nan
+    for layer in (L.MaxPool2d(2), L.MaxPool2d(3, 1, 1)):
+        got = layer.forward(x)
+        ref = cnnfilter.pool2d(x[0].transpose(1, 2, 0), layer.window.size, stride=layer.window.stride,
+                               padding=layer.window.pads[0]).transpose(2, 0, 1)
+        np.testing.assert_array_equal(got[0], ref)
+        assert np.isnan(got[0, 1]).any() and not np.isnan(got[0, 0]).any()
+        layer.forward(x, train=True)  # the training loop (with the winners' indices) takes NaN as well
+        np.testing.assert_array_equal(layer.forward(x, train=True)[0], ref)
 
 
 def test_maxpool_matches_core_pool2d(rng):

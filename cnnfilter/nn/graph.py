@@ -393,7 +393,7 @@ def _four_d(node: Node, x) -> None:
 
 
 def _conv(node, args, opset):
-    from ..conv import conv2d, run
+    from ..conv import Geometry, conv2d, run
 
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
@@ -420,8 +420,8 @@ def _conv(node, args, opset):
             raise GraphError(msg)
     if b is None:
         b = np.zeros(O, np.float32)
-    return [run(np.ascontiguousarray(x, np.float32), w, b, tuple(strides), tuple(dilations),
-                (top, bottom, left, right), groups)]
+    return [run(np.ascontiguousarray(x, np.float32), w, b,
+                Geometry(tuple(strides), tuple(dilations), (top, bottom, left, right), groups))]
 
 
 def _inference_only(node, args, position: int) -> None:

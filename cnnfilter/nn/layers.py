@@ -12,7 +12,6 @@ import contextlib
 
 import numpy as np
 
-from .._args import output_size
 
 
 # Below this many multiply-adds a kernel runs on one thread: waking the others costs more than it saves, and
@@ -34,11 +33,6 @@ def _threads(work: int):
         yield 1
     finally:
         numba.set_num_threads(n)
-
-
-def _out(n: int, k: int, s: int, p: int) -> int:
-    """Output length of a window of ``k`` taps, stride ``s``, ``p`` zeros on each side."""
-    return output_size(n, k, s, p, p)
 
 
 def _he(rng: np.random.Generator | None, shape: tuple, fan_in: int, dtype) -> np.ndarray:
@@ -80,21 +74,37 @@ class Layer:
         return f"{type(self).__name__}()"
 
 
-class Conv2d(Layer):
-    """``y[n, o] = bias[o] + sum_c correlate(x[n, c], weight[o, c])`` with ``padding`` zeros on every side
-    (PyTorch's Conv2d). Output ``H' = (H + 2p - k) // s + 1``. Computed as im2col (compiled) and one matrix
-    product per sample (BLAS); backward: two more products and col2im (compiled)."""
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, *,
+
+def _pads(p) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` from an int, ``(rows, cols)`` or four numbers."""
+    if isinstance(p, (int, np.integer)):
+        return (int(p),) * 4
+    if len(p) == 2:
+        return int(p[0]), int(p[0]), int(p[1]), int(p[1])
+    return tuple(int(v) for v in p)
+
+
+class Conv2d(Layer):
+    """``y[n, o] = bias[o] + sum_c correlate(x[n, g*Cg + c], weight[o, c])`` with zero padding (PyTorch's Conv2d,
+    non-square kernels, strides and dilations as (rows, cols), asymmetric padding as (top, bottom, left, right),
+    groups): forward and backward on :mod:`cnnfilter.conv`'s engine, the one ``cnnfilter.conv2d`` runs on."""
+
+    def __init__(self, cin: int, cout: int, k, stride=1, padding=0, *, dilation=1, groups: int = 1,
                  rng: np.random.Generator | None = None, dtype=np.float32):
-        self.cin, self.cout, self.k, self.stride, self.padding = cin, cout, k, stride, padding
-        self.weight = _he(rng, (cout, cin, k, k), cin * k * k, dtype)
+        from ..conv import Geometry
+
+        self.cin, self.cout, self.kernel = cin, cout, _pair(k)
+        self.geometry = Geometry(_pair(stride), _pair(dilation), _pads(padding), int(groups))
+        kh, kw = self.kernel
+        self.weight = _he(rng, (cout, cin // groups, kh, kw), cin // groups * kh * kw, dtype)
         self.bias = np.zeros(cout, dtype)
         self.dweight = np.zeros_like(self.weight)
         self.dbias = np.zeros_like(self.bias)
         self.input_grad = True  # the first layer's input gradient is never used: skip it
-        self._cols = None
-        self._xshape = None
+        self._saved = None
 
     def params(self):
         return [self.weight, self.bias]
@@ -104,81 +114,40 @@ class Conv2d(Layer):
 
     def out_shape(self, shape):
         c, h, w = shape
-        return (self.cout, _out(h, self.k, self.stride, self.padding), _out(w, self.k, self.stride, self.padding))
-
-    def _offsets(self, C: int, Hp: int, Wp: int) -> np.ndarray:
-        """Flat offset of tap (c, a, b) in a padded sample, in the order of ``weight.reshape(O, -1)``."""
-        k = self.k
-        c, a, b = np.meshgrid(np.arange(C), np.arange(k), np.arange(k), indexing="ij")
-        return (c * Hp * Wp + a * Wp + b).reshape(-1).astype(np.int64)
+        return (self.cout, *self.geometry.output(h, w, *self.kernel))
 
     def forward(self, x, train=False):
-        from . import _loops
+        from .. import conv
 
         x = np.ascontiguousarray(x, self.weight.dtype)
         N, C, H, W = x.shape
-        k, s, p = self.k, self.stride, self.padding
-        Ho, Wo = _out(H, k, s, p), _out(W, k, s, p)
-        w2 = self.weight.reshape(self.cout, -1)
-        work = N * self.cout * Ho * Wo * C * k * k
-        if s == 1:  # no im2col: taps are shifted views of the padded input
-            if p:
-                xp = self._buffer("xp", (N, C, H + 2 * p, W + 2 * p), x.dtype)
-                xp[:, :, p : p + H, p : p + W] = x  # the border is zero from the buffer's first use
-            else:
-                xp = x
-            shape = (N, self.cout, Ho, Wo)  # in training, buffers are reused batch after batch
-            out = self._buffer("out", shape, x.dtype) if train or self.reuse else np.empty(shape, x.dtype)
-            with _threads(work):
-                _loops.conv1_forward(xp, w2, self.bias, self._offsets(C, H + 2 * p, W + 2 * p), out)
-            if train:
-                self._cols, self._xshape = xp, x.shape
-            return out
-        out = np.empty((N, self.cout, Ho * Wo), x.dtype)
-        cols = np.empty((N, C * k * k, Ho * Wo) if train else (1, 1, 1), x.dtype)
+        Ho, Wo = self.geometry.output(H, W, *self.kernel)
+        work = N * self.cout * Ho * Wo * self.weight[0].size
+        buffer = self._buffer if train or self.reuse else None  # in training, buffers are reused batch after batch
         with _threads(work):
-            _loops.conv_forward(x, w2, self.bias, out, cols, train, k, k, s, s, 1, 1, p, p, Ho, Wo)
-        if train:
-            self._cols, self._xshape = cols, x.shape
-        return out.reshape(N, self.cout, Ho, Wo)
+            out, saved = conv.forward(x, self.weight, self.bias, self.geometry, buffer)
+        self._saved = saved if train else None
+        return out
 
     def backward(self, dy):
-        from . import _loops
+        from .. import conv
 
         N, O, Ho, Wo = dy.shape
-        dy = np.ascontiguousarray(dy, self.weight.dtype)
-        w2 = self.weight.reshape(O, -1)
-        k, s, p = self.k, self.stride, self.padding
-        C, H, W = self._xshape[1:]
-        work = N * O * Ho * Wo * w2.shape[1]
-        with _threads(work) as tasks:
-            dwp = np.empty((tasks, O, w2.shape[1]), dy.dtype)
-            dbp = np.empty((tasks, O), dy.dtype)
-            if s == 1:
-                Hp, Wp = H + 2 * p, W + 2 * p
-                dyp = self._buffer("dyp", (N, O, Ho, Wp), dy.dtype)  # on the padded width, junk columns 0
-                dyp[:, :, :, :Wo] = dy
-                dyp = dyp.reshape(N, O, Ho * Wp)
-                offs = self._offsets(C, Hp, Wp)
-                L = (Ho - 1) * Wp + Wo
-                _loops.conv1_weight(self._cols, dyp, offs, L, dwp, dbp)
-            else:
-                _loops.conv_backward_weight(self._cols, dy.reshape(N, O, -1), dwp, dbp)
-        np.sum(dwp, axis=0, out=self.dweight.reshape(O, -1))
-        np.sum(dbp, axis=0, out=self.dbias)
-        if not self.input_grad:
-            return None
-        with _threads(work):
-            if s == 1:
-                dxp = self._buffer("dxp", (N, C, Hp, Wp), dy.dtype)
-                _loops.conv1_input(w2, dyp, offs, L, dxp)
-                return dxp[:, :, p : p + H, p : p + W]
-            dx = np.empty(self._xshape, dy.dtype)
-            _loops.conv_backward_input(w2, dy.reshape(N, O, -1), dx, k, k, s, s, 1, 1, p, p, Ho, Wo)
-        return dx
+        with _threads(N * O * Ho * Wo * self.weight[0].size) as tasks:
+            return conv.backward(self._saved, self.weight, dy, self.dweight, self.dbias, input_grad=self.input_grad,
+                                 buffer=self._buffer, tasks=tasks)
 
     def __repr__(self):
-        return f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, padding {self.padding})"
+        (kh, kw), g = self.kernel, self.geometry
+        extra = "".join([f", dilation {g.dilation}" if g.dilation != (1, 1) else "",
+                         f", groups {g.groups}" if g.groups != 1 else ""])
+        return (f"Conv2d({self.cin}->{self.cout}, {kh}x{kw}, stride {_one(g.stride)}, padding {_one(g.pads)}"
+                f"{extra})")
+
+
+def _one(v: tuple):
+    """A tuple of equal values as the value (``(1, 1)`` -> 1), else the tuple."""
+    return v[0] if len(set(v)) == 1 else v
 
 
 class ReLU(Layer):
@@ -202,78 +171,68 @@ class ReLU(Layer):
 
 
 class _Pool(Layer):
-    def __init__(self, k: int, stride: int | None = None, padding: int = 0):
-        self.k, self.stride, self.padding = k, stride or k, padding
+    """Pooling over ``k`` windows (int or (rows, cols)) on :func:`cnnfilter.pool2d`'s engine (its NaN rule: NaN
+    propagates), ``stride`` defaulting to the window, ``padding`` int, (rows, cols) or (top, bottom, left, right)
+    while every window holds a pixel, and ``dilation``."""
+
+    mode = "max"
+
+    def __init__(self, k, stride=None, padding=0, *, dilation=1):
+        from ..pooling import Window
+
+        size = _pair(k)
+        self.window = Window(size, size if stride is None else _pair(stride), _pads(padding), _pair(dilation),
+                             self.mode)
         self._xshape = None
+        self._arg = None
 
     def out_shape(self, shape):
         c, h, w = shape
-        return (c, _out(h, self.k, self.stride, self.padding), _out(w, self.k, self.stride, self.padding))
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.k}x{self.k}, stride {self.stride}, padding {self.padding})"
-
-
-class MaxPool2d(_Pool):
-    """Max over ``k x k`` windows (padding ignored, at most ``k // 2``); the gradient goes to each window's
-    maximum (the first one met, in row-major order, on ties)."""
+        return (c, *self.window.output(h, w))
 
     def forward(self, x, train=False):
-        from . import _loops
+        from .. import pooling
 
         x = np.ascontiguousarray(x)
         N, C, H, W = x.shape
-        _, Ho, Wo = self.out_shape((C, H, W))
+        Ho, Wo = self.window.output(H, W)
+        keep = train and self.mode != "avg"
         if train or self.reuse:
             out = self._buffer("out", (N, C, Ho, Wo), x.dtype)
-            arg = self._buffer("arg", (N, C, Ho, Wo), np.int32)
+            arg = self._buffer("arg", (N, C, Ho, Wo), np.int64) if keep else None
         else:
-            out = np.empty((N, C, Ho, Wo), x.dtype)
-            arg = np.empty((N, C, Ho, Wo), np.int32)
-        k, s, p = self.k, self.stride, self.padding
-        with _threads(x.size):
-            if (k, s, p) == (2, 2, 0):
-                _loops.maxpool2_forward(x, out, arg)
-            else:
-                _loops.maxpool_forward(x, out, arg, k, k, s, s, p, p)
+            out, arg = np.empty((N, C, Ho, Wo), x.dtype), None
+        with _threads(x.size * self.window.size[0] * self.window.size[1]):
+            pooling.planes(x, self.window, out=out, arg=arg)
         if train:
             self._arg, self._xshape = arg, x.shape
         return out
 
     def backward(self, dy):
-        from . import _loops
+        from .. import pooling
 
         dx = self._buffer("dx", self._xshape, dy.dtype)
         with _threads(dx.size):
-            _loops.maxpool_backward(np.ascontiguousarray(dy), self._arg, dx)
-        return dx
+            return pooling.planes_backward(dy, self.window, dx, self._arg)
+
+    def __repr__(self):
+        w = self.window
+        extra = f", dilation {w.dilation}" if w.dilation != (1, 1) else ""
+        return (f"{type(self).__name__}({w.size[0]}x{w.size[1]}, stride {_one(w.stride)}, padding {_one(w.pads)}"
+                f"{extra})")
+
+
+class MaxPool2d(_Pool):
+    """Max over each window (padding ignored); the gradient goes to each window's maximum (the first one met, in
+    row-major order, on ties)."""
+
+    mode = "max"
 
 
 class AvgPool2d(_Pool):
-    """Mean over ``k x k`` windows, padding counted as zeros (PyTorch's default); the gradient is spread evenly."""
+    """Mean over each window, padding counted as zeros (PyTorch's default); the gradient is spread evenly."""
 
-    def forward(self, x, train=False):
-        from . import _loops
-
-        x = np.ascontiguousarray(x)
-        N, C, H, W = x.shape
-        _, Ho, Wo = self.out_shape((C, H, W))
-        out = np.empty((N, C, Ho, Wo), x.dtype)
-        k, s, p = self.k, self.stride, self.padding
-        with _threads(x.size):
-            _loops.avgpool_forward(x, out, k, k, s, s, p, p)
-        if train:
-            self._xshape = x.shape
-        return out
-
-    def backward(self, dy):
-        from . import _loops
-
-        dx = np.empty(self._xshape, dy.dtype)
-        k, s, p = self.k, self.stride, self.padding
-        with _threads(dx.size * k * k):
-            _loops.avgpool_backward(np.ascontiguousarray(dy), dx, k, k, s, s, p, p)
-        return dx
+    mode = "avg"
 
 
 class Flatten(Layer):

@@ -306,16 +306,20 @@ def to_onnx(model: Model):
         if isinstance(layer, L.Conv2d):
             inits += [numpy_helper.from_array(layer.weight.astype(np.float32), f"{name}.weight"),
                       numpy_helper.from_array(layer.bias.astype(np.float32), f"{name}.bias")]
-            p = layer.padding
+            g = layer.geometry
+            t, b, l, r = g.pads
             nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
-                                          kernel_shape=[layer.k, layer.k], strides=[layer.stride] * 2,
-                                          pads=[p, p, p, p]))
+                                          kernel_shape=list(layer.kernel), strides=list(g.stride),
+                                          pads=[t, l, b, r], dilations=list(g.dilation), group=g.groups))
         elif isinstance(layer, (L.MaxPool2d, L.AvgPool2d)):
-            p = layer.padding
+            w = layer.window
+            t, b, l, r = w.pads
             extra = {"count_include_pad": 1} if isinstance(layer, L.AvgPool2d) else {}  # padding counts as zeros
+            if w.dilation != (1, 1):  # AveragePool has dilations from opset 19 only
+                extra["dilations"] = list(w.dilation)
             nodes.append(helper.make_node("MaxPool" if isinstance(layer, L.MaxPool2d) else "AveragePool", [x],
-                                          [name], name=name, kernel_shape=[layer.k, layer.k],
-                                          strides=[layer.stride] * 2, pads=[p, p, p, p], **extra))
+                                          [name], name=name, kernel_shape=list(w.size), strides=list(w.stride),
+                                          pads=[t, l, b, r], **extra))
         elif isinstance(layer, L.ReLU):
             nodes.append(helper.make_node("Relu", [x], [name], name=name))
         elif isinstance(layer, L.Flatten):
