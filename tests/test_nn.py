@@ -250,9 +250,16 @@ def test_whole_network_gradient(N, C, H, W, k, s, p, seed):
 def test_arch_grammar_round_trip_and_shapes():
     """The grammar parses every token; defaults spelled out; shapes follow the output-size formula."""
     assert parse("c8k3p1-relu-max2-c16k3s2-avg3s1p1-drop0.5-fc10") == [
-        ("conv", 8, 3, 1, 1), ("relu",), ("max", 2, 2, 0), ("conv", 16, 3, 2, 0), ("avg", 3, 1, 1), ("drop", 0.5),
-        ("fc", 10)]
+        ("conv", 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), ("relu",), ("max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+        ("conv", 16, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 1), ("avg", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+        ("drop", 0.5), ("fc", 10)]
     assert to_string(parse("C8K3S1P0-MAX2S2")) == "c8k3-max2"
+    # non-square kernels, strides, dilations; padding per axis and per side; groups
+    spec = parse("c16k3x5s2x1p1x2d1x2g4-max3x2s1p0,1,1,0d2")
+    assert spec == [("conv", 16, (3, 5), (2, 1), (1, 1, 2, 2), (1, 2), 4),
+                    ("max", (3, 2), (1, 1), (0, 1, 1, 0), (2, 2))]
+    assert to_string(spec) == "c16k3x5s2x1p1x2d1x2g4-max3x2s1p0,1,1,0d2"
+    assert parse(to_string(spec)) == spec
     net = build("c8k3p1-relu-max2-c16k3p1-relu-max2-fc10", (1, 28, 28))
     assert net.names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1"]
     assert net.shapes[-2:] == [(784,), (10,)]
@@ -263,7 +270,9 @@ def test_arch_grammar_round_trip_and_shapes():
     ("c8k3-bogus-fc10", (1, 8, 8), None, "architecture token 2 'bogus' is not one of"),
     ("", (1, 8, 8), None, "architecture is empty"),
     ("c8k9-fc10", (1, 8, 8), None, "does not fit its input 1x8x8"),
-    ("max3p2-fc10", (1, 8, 8), None, "padding 2 is more than half the window 3"),
+    ("max3p3-fc10", (1, 8, 8), None, r"padding \(3, 3, 3, 3\) leaves a window with no pixel"),
+    ("c4k3g3-fc10", (2, 8, 8), None, "groups 3 must divide its 2 input channels and 4 filters"),
+    ("c4k3x9-fc10", (1, 8, 8), None, "does not fit its input 1x8x8"),
     ("drop1.5-fc3", (1, 8, 8), None, "architecture token 1 'drop1.5' is not one of"),
     ("c4k3-fc5", (1, 8, 8), 10, "ends with fc5 but the data has 10 classes"),
     ("fc5-c4k3-fc5", (1, 8, 8), None, "comes after the features were flattened"),
@@ -297,3 +306,75 @@ def test_relu_after_a_flatten_of_the_input_leaves_the_input_alone(rng):
     before = x.copy()
     net.forward(x, train=True)
     np.testing.assert_array_equal(x, before)
+
+
+def residual_net(rng, dtype=np.float64, *, shuffled=False, channels=2):
+    """A graph the grammar cannot write: relu1 is read by conv2 and by the residual Add (nodes listed in any order)."""
+    from cnnfilter.nn.arch import network, plan
+    from cnnfilter.nn.core import Node
+
+    nodes = [
+        Node("conv1", "Conv", ("input",), ("conv1",), {"out": 4, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+        Node("relu1", "Relu", ("conv1",), ("relu1",), {}),
+        Node("conv2", "Conv", ("relu1",), ("conv2",), {"out": 4, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                                         "group": 2}),
+        Node("relu2", "Relu", ("conv2",), ("relu2",), {}),
+        Node("add1", "Add", ("relu2", "relu1"), ("add1",), {}),
+        Node("relu3", "Relu", ("add1",), ("relu3",), {}),
+        Node("flatten", "Flatten", ("relu3",), ("flatten",), {"axis": 1}),
+        Node("fc1", "Gemm", ("flatten",), ("fc1",), {"out": 3}),
+    ]
+    if shuffled:
+        nodes = nodes[::-1]
+    net = network(plan(nodes, (channels, 5, 5)), (channels, 5, 5), rng=rng, dtype=dtype)
+    for layer in net.layers:
+        if layer.params():
+            layer.bias[:] = rng.uniform(0.1, 0.5, layer.bias.shape)
+    return net
+
+
+def test_a_residual_graph_runs_and_its_gradient_is_right(rng):
+    """A tensor read by two nodes is never overwritten (relu1 feeds conv2 and the Add), the graph runs in
+    topological order whatever order its nodes were listed in, and every parameter's gradient, summed over both
+    branches, equals central differences."""
+    net = residual_net(rng, shuffled=True)
+    assert net.names == ["conv1", "relu1", "conv2", "relu2", "add1", "relu3", "flatten", "fc1"]
+    x = rng.standard_normal((3, 2, 5, 5))
+    r1 = np.maximum(naive.conv2d(x, net.layers[0].weight, net.layers[0].bias, padding=1), 0)
+    r2 = np.maximum(naive.conv2d(r1, net.layers[2].weight, net.layers[2].bias, padding=1, groups=2), 0)
+    r3 = np.maximum(r2 + r1, 0)
+    ref = r3.reshape(3, -1) @ net.layers[-1].weight.T + net.layers[-1].bias
+    np.testing.assert_allclose(net.forward(x), ref, rtol=1e-12)
+    np.testing.assert_allclose(net.forward(x, train=True), ref, rtol=1e-12)
+    acts = net.activations(x)
+    np.testing.assert_allclose(acts["relu1"], r1, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(acts["add1"], r2 + r1, rtol=1e-10, atol=1e-14)
+    y = np.array([0, 2, 1])
+    _, _, g = L.cross_entropy(net.forward(x, train=True), y)
+    net.backward(g)
+    f = lambda: L.cross_entropy(net.forward(x), y)[0]  # noqa: E731
+    for name, p_, g_ in zip(net.param_names(), net.params(), net.grads()):
+        np.testing.assert_allclose(g_, numeric_grad(f, p_), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda n: n[4]._replace(inputs=("relu2", "conv1", "fc1")), "node 'add1' \\(Add\\): 3 inputs"),
+    (lambda n: n[1]._replace(op="Softmax"), "node 'relu1' \\(Softmax\\): operator not one of"),
+    (lambda n: n[0]._replace(attrs={**n[0].attrs, "kernel_shape": [3, True]}), "kernel_shape .* is not 2 integers"),
+    (lambda n: n[0]._replace(attrs={**n[0].attrs, "strides": [0, 1]}), "strides .* is not 2 integers of at least 1"),
+    (lambda n: n[2]._replace(attrs={**n[2].attrs, "group": 3}), "groups 3 must divide"),
+    (lambda n: n[0]._replace(attrs={**n[0].attrs, "eval": 1}), "unknown attribute 'eval'"),
+    (lambda n: n[0]._replace(inputs=("relu3",)), "not acyclic"),
+    (lambda n: n[4]._replace(inputs=("relu2", "input")), "adds \\(4, 5, 5\\) and \\(2, 5, 5\\)"),
+])
+def test_graph_errors(rng, change, message):
+    """Every malformed graph is one ArchError naming its node."""
+    from cnnfilter.nn.arch import plan
+    from cnnfilter.nn.core import Node
+
+    nodes = list(residual_net(rng).nodes)
+    assert all(isinstance(n, Node) for n in nodes)
+    i = next(i for i, n in enumerate(nodes) if n == change(nodes) or n.name == change(nodes).name)
+    nodes[i] = change(nodes)
+    with pytest.raises(ArchError, match=message):
+        plan(nodes, (2, 5, 5))

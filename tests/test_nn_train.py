@@ -177,15 +177,38 @@ def _npy(arr):
     return buf.getvalue()
 
 
+def test_version_1_files_still_load(tmp_path, rng):
+    """A version 1 file (the architecture string, no graph) loads into the same network as the version 2 file."""
+    prep, net, _ = _trained(tmp_path)
+    v2 = tmp_path / "v2.cnnf"
+    nn.save_model(nn.Model(net, prep.classes, prep.mean, prep.std), v2)
+    header = json.loads(zipfile.ZipFile(v2).read("header.json"))
+    assert header["version"] == 2 and [n["op"] for n in header["graph"]["nodes"]][:3] == ["Conv", "Relu", "MaxPool"]
+    v1 = tmp_path / "v1.cnnf"
+    _rewrite(v2, v1, header={"version": 1, "graph": None})
+    x = rng.random((3, *net.input_shape)).astype(np.float32)
+    a, b = nn.load_model(v1).net, nn.load_model(v2).net
+    assert a.names == b.names == net.names and a.arch == net.arch
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    np.testing.assert_array_equal(a.forward(x), net.forward(x))
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     ("truncate", "not a cnnfilter model \\(not a zip archive, or truncated\\)"),
     ("text", "not a cnnfilter model \\(not a zip archive, or truncated\\)"),
     ("missing", "no such file"),
-    ({"version": 2}, "format version 2, but this cnnfilter reads version 1; upgrade cnnfilter"),
+    ({"version": 3}, "format version 3, but this cnnfilter reads version 2; upgrade cnnfilter"),
     ({"format": "other"}, "not a cnnfilter model \\(wrong format name in the header\\)"),
-    ({"arch": "c4k3p1-bogus-fc3"}, "the architecture does not build"),
+    ({"version": 1, "arch": "c4k3p1-bogus-fc3"}, "the architecture does not build"),
     ({"mean": [0.1, 0.2]}, "the normalisation \\(mean/std\\) does not match the input channels"),
-    ({"classes": ["0", "1"]}, "the architecture does not build: architecture ends with fc3 but the data has 2"),
+    ({"classes": ["0", "1"]}, "the network's last node must be a dense layer of 2 outputs"),
+    ({"version": 1, "classes": ["0", "1"]}, "the network.s last node must be a dense layer of 2 outputs"),
+    ({"graph": None}, "the header has no graph"),
+    ("graph-op", "the graph does not build: node 'relu1' \\(Exec\\): operator not one of Conv"),
+    ("graph-cycle", "the graph does not build: the graph is not acyclic"),
+    ("graph-path", "the graph's node name '../../etc/passwd' is not a name"),
+    ("graph-attr", "the graph does not build: node 'conv1' \\(Conv\\): pads \\[1, 1, 1\\] is not 4 integers"),
+    ("graph-missing", "the graph does not build: node 'pool1' \\(MaxPool\\) reads 'nowhere'"),
     ("drop", "parameter 'fc1.bias' is missing"),
     ("shape", "parameter 'conv1.weight' has shape \\(3, 1, 3, 3\\); the architecture needs \\(4, 1, 3, 3\\)"),
     ("nan", "parameter 'conv1.bias' holds NaN or infinite values"),
@@ -207,6 +230,20 @@ def test_damaged_models_are_refused_with_the_reason(tmp_path, damage, message):
         bad = tmp_path / "nope.cnnf"
     elif isinstance(damage, dict):
         _rewrite(good, bad, header=damage)
+    elif damage.startswith("graph-"):
+        graph = json.loads(zipfile.ZipFile(good).read("header.json"))["graph"]
+        nodes = {n["name"]: n for n in graph["nodes"]}
+        if damage == "graph-op":
+            nodes["relu1"]["op"] = "Exec"
+        elif damage == "graph-cycle":
+            nodes["conv1"]["inputs"] = ["fc1"]
+        elif damage == "graph-path":
+            nodes["conv1"]["name"] = nodes["conv1"]["outputs"][0] = "../../etc/passwd"
+        elif damage == "graph-attr":
+            nodes["conv1"]["attrs"]["pads"] = [1, 1, 1]
+        else:
+            nodes["pool1"]["inputs"] = ["nowhere"]
+        _rewrite(good, bad, header={"graph": graph})
     elif damage == "drop":
         _rewrite(good, bad, drop="fc1.bias.npy")
     elif damage == "shape":
@@ -282,7 +319,7 @@ def test_train_tiny_errors(tmp_path, args, code, message):
 
 def test_train_tiny_usage(tmp_path):
     """--arch help explains the grammar; no DATA or no -o are usage errors; an existing model is a failure (1)."""
-    assert "c<out>k<k>[s<stride>][p<pad>]" in run(["train-tiny", "--arch", "help"]).output
+    assert "c<out>k<k>[s<s>][p<p>][d<d>][g<g>]" in run(["train-tiny", "--arch", "help"]).output
     assert "missing DATA" in run(["train-tiny"]).stderr
     assert "missing -o/--output MODEL" in run(["train-tiny", str(tmp_path)]).stderr
     (tmp_path / "m.cnnf").write_text("x")

@@ -352,7 +352,8 @@ def test_not_a_regular_file(tmp_path):
 
 # -- ONNX out ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["c4k3p1-relu-max2-c8k3s2p1-relu-avg3s1p1-drop0.2-fc12-relu-fc5", "fc5",
-                                  "c3k5s2p2-avg2-c6k3-max3s2p1-fc5"])
+                                  "c3k5s2p2-avg2-c6k3-max3s2p1-fc5",
+                                  "c6k3x5s2x1p1,2,0,1d1x2g3-relu-max3x2s1p1,0,0,1d2-c6k3p1g6-avg2s1p0,1,1,0-fc5"])
 def test_export_round_trip_runs_in_onnxruntime(arch, tmp_path, rng):
     """A built network (random weights) leaves as ONNX that passes the full checker, runs in onnxruntime with
     the same outputs layer by layer, and loads back with its classes, normalisation and metadata."""
@@ -377,6 +378,25 @@ def test_export_round_trip_runs_in_onnxruntime(arch, tmp_path, rng):
     np.testing.assert_allclose(back.probabilities(x * 0 + 0.5), model.probabilities(x * 0 + 0.5), rtol=1e-5)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["arch"] == net.arch and '"epochs": 3' in meta["training"]
+
+
+def test_a_residual_graph_is_exported_and_saved(tmp_path, rng):
+    """A network whose graph the grammar cannot write (a residual Add, a grouped convolution) leaves as ONNX that
+    onnxruntime runs to the same activations, and goes through a .cnnf file (version 2: the graph) unchanged."""
+    from .test_nn import residual_net
+
+    net = residual_net(rng, np.float32, channels=3)
+    model = nn.Model(net, list("abc"), np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
+    nn.save_onnx(model, tmp_path / "r.onnx")
+    proto = onnx.load(tmp_path / "r.onnx")
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    ref, ours = _ort_all(proto, x), net.activations(x)
+    for name in net.names:
+        np.testing.assert_allclose(ref[name], ours[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    nn.save_model(model, tmp_path / "r.cnnf")
+    back = nn.load_model(tmp_path / "r.cnnf").net
+    assert [(n.name, n.op, n.inputs) for n in back.nodes] == [(n.name, n.op, n.inputs) for n in net.nodes]
+    np.testing.assert_array_equal(back.forward(x), net.forward(x))
 
 
 def test_an_imported_graph_is_not_exported_again(tmp_path, rng):

@@ -1,53 +1,75 @@
-"""The architecture string: a compact, readable description of a tiny CNN, and the network built from it.
+"""The architecture string, the graph it describes, and the trainable network that runs the graph.
 
 Grammar (tokens joined by ``-``, case-insensitive)::
 
-    c<out>k<k>[s<stride>][p<pad>]   Conv2d: <out> filters of <k>x<k>, stride (default 1), zero padding (default 0)
+    c<out>k<k>[s<s>][p<p>][d<d>][g<g>]  Conv2d: <out> filters of <k>x<k>, stride (default 1), zero padding
+                                    (default 0), dilation (default 1), groups (default 1; g<out> is depthwise)
     relu                            ReLU
-    max<k>[s<stride>][p<pad>]       MaxPool2d: <k>x<k> windows, stride (default <k>), padding (at most <k>/2)
-    avg<k>[s<stride>][p<pad>]       AvgPool2d, the same
+    max<k>[s<s>][p<p>][d<d>]        MaxPool2d: <k>x<k> windows, stride (default <k>), padding (each window must
+                                    hold a pixel), dilation
+    avg<k>[s<s>][p<p>]              AvgPool2d (padding counted as zeros), the same
     fc<n>                           Dense layer of <n> outputs (a Flatten is inserted before the first one)
     drop<p>                         Dropout with probability <p> (0 <= p < 1), active in training only
     flatten                         Flatten, explicitly
 
-The last layer must be ``fc<classes>``; when the string does not end with an ``fc``, one is added.
-Example: ``c8k3p1-relu-max2-c16k3p1-relu-max2-fc10``.
+Kernels, strides and dilations take <rows>x<cols> as well (c16k3x5s2x1); padding takes <rows>x<cols> or
+<top>,<bottom>,<left>,<right> (p1,2,0,1). The last layer must be ``fc<classes>``; when the string does not end
+with an ``fc``, one is added. Example: ``c8k3p1-relu-max2-c16k3p1-relu-max2-fc10``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from .._args import output_size
-from ..limits import MAX_LAYERS, POOL_READ_COST, check_memory, check_work, fmt_bytes, max_params
+from ..limits import MAX_LAYERS, POOL_READ_COST, check_memory, check_work, fmt_bytes, max_params, printable
 from . import layers as L
-from .core import Listing
+from .core import GraphError, Listing, Node, toposort
 
 HELP = __doc__.split("\n\n", 1)[1].strip().replace("``", "'").replace("::", ":")
 
 _N = r"(\d{1,9})"  # at most 999,999,999: a larger number is no layer, and int() of 5,000 digits is refused
+_XY = rf"{_N}(?:x{_N})?"
+_PAD = rf"(?:p{_N}(?:x{_N}|,{_N},{_N},{_N})?)?"
 _TOKENS = [
-    ("conv", re.compile(rf"c{_N}k{_N}(?:s{_N})?(?:p{_N})?")),
+    ("conv", re.compile(rf"c{_N}k{_XY}(?:s{_XY})?{_PAD}(?:d{_XY})?(?:g{_N})?")),
     ("relu", re.compile(r"relu")),
-    ("max", re.compile(rf"max{_N}(?:s{_N})?(?:p{_N})?")),
-    ("avg", re.compile(rf"avg{_N}(?:s{_N})?(?:p{_N})?")),
+    ("max", re.compile(rf"max{_XY}(?:s{_XY})?{_PAD}(?:d{_XY})?")),
+    ("avg", re.compile(rf"avg{_XY}(?:s{_XY})?{_PAD}")),
     ("fc", re.compile(rf"fc{_N}")),
     ("drop", re.compile(r"drop(0(?:\.\d*)?|\.\d+)")),
     ("flatten", re.compile(r"flatten")),
 ]
 
-
 class ArchError(ValueError):
     """An architecture string that does not parse, or does not fit the input."""
 
 
+def _xy(a, b, default) -> tuple[int, int]:
+    if a is None:
+        return default
+    return (int(a), int(a)) if b is None else (int(a), int(b))
+
+
+def _padding(g) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from the five padding groups ``p<a>[x<b> | ,<c>,<d>,<e>]``."""
+    a, b, c, d, e = g
+    if a is None:
+        return (0, 0, 0, 0)
+    if c is not None:
+        return int(a), int(c), int(d), int(e)
+    rows, cols = int(a), int(a if b is None else b)
+    return rows, rows, cols, cols
+
+
 def parse(arch: str) -> list[tuple]:
-    """``"c8k3p1-relu-max2-fc10"`` -> ``[("conv", 8, 3, 1, 1), ("relu",), ("max", 2, 2, 0), ("fc", 10)]``."""
+    """``"c8k3p1-relu-max2-fc10"`` -> ``[("conv", 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), ("relu",),
+    ("max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)), ("fc", 10)]``: a convolution's filters, kernel, stride,
+    padding (top, bottom, left, right), dilation and groups; a pooling's window, stride, padding and dilation."""
     spec = []
     text = arch.strip().lower()
     if not text:
@@ -61,43 +83,63 @@ def parse(arch: str) -> list[tuple]:
             if m:
                 break
         else:
-            msg = (f"architecture token {pos} {tok!r} is not one of c<out>k<k>[s<s>][p<p>], relu, max<k>, avg<k>, "
-                   f"fc<n>, drop<p>, flatten; see --arch help")
+            msg = (f"architecture token {pos} {printable(tok)[:40]!r} is not one of c<out>k<k>[s<s>][p<p>][d<d>][g<g>], "
+                   "relu, max<k>, avg<k>, fc<n>, drop<p>, flatten; see --arch help")
             raise ArchError(msg)
-        g = [None if v is None else (float(v) if kind == "drop" else int(v)) for v in m.groups()]
+        g = m.groups()
         if kind == "conv":
-            out, k, s, p = g[0], g[1], g[2] or 1, g[3] or 0
-            if min(out, k, s) < 1:
-                raise ArchError(f"architecture token {pos} {tok!r}: filters, kernel and stride must be at least 1")
-            spec.append(("conv", out, k, s, p))
+            out, groups = int(g[0]), int(g[12] or 1)
+            k = _xy(g[1], g[2], None)
+            stride, pads, dil = _xy(g[3], g[4], (1, 1)), _padding(g[5:10]), _xy(g[10], g[11], (1, 1))
+            if min(out, *k, *stride, *dil, groups) < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: filters, kernel, stride, dilation and groups "
+                                "must be at least 1")
+            spec.append(("conv", out, k, stride, pads, dil, groups))
         elif kind in ("max", "avg"):
-            k, s, p = g[0], g[1] or g[0], g[2] or 0
-            if min(k, s) < 1:
-                raise ArchError(f"architecture token {pos} {tok!r}: window and stride must be at least 1")
-            if p > k // 2:
-                raise ArchError(f"architecture token {pos} {tok!r}: padding {p} is more than half the window {k}")
-            spec.append((kind, k, s, p))
+            k = _xy(g[0], g[1], None)
+            stride, pads = _xy(g[2], g[3], k), _padding(g[4:9])
+            dil = _xy(g[9], g[10], (1, 1)) if kind == "max" else (1, 1)
+            if min(*k, *stride, *dil) < 1:
+                raise ArchError(f"architecture token {pos} {tok!r}: window, stride and dilation must be at least 1")
+            spec.append((kind, k, stride, pads, dil))
         elif kind == "fc":
-            if g[0] < 1:
+            if int(g[0]) < 1:
                 raise ArchError(f"architecture token {pos} {tok!r}: a layer needs at least 1 output")
-            spec.append(("fc", g[0]))
+            spec.append(("fc", int(g[0])))
         elif kind == "drop":
-            if not 0 <= g[0] < 1:
+            if not 0 <= float(g[0]) < 1:
                 raise ArchError(f"architecture token {pos} {tok!r}: dropout probability must be in [0, 1)")
-            spec.append(("drop", g[0]))
+            spec.append(("drop", float(g[0])))
         else:
             spec.append((kind,))
     return spec
 
 
+def _xy_text(v: tuple) -> str:
+    return f"{v[0]}" if v[0] == v[1] else f"{v[0]}x{v[1]}"
+
+
+def _pad_text(p: tuple) -> str:
+    t, b, l, r = p
+    if not any(p):
+        return ""
+    if t == b and l == r:
+        return "p" + _xy_text((t, l))
+    return f"p{t},{b},{l},{r}"
+
+
 def to_string(spec: list[tuple]) -> str:
-    """The canonical string of a parsed spec (defaults spelled out)."""
+    """The canonical string of a parsed spec (defaults left out)."""
     out = []
     for t in spec:
         if t[0] == "conv":
-            out.append(f"c{t[1]}k{t[2]}" + (f"s{t[3]}" if t[3] != 1 else "") + (f"p{t[4]}" if t[4] else ""))
+            _, n, k, s, p, d, g = t
+            out.append(f"c{n}k{_xy_text(k)}" + (f"s{_xy_text(s)}" if s != (1, 1) else "") + _pad_text(p)
+                       + (f"d{_xy_text(d)}" if d != (1, 1) else "") + (f"g{g}" if g != 1 else ""))
         elif t[0] in ("max", "avg"):
-            out.append(f"{t[0]}{t[1]}" + (f"s{t[2]}" if t[2] != t[1] else "") + (f"p{t[3]}" if t[3] else ""))
+            _, k, s, p, d = t
+            out.append(f"{t[0]}{_xy_text(k)}" + (f"s{_xy_text(s)}" if s != k else "") + _pad_text(p)
+                       + (f"d{_xy_text(d)}" if d != (1, 1) else ""))
         elif t[0] == "fc":
             out.append(f"fc{t[1]}")
         elif t[0] == "drop":
@@ -105,6 +147,45 @@ def to_string(spec: list[tuple]) -> str:
         else:
             out.append(t[0])
     return "-".join(out)
+
+
+def chain(spec: list[tuple], input_name: str = "input") -> list[Node]:
+    """The graph of a parsed ``spec``: one node per token in a chain, named conv1, relu1, pool1, ..., fc1 (each
+    node's output tensor bears its name), with a Flatten inserted before the first dense layer of 3-D features.
+    Attributes are ONNX's (``pads`` as top, left, bottom, right) plus ``out``, a layer's number of outputs."""
+    counts: dict[str, int] = {}
+    nodes: list[Node] = []
+    flat = False
+    x = input_name
+    for t in spec:
+        kind = t[0]
+        if kind == "fc" and not flat:
+            nodes.append(Node("flatten", "Flatten", (x,), ("flatten",), {"axis": 1}))
+            x, flat = "flatten", True
+        base = {"conv": "conv", "max": "pool", "avg": "pool", "drop": "dropout"}.get(kind, kind)
+        counts[base] = counts.get(base, 0) + 1
+        name = base if base == "flatten" else f"{base}{counts[base]}"
+        if kind == "conv":
+            _, n, k, s, (top, bottom, left, right), d, g = t
+            op, attrs = "Conv", {"out": n, "kernel_shape": list(k), "strides": list(s),
+                                 "pads": [top, left, bottom, right], "dilations": list(d), "group": g}
+        elif kind in ("max", "avg"):
+            _, k, s, (top, bottom, left, right), d = t
+            op = "MaxPool" if kind == "max" else "AveragePool"
+            attrs = {"kernel_shape": list(k), "strides": list(s), "pads": [top, left, bottom, right],
+                     "dilations": list(d)}
+        elif kind == "fc":
+            op, attrs = "Gemm", {"out": t[1]}
+        elif kind == "drop":
+            op, attrs = "Dropout", {"ratio": t[1]}
+        elif kind == "flatten":
+            op, attrs = "Flatten", {"axis": 1}
+            flat = True
+        else:
+            op, attrs = "Relu", {}
+        nodes.append(Node(name, op, (x,), (name,), attrs))
+        x = name
+    return nodes
 
 
 def default_arch(height: int, width: int, classes: int) -> str:
@@ -120,43 +201,114 @@ def default_arch(height: int, width: int, classes: int) -> str:
     return f"c16k3p1-relu-c32k3p1-relu-fc{classes}"
 
 
+# The operators a trainable network is made of, and the attributes each one takes (ints unless said).
+OPS = {
+    "Conv": {"out", "kernel_shape", "strides", "pads", "dilations", "group"},
+    "MaxPool": {"kernel_shape", "strides", "pads", "dilations"},
+    "AveragePool": {"kernel_shape", "strides", "pads", "dilations"},
+    "Relu": set(),
+    "Flatten": {"axis"},
+    "Gemm": {"out"},
+    "Dropout": {"ratio"},
+    "Add": set(),
+}
+_FRESH = {"Conv", "MaxPool", "AveragePool", "Gemm", "Add", "Relu"}  # ops whose output is an array of their own
+
+
 @dataclass
 class Network(Listing):
-    """Layers in order, with their names (conv1, relu1, pool1, ..., fc1) and output shapes."""
+    """A trainable network: a graph of named nodes (operator, input and output tensor names, attributes), in
+    topological order from the tensor ``input``, each run by its layer (``layers[i]`` runs ``nodes[i]``; its
+    parameters are ``<node>.weight`` and ``<node>.bias``). The architecture grammar builds chains (:func:`build`);
+    a ``.cnnf`` file stores the nodes. An output read by two nodes (a residual connection) is never overwritten:
+    which ReLUs run in place, and which inputs need a gradient, is decided from the graph."""
 
+    nodes: list
     layers: list
-    names: list[str]
-    shapes: list[tuple]  # output shape of each layer, without the batch axis
+    shapes: list[tuple]  # output shape of each node, without the batch axis
     input_shape: tuple  # (C, H, W)
-    arch: str
+    arch: str = ""  # the architecture string the network was built from ("" for a graph from a file)
     image_bytes: int = 0  # memory of one image's forward pass (input, activations, scratch), for batch sizes
+    input: str = "input"
+    _readers: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        readers: dict[str, int] = {}
+        for node in self.nodes:
+            for t in node.inputs:
+                readers[t] = readers.get(t, 0) + 1
+        self._readers = readers
+        made = {n.outputs[0]: n for n in self.nodes}
+
+        def fresh(t):  # the tensor is an array the network made (not the caller's input seen through views)
+            node = made.get(t)
+            if node is None:
+                return False
+            if node.op in _FRESH:
+                return True
+            return fresh(node.inputs[0])  # Flatten and Dropout may be views of their input
+
+        needs: dict[str, bool] = {self.input: False}  # tensors that depend on a parameter
+        for node, layer in zip(self.nodes, self.layers):
+            if isinstance(layer, L.ReLU):
+                layer.inplace = fresh(node.inputs[0]) and readers.get(node.inputs[0], 0) == 1
+            if isinstance(layer, L.Conv2d):
+                layer.input_grad = needs.get(node.inputs[0], False)
+            needs[node.outputs[0]] = bool(layer.params()) or any(needs.get(t, False) for t in node.inputs)
+        self._needs = needs
+
+    @property
+    def names(self) -> list[str]:
+        return [n.outputs[0] for n in self.nodes]
+
+    @property
+    def output(self) -> str:
+        return self.nodes[-1].outputs[0]
+
+    def _run(self, x: np.ndarray, train: bool, keep: bool):
+        env = {self.input: x}
+        left = dict(self._readers)
+        for node, layer in zip(self.nodes, self.layers):
+            y = layer.forward(*(env[t] for t in node.inputs), train=train)
+            env[node.outputs[0]] = y
+            if not keep:
+                for t in node.inputs:
+                    left[t] -= 1
+                    if not left[t] and t != self.input:
+                        del env[t]
+        return env
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """The network's output for the batch ``x``; intermediate arrays are reused buffers (the output, from the
-        last dense layer, is always a fresh array)."""
+        """The network's output for the batch ``x``; intermediate arrays are reused buffers (the output is always
+        a fresh array)."""
         for layer in self.layers:
             layer.reuse = True
         try:
-            for layer in self.layers:
-                x = layer.forward(x, train)
+            y = self._run(x, train, False)[self.output]
         finally:
             for layer in self.layers:
                 layer.reuse = False
-        return x
+        return y if isinstance(self.layers[-1], L.Dense) else np.array(y)
 
     def activations(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's output for the batch ``x``, by layer name, in order (inference mode)."""
-        acts = {}
-        for name, layer in zip(self.names, self.layers):
-            x = layer.forward(x, False)
-            acts[name] = x
-        return acts
+        """Every node's output for the batch ``x``, by name, in topological order (inference mode)."""
+        env = self._run(x, False, True)
+        return {name: env[name] for name in self.names}
 
     def backward(self, dy: np.ndarray) -> None:
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
+        """Fill every layer's ``grads()`` with the gradient of the loss whose gradient with respect to the output
+        of the last :meth:`forward` (in training mode) is ``dy``; a tensor read by several nodes sums their
+        gradients."""
+        grads = {self.output: dy}
+        for node, layer in zip(reversed(self.nodes), reversed(self.layers)):
+            g = grads.pop(node.outputs[0], None)
+            if g is None or not self._needs[node.outputs[0]]:
+                continue
+            dx = layer.backward(g)
+            for t, d in zip(node.inputs, dx if isinstance(dx, tuple) else (dx,)):
+                if d is None or not self._needs.get(t, False):
+                    continue
+                grads[t] = d if t not in grads else grads[t] + d
 
     def params(self) -> list[np.ndarray]:
         return [p for layer in self.layers for p in layer.params()]
@@ -165,66 +317,131 @@ class Network(Listing):
         return [g for layer in self.layers for g in layer.grads()]
 
     def param_names(self) -> list[str]:
-        return [f"{name}.{part}" for name, layer in zip(self.names, self.layers)
+        return [f"{node.name}.{part}" for node, layer in zip(self.nodes, self.layers)
                 for part in ("weight", "bias")[: len(layer.params())]]
 
     def __repr__(self):
-        return f"Network({self.arch!r}, input {self.input_shape}, {self.count()} parameters)"
+        return f"Network({self.arch or 'graph'!r}, input {self.input_shape}, {self.count()} parameters)"
 
 
 class Planned(NamedTuple):
-    """One layer of a network, planned before anything is allocated."""
+    """One node of a network, planned before anything is allocated."""
 
-    name: str  # conv1, relu1, pool1, flatten, fc1, ...
-    token: tuple  # the parsed token (("flatten",) for the Flatten inserted before the first dense layer)
+    name: str
+    node: Node
     shape: tuple  # output shape, without the batch axis
     params: list  # parameter shapes (weight, bias)
-    scratch: int  # a convolution's im2col columns for one sample (elements)
+    scratch: int  # a convolution's padded input and columns for one sample (elements)
     work: int  # multiply-adds for one sample (a pooling's window reads counted at their cost)
 
 
-def plan(spec: list[tuple], input_shape: tuple) -> list[Planned]:
-    """Every layer of a parsed ``spec`` (with the Flatten inserted before the first dense layer): names, shapes,
-    parameter shapes, scratch and work, computed without allocating anything. Raises ArchError for a layer that
-    does not fit its input. :func:`build` makes the layers from this plan."""
-    shape = tuple(int(v) for v in input_shape)
-    counts: dict[str, int] = {}
+def _attr_ints(node: Node, key: str, n: int, default, least: int, *, one: bool = False) -> tuple:
+    v = node.attrs.get(key, default)
+    if one:
+        v = [v]
+    if not isinstance(v, (list, tuple)) or len(v) != n or any(
+            isinstance(i, bool) or not isinstance(i, int) or i < least or i > 999_999_999 for i in v):
+        raise ArchError(f"node {node.name!r} ({node.op}): {key} {printable(repr(v))[:60]} is not {n} integers of at "
+                        f"least {least}")
+    return tuple(v)
+
+
+def _attr_int(node: Node, key: str, default: int, least: int) -> int:
+    return _attr_ints(node, key, 1, default, least, one=True)[0]
+
+
+def _describe(node: Node) -> str:
+    return f"node {node.name!r} ({node.op})"
+
+
+def _conv_geometry(node: Node):
+    from ..conv import Geometry
+
+    t, l, b, r = _attr_ints(node, "pads", 4, [0, 0, 0, 0], 0)
+    return (_attr_ints(node, "kernel_shape", 2, None, 1),
+            Geometry(_attr_ints(node, "strides", 2, [1, 1], 1), _attr_ints(node, "dilations", 2, [1, 1], 1),
+                     (t, b, l, r), _attr_int(node, "group", 1, 1)))
+
+
+def _pool_window(node: Node):
+    from ..pooling import Window
+
+    t, l, b, r = _attr_ints(node, "pads", 4, [0, 0, 0, 0], 0)
+    k = _attr_ints(node, "kernel_shape", 2, None, 1)
+    return Window(k, _attr_ints(node, "strides", 2, list(k), 1), (t, b, l, r),
+                  _attr_ints(node, "dilations", 2, [1, 1], 1), "max" if node.op == "MaxPool" else "avg")
+
+
+def plan(nodes: list[Node], input_shape: tuple, input_name: str = "input") -> list[Planned]:
+    """Every node of a graph, in topological order, with its output shape, parameter shapes, scratch and work,
+    computed without allocating anything. Raises ArchError for an unknown operator or attribute, a cycle, or a
+    node that does not fit its input. :func:`network` makes the layers from this plan."""
+    if len(nodes) > MAX_LAYERS:
+        raise ArchError(f"the network has {len(nodes)} nodes; at most {MAX_LAYERS} are allowed")
+    for node in nodes:
+        if node.op not in OPS:
+            raise ArchError(f"{_describe(node)}: operator not one of {', '.join(OPS)}")
+        unknown = set(node.attrs) - OPS[node.op]
+        if unknown:
+            raise ArchError(f"{_describe(node)}: unknown attribute {printable(sorted(unknown)[0])[:40]!r}")
+        if len(node.inputs) != (2 if node.op == "Add" else 1) or len(node.outputs) != 1:
+            raise ArchError(f"{_describe(node)}: {len(node.inputs)} inputs and {len(node.outputs)} outputs")
+    try:
+        order = toposort(list(nodes), {input_name})
+    except GraphError as exc:
+        raise ArchError(str(exc)) from None
+    shapes = {input_name: tuple(int(v) for v in input_shape)}
     out: list[Planned] = []
-    # (position in the string, token); a dense layer on 3-D features gets a Flatten first (position 0)
-    tokens = [pt for pos, t in enumerate(spec, 1) for pt in ([(0, ("flatten",))] if t[0] == "fc" else []) + [(pos, t)]]
-    for pos, t in tokens:
-        kind = t[0]
-        if kind == "flatten" and len(shape) != 3:
-            if not pos:  # the implicit Flatten of features already flat
-                continue
-            raise ArchError(f"architecture token {pos} (flatten): the features are already flat")
-        if kind in ("conv", "max", "avg") and len(shape) != 3:
-            raise ArchError(f"architecture token {pos} ({to_string([t])}) comes after the features were flattened")
+    for node in order:
+        shape = shapes[node.inputs[0]]
         params, scratch, work = [], 0, 0
-        if kind == "conv":
-            new = (t[1], output_size(shape[1], t[2], t[3], t[4], t[4]), output_size(shape[2], t[2], t[3], t[4], t[4]))
-            params = [(t[1], shape[0], t[2], t[2]), (t[1],)]
-            scratch = shape[0] * t[2] * t[2] * new[1] * new[2]
-            work = scratch * t[1]
-        elif kind in ("max", "avg"):
-            new = L.MaxPool2d(t[1], t[2], t[3]).out_shape(shape)
-            work = POOL_READ_COST * t[1] * t[1] * math.prod(new)
-        elif kind == "fc":
-            new, params = (t[1],), [(t[1], shape[0]), (t[1],)]
-            work = shape[0] * t[1]
-        elif kind == "flatten":
+        what = f"{_describe(node)} does not fit its input {'x'.join(map(str, shape))}"
+        if node.op in ("Conv", "MaxPool", "AveragePool") and len(shape) != 3:
+            raise ArchError(f"{_describe(node)} comes after the features were flattened")
+        if node.op == "Conv":
+            k, g = _conv_geometry(node)
+            n = _attr_int(node, "out", None, 1)
+            if shape[0] % g.groups or n % g.groups:
+                raise ArchError(f"{what}: groups {g.groups} must divide its {shape[0]} input channels and {n} "
+                                "filters")
+            new = (n, *g.output(shape[1], shape[2], *k))
+            params = [(n, shape[0] // g.groups, *k), (n,)]
+            t, b, l, r = g.pads
+            scratch = shape[0] * (shape[1] + t + b) * (shape[2] + l + r) + shape[0] * k[0] * k[1] * new[1] * new[2]
+            work = shape[0] // g.groups * k[0] * k[1] * math.prod(new)
+        elif node.op in ("MaxPool", "AveragePool"):
+            w = _pool_window(node)
+            new = (shape[0], *w.output(shape[1], shape[2]))
+            if min(new) >= 1 and not w.fits(shape[1], shape[2]):
+                raise ArchError(f"{what}: its padding {w.pads} leaves a window with no pixel")
+            work = POOL_READ_COST * w.size[0] * w.size[1] * math.prod(new)
+        elif node.op == "Gemm":
+            if len(shape) != 1:
+                raise ArchError(f"{what}: a dense layer takes flat features (add a flatten)")
+            n = _attr_int(node, "out", None, 1)
+            new, params = (n,), [(n, shape[0]), (n,)]
+            work = shape[0] * n
+        elif node.op == "Flatten":
+            if _attr_int(node, "axis", 1, 1) != 1:
+                raise ArchError(f"{_describe(node)}: only axis 1 is supported")
+            if len(shape) != 3:
+                raise ArchError(f"{_describe(node)}: the features are already flat")
             new = (math.prod(shape),)
+        elif node.op == "Add":
+            if shapes[node.inputs[1]] != shape:
+                raise ArchError(f"{_describe(node)} adds {shape} and {shapes[node.inputs[1]]}: they must match")
+            new = shape
+        elif node.op == "Dropout":
+            ratio = node.attrs.get("ratio", 0.5)
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+                raise ArchError(f"{_describe(node)}: ratio {printable(repr(ratio))[:40]} is not in [0, 1)")
+            new = shape
         else:
             new = shape
         if min(new) < 1:
-            msg = (f"architecture token {pos} ({to_string([t])}) does not fit its input {'x'.join(map(str, shape))}: "
-                   f"the output would be {'x'.join(map(str, new))}")
-            raise ArchError(msg)
-        base = {"conv": "conv", "max": "pool", "avg": "pool", "drop": "dropout"}.get(kind, kind)
-        counts[base] = counts.get(base, 0) + 1
-        name = base if base == "flatten" else f"{base}{counts[base]}"
-        out.append(Planned(name, t, new, params, scratch, work))
-        shape = new
+            raise ArchError(f"{what}: the output would be {'x'.join(map(str, new))}")
+        shapes[node.outputs[0]] = new
+        out.append(Planned(node.name, node, new, params, scratch, work))
     return out
 
 
@@ -247,6 +464,39 @@ def check_size(layers: list[Planned], input_shape: tuple, *, training: bool = Fa
     return int(4 * acts)
 
 
+def network(planned: list[Planned], input_shape: tuple, *, arch: str = "", rng: np.random.Generator | None = None,
+            dtype=np.float32, image_bytes: int = 0, input_name: str = "input") -> Network:
+    """The network of a plan, its parameters He-initialised from ``rng``."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    shapes = {input_name: tuple(int(v) for v in input_shape)}
+    layers = []
+    for p in planned:
+        node = p.node
+        shape = shapes[node.inputs[0]]
+        if node.op == "Conv":
+            k, g = _conv_geometry(node)
+            layer = L.Conv2d(shape[0], p.shape[0], k, g.stride, g.pads, dilation=g.dilation, groups=g.groups,
+                             rng=rng, dtype=dtype)
+        elif node.op in ("MaxPool", "AveragePool"):
+            w = _pool_window(node)
+            layer = (L.MaxPool2d if node.op == "MaxPool" else L.AvgPool2d)(w.size, w.stride, w.pads,
+                                                                           dilation=w.dilation)
+        elif node.op == "Relu":
+            layer = L.ReLU()  # in place or not: the Network decides from the graph
+        elif node.op == "Dropout":
+            layer = L.Dropout(float(node.attrs.get("ratio", 0.5)), rng=rng)
+        elif node.op == "Flatten":
+            layer = L.Flatten()
+        elif node.op == "Add":
+            layer = L.Add()
+        else:
+            layer = L.Dense(shape[0], p.shape[0], rng=rng, dtype=dtype)
+        layers.append(layer)
+        shapes[node.outputs[0]] = p.shape
+    return Network([p.node for p in planned], layers, [p.shape for p in planned], shapes[input_name], arch,
+                   image_bytes, input_name)
+
+
 def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.random.Generator | None = None,
           dtype=np.float32) -> Network:
     """The network of ``arch`` for inputs of ``input_shape = (C, H, W)``, He-initialised from ``rng``.
@@ -262,35 +512,6 @@ def build(arch: str, input_shape: tuple, classes: int | None = None, *, rng: np.
             raise ArchError(f"architecture ends with fc{spec[-1][1]} but the data has {classes} classes")
     elif spec[-1][0] != "fc":
         raise ArchError("architecture must end with fc<classes>")
-    planned = plan(spec, input_shape)
+    planned = plan(chain(spec), input_shape)
     image_bytes = check_size(planned, input_shape)
-    rng = rng if rng is not None else np.random.default_rng(0)
-    shape = tuple(int(v) for v in input_shape)
-    layers = []
-    for p in planned:
-        t = p.token
-        if t[0] == "conv":
-            layer = L.Conv2d(shape[0], t[1], t[2], t[3], t[4], rng=rng, dtype=dtype)
-        elif t[0] in ("max", "avg"):
-            layer = (L.MaxPool2d if t[0] == "max" else L.AvgPool2d)(t[1], t[2], t[3])
-        elif t[0] == "relu":
-            # in place only on a fresh array: never on the caller's input, even through a flatten or dropout view
-            fresh = any(isinstance(x, (L.Conv2d, L.Dense, L.MaxPool2d, L.AvgPool2d)) for x in layers)
-            layer = L.ReLU(inplace=fresh)
-        elif t[0] == "drop":
-            layer = L.Dropout(t[1], rng=rng)
-        elif t[0] == "flatten":
-            layer = L.Flatten()
-        else:
-            layer = L.Dense(shape[0], t[1], rng=rng, dtype=dtype)
-        layers.append(layer)
-        shape = p.shape
-    # the first convolution's input gradient is never needed
-    for layer in layers:
-        if isinstance(layer, L.Conv2d):
-            layer.input_grad = False
-            break
-        if layer.params():
-            break
-    return Network(layers, [p.name for p in planned], [p.shape for p in planned], tuple(int(v) for v in input_shape),
-                   to_string(spec), image_bytes)
+    return network(planned, input_shape, arch=to_string(spec), rng=rng, dtype=dtype, image_bytes=image_bytes)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,66 @@ def open_model(path, fail):
         fail("not a regular file (a pipe, device or socket)")
     except OSError as exc:
         fail(exc.strerror or str(exc))
+
+
+class GraphError(ValueError):
+    """A graph that cannot run: an unsupported operator, a cycle, a missing tensor, a bad attribute."""
+
+
+class Node(NamedTuple):
+    """One operator application (ONNX's model of a node). ``inputs`` may hold ``""`` for an omitted optional
+    input."""
+
+    name: str
+    op: str
+    inputs: tuple
+    outputs: tuple
+    attrs: dict
+
+
+def toposort(nodes: list[Node], known: set) -> list[Node]:
+    """Nodes in an order where every input is made before it is read (Kahn's algorithm, stable); refuses a
+    cycle, a tensor made twice and an input nobody makes."""
+    made = {}
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            if o and (o in made or o in known):
+                msg = f"tensor {o!r} is made twice (node {n.name!r})"
+                raise GraphError(msg)
+            if o:
+                made[o] = i
+    waiting = []
+    readers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        deps = set()
+        for t in n.inputs:
+            if not t or t in known:
+                continue
+            if t not in made:
+                msg = f"node {n.name!r} ({n.op}) reads {t!r}, which no node makes and the file does not hold"
+                raise GraphError(msg)
+            deps.add(made[t])
+        waiting.append(len(deps))
+        for d in deps:
+            readers.setdefault(d, []).append(i)
+    import heapq
+
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for r in readers.get(i, ()):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) != len(nodes):
+        stuck = next(n for i, n in enumerate(nodes) if waiting[i] > 0)
+        msg = f"the graph is not acyclic: node {stuck.name!r} ({stuck.op}) depends on its own output"
+        raise GraphError(msg)
+    return order
+
 
 
 class Listing:

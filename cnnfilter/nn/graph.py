@@ -10,26 +10,11 @@ convolutions run on :func:`cnnfilter.conv2d`'s compiled loops, the rest in numpy
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from ..limits import LimitError, check_memory, check_work, fmt_bytes, printable
-from .core import Listing
-
-
-class GraphError(ValueError):
-    """A graph that cannot run: an unsupported operator, a cycle, a missing tensor, a bad attribute."""
-
-
-class Node(NamedTuple):
-    """One operator application. ``inputs`` may hold ``""`` for an omitted optional input."""
-
-    name: str
-    op: str
-    inputs: tuple
-    outputs: tuple
-    attrs: dict
+from .core import GraphError, Listing, Node, toposort
 
 
 class Graph(Listing):
@@ -65,7 +50,7 @@ class Graph(Listing):
                 msg = (f"operator {node.op!r} (node {node.name!r}) is not supported; supported: "
                        f"{', '.join(sorted(OPS))}")
                 raise GraphError(msg)
-        self.nodes = _toposort([self._trust(n) for n in nodes], {input_name, *self.params_by_name})
+        self.nodes = toposort([self._trust(n) for n in nodes], {input_name, *self.params_by_name})
         if output not in {o for n in self.nodes for o in n.outputs} | {input_name}:
             msg = f"the graph's output {output!r} is made by no node"
             raise GraphError(msg)
@@ -285,50 +270,6 @@ def _conv_fused(node, args, opset):
     if node.attrs.get("_relu"):
         np.maximum(y, 0, out=y)  # the convolution's own fresh output
     return [y]
-
-
-def _toposort(nodes: list[Node], known: set) -> list[Node]:
-    """Nodes in an order where every input is made before it is read (Kahn's algorithm, stable); refuses a
-    cycle, a tensor made twice and an input nobody makes."""
-    made = {}
-    for i, n in enumerate(nodes):
-        for o in n.outputs:
-            if o and (o in made or o in known):
-                msg = f"tensor {o!r} is made twice (node {n.name!r})"
-                raise GraphError(msg)
-            if o:
-                made[o] = i
-    waiting = []
-    readers: dict[int, list[int]] = {}
-    for i, n in enumerate(nodes):
-        deps = set()
-        for t in n.inputs:
-            if not t or t in known:
-                continue
-            if t not in made:
-                msg = f"node {n.name!r} ({n.op}) reads {t!r}, which no node makes and the file does not hold"
-                raise GraphError(msg)
-            deps.add(made[t])
-        waiting.append(len(deps))
-        for d in deps:
-            readers.setdefault(d, []).append(i)
-    import heapq
-
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(nodes[i])
-        for r in readers.get(i, ()):
-            waiting[r] -= 1
-            if waiting[r] == 0:
-                heapq.heappush(ready, r)
-    if len(order) != len(nodes):
-        stuck = next(n for i, n in enumerate(nodes) if waiting[i] > 0)
-        msg = f"the graph is not acyclic: node {stuck.name!r} ({stuck.op}) depends on its own output"
-        raise GraphError(msg)
-    return order
 
 
 # -- operators -----------------------------------------------------------------------------------------------

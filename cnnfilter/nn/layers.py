@@ -286,6 +286,19 @@ class Dense(Layer):
         return f"Dense({self.nin}->{self.nout})"
 
 
+class Add(Layer):
+    """``a + b`` (a residual connection); the gradient goes to both inputs."""
+
+    def forward(self, a, b, train=False):
+        return a + b
+
+    def backward(self, dy):
+        return dy, dy.copy()  # two arrays: each branch's backward may work in place on its own
+
+    def __repr__(self):
+        return "Add()"
+
+
 class Dropout(Layer):
     """In training, zero each value with probability ``p`` and scale the rest by ``1 / (1 - p)`` (inverted
     dropout); the identity at inference."""

@@ -1,8 +1,10 @@
 """The model file (``.cnnf``): a zip holding ``header.json`` and one ``.npy`` per parameter. Never pickle.
 
-The header holds the format name and version, the architecture string, the input shape, the class names, the
-normalisation (per-channel mean and std of the training set), every parameter's shape, and training metadata.
-Loading checks all of it against the architecture, and every value for finiteness.
+The header holds the format name and version, the network's graph (version 2: its nodes, each an operator, input
+and output tensor names and attributes; version 1 files hold only the architecture string, and still load), the
+architecture string it was built from, the input shape, the class names, the normalisation (per-channel mean and
+std of the training set), every parameter's shape, and training metadata. Loading checks all of it against the
+graph, and every value for finiteness.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..limits import MAX_HEADER_BYTES, fmt_bytes, printable
-from .arch import ArchError, build, check_size, parse, plan
-from .core import Model, ModelError, loader_failure, open_model
+from .arch import ArchError, chain, check_size, network, parse, plan
+from .core import Model, ModelError, Node, loader_failure, open_model
 
 FORMAT = "cnnfilter-model"
-VERSION = 1
+VERSION = 2  # version 1: no "graph", the network is its "arch" string
 HEADER = "header.json"
 
 
@@ -33,6 +35,9 @@ def save_model(model: Model, path) -> None:
         "format": FORMAT,
         "version": VERSION,
         "arch": net.arch,
+        "graph": {"input": net.input, "output": net.output,
+                  "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
+                             "attrs": n.attrs} for n in net.nodes]},
         "input_shape": list(net.input_shape),
         "classes": list(model.classes),
         "mean": [float(v) for v in model.mean],
@@ -142,7 +147,7 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         fail("not a cnnfilter model (wrong format name in the header)")
     version = header.get("version")
-    if version != VERSION:
+    if version not in (1, VERSION):
         fail(f"format version {version!r}, but this cnnfilter reads version {VERSION}; upgrade cnnfilter"
              if isinstance(version, int) and version > VERSION else f"unsupported format version {printable(repr(version))[:40]}")
     try:
@@ -163,13 +168,19 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
                                                                   and np.isfinite(std).all() and (std > 0).all()):
         fail("the normalisation (mean/std) does not match the input channels or is not finite and positive")
     try:
-        spec = parse(arch)
-        if spec[-1][0] != "fc":
-            spec.append(("fc", len(classes)))
-        layers = plan(spec, shape)
-        check_size(layers, shape)
+        if version == 1:
+            spec = parse(arch)
+            if spec[-1][0] != "fc":
+                spec.append(("fc", len(classes)))
+            nodes, input_name = chain(spec), "input"
+        else:
+            nodes, input_name = _graph(header.get("graph"), fail)
+        layers = plan(nodes, shape, input_name)
+        image_bytes = check_size(layers, shape)
     except ArchError as exc:
-        fail(f"the architecture does not build: {exc}")
+        fail(f"the {'architecture' if version == 1 else 'graph'} does not build: {exc}")
+    if layers[-1].node.op != "Gemm" or layers[-1].shape != (len(classes),):
+        fail(f"the network's last node must be a dense layer of {len(classes)} outputs, one per class")
     expected = {f"{layer.name}.{part}": p for layer in layers for part, p in zip(("weight", "bias"), layer.params)}
     extra = set(infos) - {HEADER} - {f"{n}.npy" for n in expected}
     if extra:
@@ -204,13 +215,46 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         if not np.isfinite(arr).all():
             fail(f"parameter {pname!r} holds NaN or infinite values, or values beyond float32's range")
         arrays[pname] = arr
-    try:
-        net = build(arch, shape, len(classes))
-    except ArchError as exc:
-        fail(f"the architecture does not build: {exc}")
+    net = network(layers, shape, arch=arch, image_bytes=image_bytes, input_name=input_name)
     for pname, p in zip(net.param_names(), net.params()):
         p[...] = arrays[pname]
     return Model(net, classes, mean, std, meta)
+
+
+_NAME = 64  # characters of a node or tensor name
+
+
+def _graph(graph, fail) -> tuple[list[Node], str]:
+    """The nodes and input name of a version 2 header's ``graph``, each field checked for its type and size (the
+    operators and attributes are checked by :func:`~cnnfilter.nn.arch.plan`)."""
+    from ..limits import MAX_LAYERS
+
+    def name(v, what):
+        if not isinstance(v, str) or not v or len(v) > _NAME or not v.isprintable() or "/" in v or "\\" in v:
+            fail(f"the graph's {what} {printable(repr(v))[:60]} is not a name of 1 to {_NAME} printable characters")
+        return v
+
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        fail("the header has no graph (version 2 holds one)")
+    if len(graph["nodes"]) > MAX_LAYERS:
+        fail(f"the graph has {len(graph['nodes']):,} nodes; at most {MAX_LAYERS} are allowed")
+    nodes = []
+    for d in graph["nodes"]:
+        if not isinstance(d, dict) or not isinstance(d.get("inputs"), list) or not isinstance(d.get("outputs"), list) \
+                or not isinstance(d.get("attrs", {}), dict) or len(d["inputs"]) > 2 or len(d["outputs"]) != 1:
+            fail("a node of the graph is not {name, op, inputs (1 or 2), outputs (1), attrs}")
+        node = Node(name(d.get("name"), "node name"), name(d.get("op"), "operator"),
+                    tuple(name(t, "tensor name") for t in d["inputs"]), (name(d["outputs"][0], "tensor name"),),
+                    dict(d.get("attrs", {})))
+        if node.outputs[0] != node.name:
+            fail(f"node {node.name!r} makes {node.outputs[0]!r}: a node's output bears its name")
+        nodes.append(node)
+    input_name = name(graph.get("input", "input"), "input name")
+    if nodes and graph.get("output") != nodes[-1].outputs[0]:
+        fail("the graph's output is not its last node's")
+    if not nodes:
+        fail("the graph has no nodes")
+    return nodes, input_name
 
 
 BUNDLED = ("digits",)

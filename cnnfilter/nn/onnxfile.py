@@ -295,48 +295,33 @@ def to_onnx(model: Model):
     from onnx import TensorProto, helper, numpy_helper
 
     from .. import __version__
-    from . import layers as L
 
     net = model.net
-    if not hasattr(net, "layers") or isinstance(net, Graph):
+    if not hasattr(net, "nodes") or isinstance(net, Graph):
         raise GraphError("only a network built by cnnfilter (train-tiny, an architecture string) is exported; "
                          "an imported ONNX graph is an ONNX file already")
-    nodes, inits, x = [], [], "input"
-    for name, layer in zip(net.names, net.layers):
-        if isinstance(layer, L.Conv2d):
-            inits += [numpy_helper.from_array(layer.weight.astype(np.float32), f"{name}.weight"),
-                      numpy_helper.from_array(layer.bias.astype(np.float32), f"{name}.bias")]
-            g = layer.geometry
-            t, b, l, r = g.pads
-            nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
-                                          kernel_shape=list(layer.kernel), strides=list(g.stride),
-                                          pads=[t, l, b, r], dilations=list(g.dilation), group=g.groups))
-        elif isinstance(layer, (L.MaxPool2d, L.AvgPool2d)):
-            w = layer.window
-            t, b, l, r = w.pads
-            extra = {"count_include_pad": 1} if isinstance(layer, L.AvgPool2d) else {}  # padding counts as zeros
-            if w.dilation != (1, 1):  # AveragePool has dilations from opset 19 only
-                extra["dilations"] = list(w.dilation)
-            nodes.append(helper.make_node("MaxPool" if isinstance(layer, L.MaxPool2d) else "AveragePool", [x],
-                                          [name], name=name, kernel_shape=list(w.size), strides=list(w.stride),
-                                          pads=[t, l, b, r], **extra))
-        elif isinstance(layer, L.ReLU):
-            nodes.append(helper.make_node("Relu", [x], [name], name=name))
-        elif isinstance(layer, L.Flatten):
-            nodes.append(helper.make_node("Flatten", [x], [name], name=name, axis=1))
-        elif isinstance(layer, L.Dense):
-            inits += [numpy_helper.from_array(layer.weight.astype(np.float32), f"{name}.weight"),
-                      numpy_helper.from_array(layer.bias.astype(np.float32), f"{name}.bias")]
-            nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
-                                          transB=1))
-        elif isinstance(layer, L.Dropout):
-            nodes.append(helper.make_node("Identity", [x], [name], name=name))
-        else:
-            raise GraphError(f"layer {name!r} ({type(layer).__name__}) has no ONNX form here")
-        x = name
+    nodes, inits = [], []
+    for node, layer in zip(net.nodes, net.layers):
+        name, attrs = node.name, {k: v for k, v in node.attrs.items() if k != "out"}
+        inputs = list(node.inputs)
+        if layer.params():
+            inits += [numpy_helper.from_array(p.astype(np.float32), f"{name}.{part}")
+                      for p, part in zip(layer.params(), ("weight", "bias"))]
+            inputs += [f"{name}.weight", f"{name}.bias"]
+        op = node.op
+        if op == "Gemm":
+            attrs = {"transB": 1}
+        elif op == "Dropout":  # inference: the identity
+            op, attrs = "Identity", {}
+        elif op == "AveragePool":
+            attrs["count_include_pad"] = 1  # padding counts as zeros
+            if attrs.get("dilations", [1, 1]) == [1, 1]:  # AveragePool has dilations from opset 19 only
+                attrs.pop("dilations", None)
+        nodes.append(helper.make_node(op, inputs, list(node.outputs), name=name, **attrs))
+    x = net.output
     C, H, W = net.input_shape
     graph = helper.make_graph(
-        nodes, "cnnfilter", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", C, H, W])],
+        nodes, "cnnfilter", [helper.make_tensor_value_info(net.input, TensorProto.FLOAT, ["N", C, H, W])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", len(model.classes)])], initializer=inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnfilter",
                               producer_version=__version__, doc_string=f"cnnfilter network {net.arch}")
