@@ -100,6 +100,17 @@ def _model(root: Path, name: str = "m.cnnf", *, header: dict | None = None, arra
             zf.writestr(n, data)
 
 
+def _graph(arch: str, **change) -> dict:
+    """A version 2 header's graph for ``arch``, with ``change`` applied to every node's fields."""
+    from cnnfilter.nn.arch import chain, parse
+
+    nodes = [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": n.attrs}
+             for n in chain(parse(arch))]
+    for d in nodes:
+        d.update(change)
+    return {"version": 2, "graph": {"input": "input", "output": nodes[-1]["name"], "nodes": nodes}}
+
+
 def _model_weight_bomb(root: Path) -> None:
     """A weight member whose stored size is small and whose inflated size is 512 MiB."""
     _model(root, arrays={"conv1.weight": None})
@@ -398,6 +409,12 @@ CASES: list[Case] = [
          ["predict", "m.cnnf", str(DIGIT), "-q"], 1, "control characters", writes=()),
     Case("model-arch-5000-digits", lambda r: _model(r, header={"arch": "c" + "9" * 5000 + "k3-fc10"}),
          ["predict", "m.cnnf", str(DIGIT)], 1, "the architecture does not build", writes=()),
+    Case("model-graph-billion-filters", lambda r: _model(r, header=_graph("c999999999k3-fc10")),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "over the limit", max_mb=200, max_s=10, writes=()),
+    Case("model-graph-node-named-a-path", lambda r: _model(r, header=_graph("c4k3-fc10", name="../../x")),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "is not a name of 1 to 64 printable characters", writes=()),
+    Case("model-graph-cycle", lambda r: _model(r, header=_graph("c4k3-fc10", inputs=["fc1"])),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "not acyclic", writes=()),
     Case("model-many-members", lambda r: _model(r, members={f"x{i}": b"" for i in range(70_000)}),
          ["predict", "m.cnnf", str(DIGIT)], 1, "declares 65,535 members", max_mb=200, max_s=10, writes=()),
     Case("seed-negative", _digits, ["train-tiny", "data", "-o", "m.cnnf", "--seed", "-1"], 2, "--seed", writes=()),
