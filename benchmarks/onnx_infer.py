@@ -20,7 +20,12 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
+# as the cnnfilter command does (cnnfilter/cli/__init__.py), before numpy and numba load: their idle threads sleep
+# instead of spinning on the cores the other library's threads need next
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import best  # noqa: E402
@@ -80,9 +85,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
-    # as the cnnfilter command does: numba's OpenMP threads wait passively, instead of spinning on the cores the
-    # BLAS threads (and onnxruntime's) need next
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numba
     import onnx
     import onnxruntime as ort

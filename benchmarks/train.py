@@ -10,9 +10,15 @@ after a warm-up; the ratio is cnnfilter / PyTorch (above 1: cnnfilter is faster)
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import numpy as np
+# as the cnnfilter command does (cnnfilter/cli/__init__.py), before numpy and numba load: their idle threads sleep
+# instead of spinning on the cores the other library's threads need next
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 ARCH = "c8k3p1-relu-max2-c16k3p1-relu-max2-fc10"
 

@@ -642,44 +642,50 @@ def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
             out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(parallel=True, cache=True, fastmath=_FM)
 def im2col(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
     """``cols[n, (c, a, b), i * Wo + j] = xp[n, c, i*sh + a*dh, j*sw + b*dw]`` from a zero-padded batch: the
-    columns a convolution is one matrix product with (done by BLAS, on its own threads: this loop runs on one)."""
+    columns a convolution is one matrix product with (done by BLAS, after this loop). One task per row of columns."""
     N, C = xp.shape[0], xp.shape[1]
-    for n in range(N):
-        for c in range(C):
-            for a in range(kh):
-                for b in range(kw):
-                    row = cols[n, (c * kh + a) * kw + b]
-                    for i in range(Ho):
-                        src = xp[n, c, i * sh + a * dh]
-                        dst = row[i * Wo : (i + 1) * Wo]
-                        off = b * dw
-                        if sw == 1:
-                            dst[:] = src[off : off + Wo]
-                        else:
-                            for j in range(Wo):
-                                dst[j] = src[off + j * sw]
+    K = C * kh * kw
+    for t in prange(N * K):
+        n = t // K
+        r = t - n * K
+        c = r // (kh * kw)
+        a = (r // kw) % kh
+        b = r % kw
+        row = cols[n, r]
+        off = b * dw
+        for i in range(Ho):
+            src = xp[n, c, i * sh + a * dh]
+            dst = row[i * Wo : (i + 1) * Wo]
+            if sw == 1:
+                dst[:] = src[off : off + Wo]
+            else:
+                for j in range(Wo):
+                    dst[j] = src[off + j * sw]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def im2col_wide(xp, cols, kh, kw, sh, sw, dh, dw, Ho, Wo):
-    """:func:`im2col` laid out for one matrix product over a whole block of images: ``cols[(c, a, b), n * Ho * Wo
-    + i * Wo + j]`` (small planes: one product of many columns beats many products of a few)."""
-    N, C = xp.shape[0], xp.shape[1]
-    for c in range(C):
-        for a in range(kh):
-            for b in range(kw):
-                row = cols[(c * kh + a) * kw + b]
-                off = b * dw
-                p = 0
-                for n in range(N):
-                    for i in range(Ho):
-                        src = xp[n, c, i * sh + a * dh]
-                        for j in range(Wo):
-                            row[p] = src[off + j * sw]
-                            p += 1
+@njit(parallel=True, cache=True, fastmath=_FM)
+def im2col_wide(xq, cols, kh, kw, dh, dw, i0, i1, Wo):
+    """:func:`im2col` of output rows ``i0 <= i < i1`` laid out for one matrix product over a whole block of images,
+    ``cols[(c, a, b), (n * (i1 - i0) + i - i0) * Wo + j]``, from the padded batch split into its stride phases:
+    ``xq[n, c, u, v, y, z] = xp[n, c, y*sh + u, z*sw + v]`` (``xq.shape[2:4] == (sh, sw)``), so that every tap's
+    row of outputs is a contiguous slice of one phase, copied rather than gathered. One task per row of columns."""
+    N, C, sh, sw = xq.shape[0], xq.shape[1], xq.shape[2], xq.shape[3]
+    for r in prange(C * kh * kw):
+        c = r // (kh * kw)
+        a = (r // kw) % kh
+        b = r % kw
+        u, y0 = (a * dh) % sh, (a * dh) // sh
+        v, z0 = (b * dw) % sw, (b * dw) // sw
+        row = cols[r]
+        p = 0
+        for n in range(N):
+            plane = xq[n, c, u, v]
+            for i in range(i0, i1):
+                row[p : p + Wo] = plane[i + y0, z0 : z0 + Wo]
+                p += Wo
 
 
 # Stride 1 on the flattened plane, for training: the padded input plane is seen flat (width Wp) and the output is

@@ -48,9 +48,8 @@ COMPILED_MIN_JOBS_EXACT = 300
 
 # conv2d (conv.run): 3x3 filters at stride 1 run the direct compiled loop on planes of at least this many outputs
 # (from 14x14 up it beat im2col + BLAS on the project's VMs; on 7x7 and smaller planes BLAS won, see
-# benchmarks/onnx_infer.py); im2col's columns are made a block of images at a time, at most this many bytes.
+# benchmarks/onnx_infer.py); im2col's columns are made in chunks of at most this many bytes (a band of output rows
+# of one image, or a block of images), each one matrix product: a ResNet stem (8x3x224x224, 7x7/2) took 24 ms with
+# 32 MiB chunks (page faults of a fresh buffer, columns out of cache) and 10-12 ms from 2 to 8 MiB
 CONV_DIRECT_MIN_PLANE = 100
-CONV_COLUMNS_BYTES = 32 << 20
-# planes of fewer outputs than this: one matrix product for a block of images (256x32x4x4 -> 64, 3x3: 4.9 -> 2.5 ms;
-# 8x128x7x7 -> 128: 2.4 -> 1.1 ms; equal at 14x14), not one per image
-CONV_WIDE_MAX_PLANE = 196
+CONV_COLUMNS_BYTES = 4 << 20

@@ -125,7 +125,7 @@ def _path(x_shape, w_shape, g: Geometry) -> str:
         return "1x1"
     if g.stride == (1, 1) and big:
         return "taps"
-    return "wide" if Ho * Wo < config.CONV_WIDE_MAX_PLANE else "im2col"
+    return "im2col"
 
 
 def run(x, w, b, geometry: Geometry, *, out=None, xp=None) -> np.ndarray:
@@ -149,9 +149,9 @@ def _check(x_shape, w, geometry: Geometry) -> None:
     Ho, Wo = geometry.output(H, W, kh, kw)
     itemsize = w.dtype.itemsize
     what = f"conv2d of {N}x{C}x{H}x{W} with {O}x{Cg}x{kh}x{kw} weights into {N}x{O}x{Ho}x{Wo}"
-    per_image = C * kh * kw * Ho * Wo * itemsize  # im2col's columns of one image
-    block = max(1, min(N, config.CONV_COLUMNS_BYTES // max(per_image, 1)))
-    columns = block * per_image if _path(x_shape, w.shape, geometry) in ("wide", "im2col") else 0
+    per_row = C * kh * kw * Wo * itemsize  # im2col's columns of one output row
+    columns = min(N * Ho * per_row, max(per_row, config.CONV_COLUMNS_BYTES))
+    columns = columns if _path(x_shape, w.shape, geometry) == "im2col" else 0
     limits.check_memory(itemsize * (N * C * (H + top + bottom) * (W + left + right) + N * O * Ho * Wo) + columns,
                         what)
     limits.check_work(float(N) * O * Ho * Wo * Cg * kh * kw, what)
@@ -168,7 +168,6 @@ def _compute(xp, w, b, geometry: Geometry, out=None) -> np.ndarray:
     inner = Geometry(geometry.stride, geometry.dilation, (0, 0, 0, 0), groups)  # the padding is in xp
     Ho, Wo = inner.output(Hp, Wp, kh, kw)
     path = _path(xp.shape, w.shape, inner)
-    block = max(1, min(N, config.CONV_COLUMNS_BYTES // max(C * kh * kw * Ho * Wo * w.itemsize, 1)))
     if out is None:
         out = np.empty((N, O, Ho, Wo), dtype)
     if path == "direct3":
@@ -184,22 +183,36 @@ def _compute(xp, w, b, geometry: Geometry, out=None) -> np.ndarray:
     o3 = out.reshape(N, O, Ho * Wo)
     if path == "1x1":  # the input is its own columns
         np.matmul(w2, xp.reshape(N, C, Ho * Wo), out=o3)
-    elif path == "wide":  # small planes: one product for a block of images
-        L = Ho * Wo
-        cols = np.empty((C * kh * kw, block * L), dtype)
-        for n in range(0, N, block):
-            m = min(block, N - n)
-            part = cols[:, : m * L]
-            _loops.im2col_wide(xp[n : n + m], part, kh, kw, sh, sw, dh, dw, Ho, Wo)
-            o3[n : n + m] = np.matmul(w2, part).reshape(O, m, L).transpose(1, 0, 2)
-    else:
-        cols = np.empty((block, C * kh * kw, Ho * Wo), dtype)
-        for n in range(0, N, block):
-            m = min(block, N - n)
-            _loops.im2col(xp[n : n + m], cols[:m], kh, kw, sh, sw, dh, dw, Ho, Wo)
-            np.matmul(w2, cols[:m], out=o3[n : n + m])
+    else:  # im2col: columns for a block of images, or a band of output rows of one image, in cache-sized chunks
+        K = C * kh * kw
+        per_row = K * Wo * w.itemsize
+        rows = Ho if Ho * per_row <= config.CONV_COLUMNS_BYTES else max(1, config.CONV_COLUMNS_BYTES // per_row)
+        images = max(1, min(N, config.CONV_COLUMNS_BYTES // (Ho * per_row))) if rows == Ho else 1
+        cols = np.empty((K, images * rows * Wo), dtype)
+        xq = phases(xp, sh, sw)
+        for n in range(0, N, images):
+            m = min(images, N - n)
+            for i in range(0, Ho, rows):
+                r = min(rows, Ho - i)
+                part = cols[:, : m * r * Wo]
+                _loops.im2col_wide(xq[n : n + m], part, kh, kw, dh, dw, i, i + r, Wo)
+                res = np.matmul(w2, part).reshape(O, m, r, Wo)
+                out[n : n + m, :, i : i + r] = res.transpose(1, 0, 2, 3)
     o3 += b[None, :, None]
     return out
+
+
+def phases(xp: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    """``xq[n, c, u, v, y, z] = xp[n, c, y*sh + u, z*sw + v]`` (zeros past the edge): a strided convolution's taps
+    become contiguous slices of one phase (``_loops.im2col_wide``). At stride 1, a view of ``xp``."""
+    N, C, Hp, Wp = xp.shape
+    if (sh, sw) == (1, 1):
+        return xp.reshape(N, C, 1, 1, Hp, Wp)
+    Hq, Wq = -(-Hp // sh), -(-Wp // sw)
+    whole = np.zeros((N, C, Hq * sh, Wq * sw), xp.dtype) if (Hq * sh, Wq * sw) != (Hp, Wp) else xp
+    if whole is not xp:
+        whole[:, :, :Hp, :Wp] = xp
+    return np.ascontiguousarray(whole.reshape(N, C, Hq, sh, Wq, sw).transpose(0, 1, 3, 5, 2, 4))
 
 
 def pad(x: np.ndarray, geometry: Geometry, dtype, buffer=None) -> np.ndarray:

@@ -84,21 +84,21 @@ def test_numpy_integers_and_bools_are_accepted(rng):
 
 
 @pytest.mark.parametrize("columns_bytes", [1, 3000, 1 << 30])
-@pytest.mark.parametrize(("min_plane", "wide"), [(1, 0), (10**9, 0), (10**9, 10**9)])
-def test_conv2d_paths_and_image_blocks_agree_with_the_definition(columns_bytes, min_plane, wide, rng, monkeypatch):
-    """conv.run's im2col + BLAS paths (a product per image, or one per block of images: CONV_WIDE_MAX_PLANE) in
-    blocks of one image, a few images or all, the direct loops and the tap-shift loop (CONV_DIRECT_MIN_PLANE
-    moved so that stride-1 filters take either), on strides, dilations, asymmetric padding and groups."""
+@pytest.mark.parametrize("min_plane", [1, 10**9])
+def test_conv2d_paths_and_image_blocks_agree_with_the_definition(columns_bytes, min_plane, rng, monkeypatch):
+    """conv.run's im2col + BLAS path (columns from the stride phases, for a band of rows of one image, a block of
+    images or all: CONV_COLUMNS_BYTES), the direct loops and the tap-shift loop (CONV_DIRECT_MIN_PLANE moved so
+    that stride-1 filters take either), on strides, dilations, asymmetric padding and groups."""
     from cnnfilter import config
 
     monkeypatch.setattr(config, "CONV_COLUMNS_BYTES", columns_bytes)
     monkeypatch.setattr(config, "CONV_DIRECT_MIN_PLANE", min_plane)
-    monkeypatch.setattr(config, "CONV_WIDE_MAX_PLANE", wide)
     for (N, C, H, W, O, kh, kw, stride, dilation, padding, groups) in [
         (5, 3, 9, 11, 4, 3, 3, 1, 1, 1, 1), (3, 2, 10, 7, 3, 3, 2, (2, 1), (1, 2), ((0, 2), (1, 3)), 1),
         (4, 4, 8, 8, 6, 1, 1, 1, 1, 0, 1), (2, 6, 9, 9, 4, 3, 3, 1, 1, 1, 2), (3, 1, 12, 5, 2, 5, 5, 3, 1, 2, 1),
         (2, 3, 11, 10, 4, 2, 5, 1, (2, 1), ((1, 0), (2, 1)), 1),  # the tap-shift loop at stride 1
-        (2, 4, 9, 9, 6, 5, 3, 1, 1, 2, 2), (2, 4, 9, 9, 4, 3, 3, 2, 1, 1, 4)]:  # grouped: tap-shift, direct
+        (2, 4, 9, 9, 6, 5, 3, 1, 1, 2, 2), (2, 4, 9, 9, 4, 3, 3, 2, 1, 1, 4),  # grouped: tap-shift, direct
+        (2, 3, 23, 20, 5, 7, 7, (3, 2), (2, 3), ((3, 4), (2, 5)), 1)]:  # stride phases of unequal sizes, dilated
         x = rng.normal(size=(N, C, H, W)).astype(np.float32)
         w = rng.normal(size=(O, C // groups, kh, kw)).astype(np.float32)
         b = rng.normal(size=O).astype(np.float32)
