@@ -234,7 +234,8 @@ def _accumulator(k: np.ndarray, cval: float, dtype):
 
 def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, top: int, left: int, hend: int,
          wend: int, mode: int, include_pad: bool, dh: int = 1, dw: int = 1) -> None:
-    """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit: a window's taps are ``i*sh - top + a*dh``;
+    """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit, over the first two axes of ``x3`` (any
+    number of lane axes after them: channels, or a batch's images and channels): a window's taps are ``i*sh - top + a*dh``;
     max (mode 0) and min (2) over real pixels only, NaN propagating; avg (1) adds the real pixels in row-major
     order (padding adds zeros, which changes no float sum) and divides in float64 by the taps inside the padded
     extent ``[-top, hend) x [-left, wend)`` (``include_pad``) or on real pixels, as the compiled loop does."""
@@ -244,7 +245,7 @@ def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, t
     bottom = max(0, (Ho - 1) * sh + (kh - 1) * dh + 1 - top - H)
     right = max(0, (Wo - 1) * sw + (kw - 1) * dw + 1 - left - W)
     fill = {0: -np.inf, 1: 0.0, 2: np.inf}[mode]
-    p = np.full((top + H + bottom, left + W + right, x3.shape[2]), fill, dtype)
+    p = np.full((top + H + bottom, left + W + right, *x3.shape[2:]), fill, dtype)
     p[top : top + H, left : left + W] = x3
     acc = None
     for a in range(kh):
@@ -264,7 +265,7 @@ def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, t
         return
     rows = taps_inside(Ho, sh, kh, dh, top, H, hend, include_pad)
     cols = taps_inside(Wo, sw, kw, dw, left, W, wend, include_pad)
-    out3[...] = acc.astype(np.float64) / np.multiply.outer(rows, cols)[:, :, None]
+    out3[...] = acc.astype(np.float64) / np.multiply.outer(rows, cols).reshape(Ho, Wo, *[1] * (x3.ndim - 2))
 
 
 def taps_inside(n_out: int, stride: int, k: int, dilation: int, before: int, n: int, end: int,

@@ -146,6 +146,16 @@ def planes(x: np.ndarray, window: Window, *, out=None, arg=None) -> np.ndarray:
     Ho, Wo = window.output(H, W)
     if out is None:
         out = np.empty((N, C, Ho, Wo), x.dtype)
+    (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window.size, window.stride, window.dilation, window.pads
+    plain = (kh, kw, sh, sw, dh, dw, top, bottom, left, right) == (2, 2, 2, 2, 1, 1, 0, 0, 0, 0)
+    if arg is None and not plain and N * C >= config.POOL_NUMPY_MIN_LANES:
+        # numpy, a tap at a time over every plane at once (8x16x112x112, 3x3/2: 4 against 10 ms for the compiled
+        # loop's walk of each window); the compiled loop keeps 2x2 windows and the winners' indices of training
+        from . import _small
+
+        _small.pool(np.moveaxis(x, (2, 3), (0, 1)), np.moveaxis(out, (2, 3), (0, 1)), kh, kw, sh, sw, top, left,
+                    H + bottom, W + right, MODES.index(window.mode), window.count_include_pad, dh, dw)
+        return out
     _run(x.reshape(N * C, H, W), out.reshape(N * C, Ho, Wo), 1, window,
          _NO_ARG if arg is None else arg.reshape(N * C, Ho, Wo))
     return out

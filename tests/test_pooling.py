@@ -141,3 +141,26 @@ def test_numpy_engine_pools_to_the_bit(mode, dtype, rng, monkeypatch):
             continue
         monkeypatch.setattr(config, "ENGINE", "numpy")
         np.testing.assert_array_equal(pool2d(x, (kh, kw), **opts), compiled)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg", "min"])
+@pytest.mark.parametrize(("k", "s", "pads", "d", "ceil", "include"), [
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False, True), ((2, 3), (1, 2), (0, 2, 1, 0), (2, 1), True, False),
+    ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, True), ((3, 2), (2, 1), (2, 1, 0, 1), (1, 2), True, True)])
+def test_planes_engines_agree_to_the_bit_with_pool2d(mode, k, s, pads, d, ceil, include, monkeypatch):
+    """pooling.planes (a batch's (H, W) planes, as a network pools) gives pool2d's values on every plane, whether
+    it takes numpy over all planes at once or the compiled loop (POOL_NUMPY_MIN_LANES moved), NaN included."""
+    from cnnfilter import config, pooling
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
+    x[1, 2, 3, 4] = np.nan
+    window = pooling.Window(k, s, pads, d, mode, ceil, include)
+    got = {}
+    for lanes in (1, 10**9):
+        monkeypatch.setattr(config, "POOL_NUMPY_MIN_LANES", lanes)
+        got[lanes] = pooling.planes(x, window)
+    np.testing.assert_array_equal(got[1], got[10**9])
+    ref = pool2d(x.transpose(2, 3, 0, 1).reshape(9, 8, 12), k, stride=s, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                 dilation=d, mode=mode, ceil_mode=ceil, count_include_pad=include)
+    np.testing.assert_array_equal(got[1], ref.reshape(*ref.shape[:2], 3, 4).transpose(2, 3, 0, 1))

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..limits import LimitError, check_memory, check_work, fmt_bytes, printable
+from ..limits import POOL_READ_COST, LimitError, check_memory, check_work, fmt_bytes, printable
 from .core import GraphError, Listing, Node, toposort
 
 
@@ -429,10 +429,10 @@ def _softmax_axis(x, axis, log):
 
 
 def _pool(node, args, opset):
-    """MaxPool and AveragePool on :func:`cnnfilter.pool2d`'s engine (its rules are ONNX's: ceil_mode's last window
-    starts inside the image or its leading padding, count_include_pad counts the taps inside the padding, padding
-    takes no part in max), each image's channels as the channels of one channels-last image."""
-    from ..pooling import pool2d
+    """MaxPool and AveragePool on :func:`cnnfilter.pool2d`'s engine (:func:`cnnfilter.pooling.planes`; its rules
+    are ONNX's: ceil_mode's last window starts inside the image or its leading padding, count_include_pad counts the
+    taps inside the padding, padding takes no part in max)."""
+    from ..pooling import Window, planes
 
     x = args[0]
     _four_d(node, x)
@@ -443,15 +443,19 @@ def _pool(node, args, opset):
         raise GraphError(msg)
     strides = _ints(node.attrs.get("strides", [1, 1]))
     dilations = _ints(node.attrs.get("dilations", [1, 1]))
-    top, bottom, left, right = _spatial_pads(node, (H, W), k, strides, dilations)
-    check_memory(4.0 * 2 * x.size, f"node {node.name!r} ({node.op})")  # the channels-last copy of the input
-    planes = np.ascontiguousarray(_f32(x).transpose(2, 3, 0, 1)).reshape(H, W, N * C)
-    y = pool2d(planes, tuple(k), stride=tuple(strides), padding=((top, bottom), (left, right)),
-               dilation=tuple(dilations), mode="max" if node.op == "MaxPool" else "avg",
-               ceil_mode=bool(node.attrs.get("ceil_mode", 0)),
-               count_include_pad=bool(node.attrs.get("count_include_pad", 0)))
-    Ho, Wo = y.shape[:2]
-    return [np.ascontiguousarray(y.reshape(Ho, Wo, N, C).transpose(2, 3, 0, 1))]
+    if min(*k, *strides, *dilations) < 1 or len(strides) != 2 or len(dilations) != 2:
+        msg = f"node {node.name!r}: kernel_shape, strides and dilations must be two numbers of at least 1"
+        raise GraphError(msg)
+    pads = _spatial_pads(node, (H, W), k, strides, dilations)
+    window = Window(tuple(k), tuple(strides), pads, tuple(dilations), "max" if node.op == "MaxPool" else "avg",
+                    bool(node.attrs.get("ceil_mode", 0)), bool(node.attrs.get("count_include_pad", 0)))
+    if not window.fits(H, W):
+        msg = f"node {node.name!r}: the window {k[0]}x{k[1]} with pads {list(pads)} does not fit the input {H}x{W}"
+        raise GraphError(msg)
+    Ho, Wo = window.output(H, W)
+    check_work(POOL_READ_COST * k[0] * k[1] * N * C * Ho * Wo, f"node {node.name!r} ({node.op})")
+    check_memory(4.0 * (2 * x.size + N * C * Ho * Wo), f"node {node.name!r} ({node.op})")  # a padded copy
+    return [planes(np.ascontiguousarray(_f32(x)), window)]
 
 
 def _global(node, args, opset):
