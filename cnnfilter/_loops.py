@@ -466,35 +466,34 @@ def _beats(v, m):
 def maxpool_2x2_arg(x, out, arg):
     """:func:`pool_generic`'s max with ``arg`` on one-lane planes, 2x2 windows at stride 2 without padding (a
     network's common case): unrolled, with selects rather than branches (training data defeats branch prediction);
-    the same values and indices (NaN first, then the first maximum in row-major order)."""
+    the same values and indices (NaN first, then the first maximum in row-major order). One task per plane."""
     P = x.shape[0]
     Ho, Wo = out.shape[1], out.shape[2]
     W = x.shape[2]
-    for t in prange(P * Ho):
-        q = t // Ho
-        i = t - q * Ho
-        r0 = x[q, 2 * i]
-        r1 = x[q, 2 * i + 1]
-        o = out[q, i]
-        g = arg[q, i]
-        base = 2 * i * W
-        for j in range(Wo):
-            m = r0[2 * j]
-            k = 0
-            v = r0[2 * j + 1]
-            up = _beats(v, m)
-            m = v if up else m
-            k = 1 if up else k
-            v = r1[2 * j]
-            up = _beats(v, m)
-            m = v if up else m
-            k = W if up else k
-            v = r1[2 * j + 1]
-            up = _beats(v, m)
-            m = v if up else m
-            k = W + 1 if up else k
-            o[j] = m
-            g[j] = base + 2 * j + k
+    for q in prange(P):
+        for i in range(Ho):
+            r0 = x[q, 2 * i]
+            r1 = x[q, 2 * i + 1]
+            o = out[q, i]
+            g = arg[q, i]
+            base = 2 * i * W
+            for j in range(Wo):
+                m = r0[2 * j]
+                k = 0
+                v = r0[2 * j + 1]
+                up = _beats(v, m)
+                m = v if up else m
+                k = 1 if up else k
+                v = r1[2 * j]
+                up = _beats(v, m)
+                m = v if up else m
+                k = W if up else k
+                v = r1[2 * j + 1]
+                up = _beats(v, m)
+                m = v if up else m
+                k = W + 1 if up else k
+                o[j] = m
+                g[j] = base + 2 * j + k
 
 
 @njit(parallel=True, cache=True)

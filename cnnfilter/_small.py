@@ -235,7 +235,8 @@ def _accumulator(k: np.ndarray, cval: float, dtype):
 def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, top: int, left: int, hend: int,
          wend: int, mode: int, include_pad: bool, dh: int = 1, dw: int = 1) -> None:
     """``_loops.pool_generic`` (and ``pool_2x2``) in numpy, to the bit, over the first two axes of ``x3`` (any
-    number of lane axes after them: channels, or a batch's images and channels): a window's taps are ``i*sh - top + a*dh``;
+    number of lane axes after them: channels, or a batch's images and channels): a window's taps are
+    ``i*sh - top + a*dh``;
     max (mode 0) and min (2) over real pixels only, NaN propagating; avg (1) adds the real pixels in row-major
     order (padding adds zeros, which changes no float sum) and divides in float64 by the taps inside the padded
     extent ``[-top, hend) x [-left, wend)`` (``include_pad``) or on real pixels, as the compiled loop does."""

@@ -139,8 +139,8 @@ def _run(x3, o3, C: int, window: Window, arg) -> None:
 
 def planes(x: np.ndarray, window: Window, *, out=None, arg=None) -> np.ndarray:
     """Pool every ``(H, W)`` plane of a contiguous float ``(N, C, H, W)`` batch (a network's layer; the window
-    fits: the caller checked) on :func:`pool2d`'s engine. ``out`` may be a buffer; ``arg`` (int64, the output's
-    shape) receives, for max and min, the flat index in its plane of each window's winner, for
+    fits: the caller checked) on :func:`pool2d`'s engine. ``out`` may be a buffer; ``arg`` (int32 or int64, the
+    output's shape) receives, for max and min, the flat index in its plane of each window's winner, for
     :func:`planes_backward`."""
     N, C, H, W = x.shape
     Ho, Wo = window.output(H, W)

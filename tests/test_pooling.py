@@ -161,6 +161,7 @@ def test_planes_engines_agree_to_the_bit_with_pool2d(mode, k, s, pads, d, ceil, 
         monkeypatch.setattr(config, "POOL_NUMPY_MIN_LANES", lanes)
         got[lanes] = pooling.planes(x, window)
     np.testing.assert_array_equal(got[1], got[10**9])
-    ref = pool2d(x.transpose(2, 3, 0, 1).reshape(9, 8, 12), k, stride=s, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+    ref = pool2d(x.transpose(2, 3, 0, 1).reshape(9, 8, 12), k, stride=s,
+                 padding=((pads[0], pads[1]), (pads[2], pads[3])),
                  dilation=d, mode=mode, ceil_mode=ceil, count_include_pad=include)
     np.testing.assert_array_equal(got[1], ref.reshape(*ref.shape[:2], 3, 4).transpose(2, 3, 0, 1))

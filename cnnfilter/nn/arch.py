@@ -83,8 +83,8 @@ def parse(arch: str) -> list[tuple]:
             if m:
                 break
         else:
-            msg = (f"architecture token {pos} {printable(tok)[:40]!r} is not one of c<out>k<k>[s<s>][p<p>][d<d>][g<g>], "
-                   "relu, max<k>, avg<k>, fc<n>, drop<p>, flatten; see --arch help")
+            msg = (f"architecture token {pos} {printable(tok)[:40]!r} is not one of "
+                   "c<out>k<k>[s<s>][p<p>][d<d>][g<g>], relu, max<k>, avg<k>, fc<n>, drop<p>, flatten; see --arch help")
             raise ArchError(msg)
         g = m.groups()
         if kind == "conv":

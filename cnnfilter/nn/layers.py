@@ -199,7 +199,7 @@ class _Pool(Layer):
         keep = train and self.mode != "avg"
         if train or self.reuse:
             out = self._buffer("out", (N, C, Ho, Wo), x.dtype)
-            arg = self._buffer("arg", (N, C, Ho, Wo), np.int64) if keep else None
+            arg = self._buffer("arg", (N, C, Ho, Wo), np.int32) if keep else None
         else:
             out, arg = np.empty((N, C, Ho, Wo), x.dtype), None
         with _threads(x.size * self.window.size[0] * self.window.size[1]):
