@@ -683,7 +683,11 @@ def im2col_wide(xq, cols, kh, kw, dh, dw, i0, i1, Wo):
         for n in range(N):
             plane = xq[n, c, u, v]
             for i in range(i0, i1):
-                row[p : p + Wo] = plane[i + y0, z0 : z0 + Wo]
+                if Wo >= 16:  # a slice copy (vectorised)
+                    row[p : p + Wo] = plane[i + y0, z0 : z0 + Wo]
+                else:  # a few values: element by element, without making views
+                    for j in range(Wo):
+                        row[p + j] = plane[i + y0, z0 + j]
                 p += Wo
 
 

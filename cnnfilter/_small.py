@@ -272,7 +272,8 @@ def pool(x3: np.ndarray, out3: np.ndarray, kh: int, kw: int, sh: int, sw: int, t
 def taps_inside(n_out: int, stride: int, k: int, dilation: int, before: int, n: int, end: int,
                 include_pad: bool) -> np.ndarray:
     """Per output row (or column): its window's taps inside the padded extent ``[-before, end)``
-    (``include_pad``) or on real pixels ``[0, n)``, as float64."""
-    taps = (np.arange(n_out) * stride - before)[:, None] + np.arange(k)[None, :] * dilation
-    inside = taps < end if include_pad else (taps >= 0) & (taps < n)
-    return inside.sum(axis=1).astype(np.float64)
+    (``include_pad``) or on real pixels ``[0, n)``, as float64; counted, not listed (one number per window)."""
+    start = np.arange(n_out, dtype=np.int64) * stride - before
+    last = np.minimum(k - 1, (np.int64(end if include_pad else n) - 1 - start) // dilation)
+    first = np.zeros_like(start) if include_pad else np.maximum(0, -(start // dilation))
+    return np.maximum(last - first + 1, 0).astype(np.float64)

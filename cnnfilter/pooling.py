@@ -3,6 +3,7 @@ ONNX's dilations and padding of any size."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,10 +56,7 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
     if Ho < 1 or Wo < 1:
         msg = f"the window {kh}x{kw} does not fit in the image {H}x{W} with padding {padding!r}"
         raise ValueError(msg)
-    from ._small import taps_inside
-
-    if (taps_inside(Ho, sh, kh, dh, top, H, H + bottom, False).min() < 1
-            or taps_inside(Wo, sw, kw, dw, left, W, W + right, False).min() < 1):
+    if not (_axis_fits(H, kh, sh, dh, top, Ho) and _axis_fits(W, kw, sw, dw, left, Wo)):
         msg = f"padding {padding!r}: a {kh}x{kw} window (dilation {dh}x{dw}) would hold no pixel of the image"
         raise ValueError(msg)
     dtype = _args.work_dtype(img)
@@ -107,14 +105,15 @@ class Window:
 
     def fits(self, H: int, W: int) -> bool:
         """Whether the output is at least 1x1 and every window holds a pixel of an ``H x W`` input."""
-        from ._small import taps_inside
-
         Ho, Wo = self.output(H, W)
-        if Ho < 1 or Wo < 1:
-            return False
-        (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = self.size, self.stride, self.dilation, self.pads
-        return bool(taps_inside(Ho, sh, kh, dh, top, H, H + bottom, False).min() >= 1
-                    and taps_inside(Wo, sw, kw, dw, left, W, W + right, False).min() >= 1)
+        (kh, kw), (sh, sw), (dh, dw), (top, _, left, _) = self.size, self.stride, self.dilation, self.pads
+        return _axis_fits(H, kh, sh, dh, top, Ho) and _axis_fits(W, kw, sw, dw, left, Wo)
+
+    def padded_bytes(self, H: int, W: int, planes: int, itemsize: int = 4) -> int:
+        """The bytes of the padded copy the numpy engine makes of ``planes`` planes of ``H x W`` (ceil_mode's extra
+        row and column included)."""
+        (sh, sw), (top, bottom, left, right) = self.stride, self.pads
+        return itemsize * planes * (H + top + bottom + sh) * (W + left + right + sw)
 
 
 def _run(x3, o3, C: int, window: Window, arg) -> None:
@@ -177,6 +176,26 @@ def planes_backward(dy: np.ndarray, window: Window, dx: np.ndarray, arg=None) ->
     else:
         _loops.pool_arg_backward(d3, arg.reshape(N * C, Ho, Wo), dx.reshape(N * C, H, W))
     return dx
+
+
+def _axis_fits(n: int, k: int, s: int, d: int, before: int, out: int) -> bool:
+    """Whether each of ``out`` windows along an axis of ``n`` pixels (``k`` taps ``d`` apart, window ``i`` starting
+    at ``i*s - before``) holds a pixel: computed from the first and last windows and, only when the taps are further
+    apart than the axis is long, from the windows that start in the padding, never by listing every tap (a hostile
+    padding or window would make that list any size)."""
+    if out < 1 or (out - 1) * s - before >= n:  # the last window starts past the image
+        return False
+    if (k - 1) * d < before:  # the first window lies in the padding
+        return False
+    if d <= n:  # from here a window starting before the image has a tap within d pixels of its start
+        return True
+    count = min(out, -(-before // s))  # windows starting in the padding: their first tap inside is (start mod d)
+    period = d // math.gcd(s, d)
+    m = min(count, period)
+    if m > 1 << 20:  # a geometry no network has: refused rather than walked
+        return False
+    starts = np.arange(m, dtype=np.int64) * s - before
+    return bool((np.mod(starts, d) < n).all())
 
 
 def _out(n: int, k: int, s: int, before: int, after: int, ceil_mode: bool) -> int:

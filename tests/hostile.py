@@ -100,14 +100,16 @@ def _model(root: Path, name: str = "m.cnnf", *, header: dict | None = None, arra
             zf.writestr(n, data)
 
 
-def _graph(arch: str, **change) -> dict:
-    """A version 2 header's graph for ``arch``, with ``change`` applied to every node's fields."""
+def _graph(arch: str, attrs: dict | None = None, **change) -> dict:
+    """A version 2 header's graph for ``arch``, with ``change`` applied to every node's fields and ``attrs`` to
+    every node's attributes that has them."""
     from cnnfilter.nn.arch import chain, parse
 
     nodes = [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": n.attrs}
              for n in chain(parse(arch))]
     for d in nodes:
         d.update(change)
+        d["attrs"].update({k: v for k, v in (attrs or {}).items() if k in d["attrs"]})
     return {"version": 2, "graph": {"input": "input", "output": nodes[-1]["name"], "nodes": nodes}}
 
 
@@ -413,6 +415,12 @@ CASES: list[Case] = [
          ["predict", "m.cnnf", str(DIGIT)], 1, "over the limit", max_mb=200, max_s=10, writes=()),
     Case("model-graph-node-named-a-path", lambda r: _model(r, header=_graph("c4k3-fc10", name="../../x")),
          ["predict", "m.cnnf", str(DIGIT)], 1, "is not a name of 1 to 64 printable characters", writes=()),
+    Case("model-graph-padding-of-a-billion", lambda r: _model(r, header=_graph("c32k3p1-relu-max2-c64k3p1-relu-max2-fc10",
+                                                                          {"pads": [999_999_999] * 4})),
+         ["predict", "m.cnnf", str(DIGIT)], 1, "leaves a window with no pixel", max_mb=200, max_s=10, writes=()),
+    Case("arch-padding-of-a-billion", _digits,
+         ["train-tiny", "data", "-o", "m.cnnf", "--arch", "c4k1p999999999-max3s1p1", "--epochs", "1"], 2,
+         "over the limit", max_mb=300, max_s=20, writes=()),
     Case("model-graph-cycle", lambda r: _model(r, header=_graph("c4k3-fc10", inputs=["fc1"])),
          ["predict", "m.cnnf", str(DIGIT)], 1, "not acyclic", writes=()),
     Case("model-many-members", lambda r: _model(r, members={f"x{i}": b"" for i in range(70_000)}),

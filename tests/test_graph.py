@@ -151,6 +151,20 @@ def test_graphs_that_cannot_run_are_refused(nodes, message):
         Graph(nodes, {}, "x", (3,), "y", 17)
 
 
+def test_a_pooling_padded_beyond_memory_is_refused_before_its_copy():
+    """A MaxPool whose padding would make the numpy engine's padded copy larger than the memory limit is refused
+    (the copy counted), before anything is allocated; a window with no pixel is one GraphError."""
+    from cnnfilter.limits import LimitError
+
+    nodes = [_n("MaxPool", ["x"], ["y"], kernel_shape=[10001, 10001], strides=[10000, 10000],
+                pads=[10000, 10000, 10000, 10000])]
+    with pytest.raises(LimitError, match="over the memory limit"):
+        Graph(nodes, {}, "x", (8, 1, 1), "y", 17)
+    nodes = [_n("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], pads=[3, 0, 3, 0])]
+    with pytest.raises(GraphError, match="does not fit the input"):
+        Graph(nodes, {}, "x", (2, 5, 5), "y", 17)
+
+
 def test_shape_arithmetic_constant_of_shape_and_expand():
     """Shape -> ConstantOfShape -> Add, and Expand, as exporters write them for F.pad and broadcasts; a declared
     size over the memory limit is refused before it is made."""

@@ -357,6 +357,32 @@ def test_a_residual_graph_runs_and_its_gradient_is_right(rng):
         np.testing.assert_allclose(g_, numeric_grad(f, p_), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_relu_in_place_never_reaches_an_array_another_node_reads(rng):
+    """conv1 is read by two Flattens; a ReLU on one of them must not run in place (its input is a view of conv1's
+    output, which the other Flatten still reads): forward and gradients equal the out-of-place computation."""
+    from cnnfilter.nn.arch import network, plan
+    from cnnfilter.nn.core import Node
+
+    nodes = [Node("conv1", "Conv", ("input",), ("conv1",), {"out": 2, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+             Node("fa", "Flatten", ("conv1",), ("fa",), {"axis": 1}),
+             Node("fb", "Flatten", ("conv1",), ("fb",), {"axis": 1}),
+             Node("relu1", "Relu", ("fa",), ("relu1",), {}),
+             Node("add1", "Add", ("relu1", "fb"), ("add1",), {}),
+             Node("fc1", "Gemm", ("add1",), ("fc1",), {"out": 3})]
+    net = network(plan(nodes, (1, 4, 4)), (1, 4, 4), rng=rng, dtype=np.float64)
+    assert not net.layers[3].inplace
+    x = rng.standard_normal((2, 1, 4, 4))
+    c = naive.conv2d(x, net.layers[0].weight, net.layers[0].bias, padding=1).reshape(2, -1)
+    ref = (np.maximum(c, 0) + c) @ net.layers[-1].weight.T + net.layers[-1].bias
+    np.testing.assert_allclose(net.forward(x, train=True), ref, rtol=1e-12)
+    y = np.array([0, 2])
+    _, _, g = L.cross_entropy(net.forward(x, train=True), y)
+    net.backward(g)
+    f = lambda: L.cross_entropy(net.forward(x), y)[0]  # noqa: E731
+    for p_, g_ in zip(net.params(), net.grads()):
+        np.testing.assert_allclose(g_, numeric_grad(f, p_), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda n: n[4]._replace(inputs=("relu2", "conv1", "fc1")), "node 'add1' \\(Add\\): 3 inputs"),
     (lambda n: n[1]._replace(op="Softmax"), "node 'relu1' \\(Softmax\\): operator not one of"),
@@ -366,6 +392,8 @@ def test_a_residual_graph_runs_and_its_gradient_is_right(rng):
     (lambda n: n[0]._replace(attrs={**n[0].attrs, "eval": 1}), "unknown attribute 'eval'"),
     (lambda n: n[0]._replace(inputs=("relu3",)), "not acyclic"),
     (lambda n: n[4]._replace(inputs=("relu2", "input")), "adds \\(4, 5, 5\\) and \\(2, 5, 5\\)"),
+    (lambda n: n[1]._replace(op="AveragePool", attrs={"kernel_shape": [2, 2], "dilations": [2, 2]}),
+     "an average pooling takes no dilations"),
 ])
 def test_graph_errors(rng, change, message):
     """Every malformed graph is one ArchError naming its node."""

@@ -209,6 +209,7 @@ def test_version_1_files_still_load(tmp_path, rng):
     ("graph-path", "the graph's node name '../../etc/passwd' is not a name"),
     ("graph-attr", "the graph does not build: node 'conv1' \\(Conv\\): pads \\[1, 1, 1\\] is not 4 integers"),
     ("graph-missing", "the graph does not build: node 'pool1' \\(MaxPool\\) reads 'nowhere'"),
+    ("graph-output", "the graph's output 'conv1' is not its last node in topological order"),
     ("drop", "parameter 'fc1.bias' is missing"),
     ("shape", "parameter 'conv1.weight' has shape \\(3, 1, 3, 3\\); the architecture needs \\(4, 1, 3, 3\\)"),
     ("nan", "parameter 'conv1.bias' holds NaN or infinite values"),
@@ -241,6 +242,9 @@ def test_damaged_models_are_refused_with_the_reason(tmp_path, damage, message):
             nodes["conv1"]["name"] = nodes["conv1"]["outputs"][0] = "../../etc/passwd"
         elif damage == "graph-attr":
             nodes["conv1"]["attrs"]["pads"] = [1, 1, 1]
+        elif damage == "graph-output":  # nodes listed backwards, and the output named after the file's last
+            graph["nodes"] = graph["nodes"][::-1]
+            graph["output"] = "conv1"
         else:
             nodes["pool1"]["inputs"] = ["nowhere"]
         _rewrite(good, bad, header={"graph": graph})

@@ -240,18 +240,18 @@ class Network(Listing):
         self._readers = readers
         made = {n.outputs[0]: n for n in self.nodes}
 
-        def fresh(t):  # the tensor is an array the network made (not the caller's input seen through views)
-            node = made.get(t)
-            if node is None:
+        def owned(t):  # an array the network made that nothing but t's one reader sees (not the caller's input,
+            node = made.get(t)  # not an array another node reads, also through Flatten and Dropout views)
+            if node is None or readers.get(t, 0) != 1:
                 return False
             if node.op in _FRESH:
                 return True
-            return fresh(node.inputs[0])  # Flatten and Dropout may be views of their input
+            return owned(node.inputs[0])
 
         needs: dict[str, bool] = {self.input: False}  # tensors that depend on a parameter
         for node, layer in zip(self.nodes, self.layers):
             if isinstance(layer, L.ReLU):
-                layer.inplace = fresh(node.inputs[0]) and readers.get(node.inputs[0], 0) == 1
+                layer.inplace = owned(node.inputs[0])
             if isinstance(layer, L.Conv2d):
                 layer.input_grad = needs.get(node.inputs[0], False)
             needs[node.outputs[0]] = bool(layer.params()) or any(needs.get(t, False) for t in node.inputs)
@@ -411,9 +411,12 @@ def plan(nodes: list[Node], input_shape: tuple, input_name: str = "input") -> li
             work = shape[0] // g.groups * k[0] * k[1] * math.prod(new)
         elif node.op in ("MaxPool", "AveragePool"):
             w = _pool_window(node)
+            if node.op == "AveragePool" and w.dilation != (1, 1):
+                raise ArchError(f"{_describe(node)}: an average pooling takes no dilations (ONNX opset 17)")
             new = (shape[0], *w.output(shape[1], shape[2]))
             if min(new) >= 1 and not w.fits(shape[1], shape[2]):
                 raise ArchError(f"{what}: its padding {w.pads} leaves a window with no pixel")
+            scratch = w.padded_bytes(shape[1], shape[2], shape[0], 1)  # the numpy engine's padded copy
             work = POOL_READ_COST * w.size[0] * w.size[1] * math.prod(new)
         elif node.op == "Gemm":
             if len(shape) != 1:

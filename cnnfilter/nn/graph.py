@@ -449,12 +449,14 @@ def _pool(node, args, opset):
     pads = _spatial_pads(node, (H, W), k, strides, dilations)
     window = Window(tuple(k), tuple(strides), pads, tuple(dilations), "max" if node.op == "MaxPool" else "avg",
                     bool(node.attrs.get("ceil_mode", 0)), bool(node.attrs.get("count_include_pad", 0)))
+    Ho, Wo = window.output(H, W)
+    if Ho >= 1 and Wo >= 1:  # the output, and the numpy engine's padded copy of every plane
+        check_memory(4.0 * (x.size + N * C * Ho * Wo) + window.padded_bytes(H, W, N * C),
+                     f"node {node.name!r} ({node.op})")
+        check_work(POOL_READ_COST * k[0] * k[1] * N * C * Ho * Wo, f"node {node.name!r} ({node.op})")
     if not window.fits(H, W):
         msg = f"node {node.name!r}: the window {k[0]}x{k[1]} with pads {list(pads)} does not fit the input {H}x{W}"
         raise GraphError(msg)
-    Ho, Wo = window.output(H, W)
-    check_work(POOL_READ_COST * k[0] * k[1] * N * C * Ho * Wo, f"node {node.name!r} ({node.op})")
-    check_memory(4.0 * (2 * x.size + N * C * Ho * Wo), f"node {node.name!r} ({node.op})")  # a padded copy
     return [planes(np.ascontiguousarray(_f32(x)), window)]
 
 

@@ -172,13 +172,15 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
             spec = parse(arch)
             if spec[-1][0] != "fc":
                 spec.append(("fc", len(classes)))
-            nodes, input_name = chain(spec), "input"
+            nodes, input_name, output = chain(spec), "input", None
         else:
-            nodes, input_name = _graph(header.get("graph"), fail)
+            nodes, input_name, output = _graph(header.get("graph"), fail)
         layers = plan(nodes, shape, input_name)
         image_bytes = check_size(layers, shape)
     except ArchError as exc:
         fail(f"the {'architecture' if version == 1 else 'graph'} does not build: {exc}")
+    if output is not None and output != layers[-1].name:
+        fail(f"the graph's output {printable(repr(output))[:60]} is not its last node in topological order")
     if layers[-1].node.op != "Gemm" or layers[-1].shape != (len(classes),):
         fail(f"the network's last node must be a dense layer of {len(classes)} outputs, one per class")
     expected = {f"{layer.name}.{part}": p for layer in layers for part, p in zip(("weight", "bias"), layer.params)}
@@ -224,8 +226,8 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
 _NAME = 64  # characters of a node or tensor name
 
 
-def _graph(graph, fail) -> tuple[list[Node], str]:
-    """The nodes and input name of a version 2 header's ``graph``, each field checked for its type and size (the
+def _graph(graph, fail) -> tuple[list[Node], str, object]:
+    """The nodes, input name and output of a version 2 header's ``graph``, each field checked for its type and size (the
     operators and attributes are checked by :func:`~cnnfilter.nn.arch.plan`)."""
     from ..limits import MAX_LAYERS
 
@@ -250,11 +252,9 @@ def _graph(graph, fail) -> tuple[list[Node], str]:
             fail(f"node {node.name!r} makes {node.outputs[0]!r}: a node's output bears its name")
         nodes.append(node)
     input_name = name(graph.get("input", "input"), "input name")
-    if nodes and graph.get("output") != nodes[-1].outputs[0]:
-        fail("the graph's output is not its last node's")
     if not nodes:
         fail("the graph has no nodes")
-    return nodes, input_name
+    return nodes, input_name, graph.get("output")
 
 
 BUNDLED = ("digits",)
