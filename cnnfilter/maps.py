@@ -227,7 +227,7 @@ def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
     if resize not in RESIZE:
         msg = f"resize {resize!r} is not one of {', '.join(RESIZE)}"
         raise ValueError(msg)
-    if resize == "stretch":
+    if resize == "stretch" or model.free_size:  # a free_size model takes the image as it is
         return prepare(model, image)
     C, H, W = model.input_shape
     if isinstance(image, (str, Path)):
@@ -308,6 +308,7 @@ def featuremaps(model, image, layers=None, *, resize: str = "stretch") -> dict[s
         model = load_model(resolve_model(model))
     wanted = select_layers(model, layers)
     x = model.normalize(prepare_input(model, image, resize)[None])
+    model = model.for_size(*x.shape[2:])  # a free_size model runs at the image's own size
     acts = model.net.activations(x)
     return {name: acts[name][0] for name in model.net.names if name in wanted}
 

@@ -387,6 +387,30 @@ def test_predict_and_featuremaps_take_onnx_models(run, onnx_models, photo, tmp_p
     assert "Conv 3x3 3->8 s2" in res.output and "GlobalAveragePool" in res.output
 
 
+def test_a_model_of_symbolic_size_runs_each_photo_at_its_own_size(run, photo, tmp_path, rng):
+    """featuremaps with a model whose height and width are symbolic: the maps have the photo's size (24x20 ->
+    12x10 after the stride-2 stem), --input-size fixes one size, --list-layers says so."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from .test_onnxfile import resnet
+
+    m = resnet(rng)
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    onnx.save(m, tmp_path / "free.onnx")
+    res = run("featuremaps", photo, "-m", tmp_path / "free.onnx", "--layers", "stem", "-o", tmp_path / "a", "-q")
+    assert res.exit_code == 0, res.output
+    layers = json.loads((tmp_path / "a" / "photo" / "summary.json").read_text())["layers"]
+    assert layers[0]["shape"] == [8, 12, 10]
+    res = run("featuremaps", photo, "-m", tmp_path / "free.onnx", "--layers", "stem", "-o", tmp_path / "b", "-q",
+              "--input-size", "40x30")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "photo" / "summary.json").read_text())["layers"][0]["shape"] == [8, 20, 15]
+    res = run("featuremaps", "-m", tmp_path / "free.onnx", "--list-layers")
+    assert "each image runs at its own size" in res.output
+
+
 def test_onnx_options_are_checked(run, onnx_models, photo, tmp_path):
     lenet, _ = onnx_models
     res = run("predict", "digits", photo, "--mean", "imagenet")

@@ -246,13 +246,41 @@ def test_nhwc_keras_layout(tmp_path, rng):
         np.testing.assert_allclose(acts[name], ref[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_symbolic_height_and_width_run_at_224_or_the_size_given(tmp_path, rng):
+def test_symbolic_height_and_width_run_at_each_images_size_or_the_size_given(tmp_path, rng):
+    """A model whose height and width are symbolic runs every image at its own size (listed at 224x224): feature
+    maps and probabilities equal onnxruntime's at that size, a folder of mixed sizes included; --input-size fixes
+    one size, to which images are resized."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    import cnnfilter
+    from cnnfilter.nn.predict import predict, predict_files
+
     m = resnet(rng)
     for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
         d.dim_param = "side"
     onnx.save(m, tmp_path / "r.onnx")
-    assert nn.load_onnx(tmp_path / "r.onnx").input_shape == (3, 224, 224)
-    assert nn.load_onnx(tmp_path / "r.onnx", input_size=(40, 50)).input_shape == (3, 40, 50)
+    model = nn.load_onnx(tmp_path / "r.onnx")
+    assert model.free_size and model.input_shape == (3, 224, 224)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    paths = []
+    for i, (h, w) in enumerate([(37, 50), (20, 31), (37, 50)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    refs = []
+    for p in paths:
+        x = np.asarray(Image.open(p), np.float32).transpose(2, 0, 1)[None] / 255
+        refs.append(sess.run(None, {"input": x})[0][0])
+        maps = cnnfilter.featuremaps(model, p)
+        first = next(iter(maps.values()))
+        assert first.shape[1:] == tuple(-(-s // 2) for s in x.shape[2:])  # the stride-2 stem, at the image's size
+    expect = np.stack([model.to_probabilities(r[None])[0] for r in refs])
+    np.testing.assert_allclose(predict(model, paths), expect, rtol=1e-4, atol=1e-6)
+    got = np.stack([pr for _, pr, _ in predict_files(model, paths)])
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)
+    fixed = nn.load_onnx(tmp_path / "r.onnx", input_size=(40, 50))
+    assert not fixed.free_size and fixed.input_shape == (3, 40, 50)
+    assert predict(fixed, paths).shape == (3, len(model.classes))
     onnx.save(resnet(rng), tmp_path / "fixed.onnx")
     with pytest.raises(ModelError, match="33x31 images; --input-size 40x50"):
         nn.load_onnx(tmp_path / "fixed.onnx", input_size=(40, 50))

@@ -625,6 +625,10 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         click.echo(f"{'':>3}  {'layer':{width}s} {'':42s} output")
         for i, (name, rep, shape, _) in enumerate(rows):
             click.echo(f"{i:>3}  {name:{width}s} {rep:42s} {'x'.join(map(str, shape))}")
+        if mdl.free_size:
+            _, h, w = mdl.input_shape
+            click.echo(f"(shapes at {h}x{w}: the model's height and width are symbolic, so each image runs at its own "
+                       "size; --input-size HxW fixes one)")
         return
     if not images:
         raise click.UsageError("missing IMAGE (a file, folder or glob)")
@@ -676,7 +680,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             try:
                 if mdl is not None:
                     x = fm.prepare_input(mdl, path, resize)
-                    acts = mdl.net.activations(mdl.normalize(x[None]))
+                    net = mdl.for_size(*x.shape[1:]).net  # a free-size model runs at the image's own size
+                    acts = net.activations(mdl.normalize(x[None]))
                     pred = None
                     if mdl.classes:  # a classifier (a network whose output is a map predicts nothing)
                         probs = mdl.to_probabilities(acts[mdl.output_name])[0]
@@ -684,9 +689,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                         pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
                                 "top": [(mdl.classes[i], float(probs[i])) for i in order]}
                     acts = {n: a[0] for n, a in acts.items() if n in wanted}
-                    convs = [(n, lay) for n, lay in zip(mdl.net.names, mdl.net.layers) if hasattr(lay, "cout")]
+                    convs = [(n, lay) for n, lay in zip(net.names, net.layers) if hasattr(lay, "cout")]
                     weights = {n: lay.weight for n, lay in (convs if all_weights else convs[:1])}
-                    signed = {n for n, lay in zip(mdl.net.names, mdl.net.layers) if lay.params()}
+                    signed = {n for n, lay in zip(net.names, net.layers) if lay.params()}
                     signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
                     fm.write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred,
                                     weights=weights, labels={mdl.output_name: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,

@@ -126,10 +126,28 @@ class Model:
     std: np.ndarray  # (C,)
     meta: dict = field(default_factory=dict)  # training metadata
     channels: str = "rgb"  # the order the network takes colour channels in: rgb, or bgr (OpenCV-trained models)
+    # an ONNX model whose height and width are symbolic, loaded without an input size: each image runs at its own
+    # size (the net is built at 224x224 for listing its layers; for_size gives it at any other)
+    free_size: bool = False
+    _sized: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.net.input_shape
+
+    def for_size(self, height: int, width: int) -> Model:
+        """This model for images of ``height x width``: itself, unless it is a ``free_size`` model, whose network is
+        then made at that size (the last few sizes are kept)."""
+        if not self.free_size or (height, width) == tuple(self.net.input_shape[1:]):
+            return self
+        key = (int(height), int(width))
+        if key not in self._sized:
+            if len(self._sized) >= 4:
+                self._sized.pop(next(iter(self._sized)))
+            from dataclasses import replace
+
+            self._sized[key] = replace(self, net=self.net.at_size(*key), _sized={})
+        return self._sized[key]
 
     @property
     def output_name(self) -> str:

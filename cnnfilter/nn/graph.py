@@ -73,6 +73,15 @@ class Graph(Listing):
         # a classifier exported with its softmax (or a multi-label one with its sigmoid) gives probabilities
         self.gives_probabilities = last is not None and last.op in ("Softmax", "Sigmoid")
 
+    def at_size(self, height: int, width: int) -> Graph:
+        """The same graph (nodes, weights) for images of ``height x width``: its layers' shapes made again by a
+        first run at that size, with every operator's memory check."""
+        if (height, width) == self.input_shape[1:]:
+            return self
+        return Graph(self.nodes, self.params_by_name, self.input_name, (self.input_shape[0], height, width),
+                     self.output, self.opset, self.arch, channels_last=self.channels_last,
+                     fixed_batch=self.fixed_batch)
+
     def _trust(self, node: Node) -> Node:
         """A Conv node whose weight and bias are finite parameters is marked for the engine without conv2d's
         per-call checks (``conv.run``); its weights are made contiguous float32 once."""

@@ -28,8 +28,9 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, classes: list[
               mean=None, std=None) -> Model:
     """The image classifier (or any image network) in the ONNX file ``path``.
 
-    ``input_size (H, W)`` is the size to run a model whose height and width are symbolic at (default 224x224;
-    a model with a fixed size must be given that size or nothing). ``classes`` name the outputs (default: the
+    ``input_size (H, W)`` is the size to run a model whose height and width are symbolic at (default: each
+    image's own size, :meth:`Model.for_size`, the network being listed at 224x224; a model with a fixed size
+    must be given that size or nothing). ``classes`` name the outputs (default: the
     model's metadata ``classes``, else ``0``, ``1``, ...). ``mean``/``std`` (per channel, in 0..1 pixel units)
     normalise the input (default: the metadata's, else none). Raises ModelError naming the problem."""
     fail = loader_failure(path)
@@ -105,7 +106,11 @@ def _model(proto, onnx, input_size, classes, mean, std) -> Model:
         raise GraphError("the mean and std must be finite, the std positive")
     info = {"format": "onnx", "opset": net.opset,
             "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
-    return Model(net, list(classes), mean, std, info)
+    # both height and width symbolic, and no size given: every image runs at its own size (Model.for_size)
+    dims = inputs[0].type.tensor_type.shape.dim
+    free = defaulted and not any(d.HasField("dim_value") and d.dim_value > 0
+                                 for d in ([dims[1], dims[2]] if channels_last else [dims[2], dims[3]]))
+    return Model(net, list(classes), mean, std, info, free_size=free)
 
 
 def graph_from_proto(proto, input_shape: tuple, *, batch: int = 1, channels_last: bool = False,

@@ -13,10 +13,15 @@ from .model import Model
 
 def prepare(model: Model, image) -> np.ndarray:
     """One image (a path, a Pillow image, or an array in 0..1 / uint8 / uint16) as the model's input
-    ``(C, H, W)`` float32 in 0..1: converted to its channels and resized (bilinear) to its size."""
+    ``(C, H, W)`` float32 in 0..1: converted to its channels and resized (bilinear) to its size (a ``free_size``
+    model's input keeps the image's own size)."""
     C, H, W = model.input_shape
     if isinstance(image, (str, Path)):
         image = load_input(image)
+    if model.free_size:
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[0] == C and image.shape[2] not in (3, 4):
+            return np.asarray(image, np.float32)
+        H, W = (image.height, image.width) if isinstance(image, Image.Image) else np.shape(image)[:2]
     if isinstance(image, Image.Image):
         return to_array(image, C, (H, W))
     arr = np.asarray(image)
@@ -53,9 +58,16 @@ def predict(model: Model, images) -> np.ndarray:
     :func:`prepare`) or an array ``(N, C, H, W)`` in 0..1."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         x = np.asarray(images, np.float32)
-    else:
-        x = np.stack([prepare(model, im) for im in images]) if len(images) else np.empty((0, *model.input_shape))
-    return model.probabilities(x)
+        return model.for_size(*x.shape[2:]).probabilities(x)
+    if not len(images):
+        return model.probabilities(np.empty((0, *model.input_shape), np.float32))
+    arrays = [prepare(model, im) for im in images]
+    out = [None] * len(arrays)
+    for shape in dict.fromkeys(a.shape for a in arrays):  # one batch per size (one size unless free_size)
+        idx = [i for i, a in enumerate(arrays) if a.shape == shape]
+        for i, p in zip(idx, model.for_size(*shape[1:]).probabilities(np.stack([arrays[i] for i in idx]))):
+            out[i] = p
+    return np.stack(out)
 
 
 def predict_files(model: Model, paths, batch: int | None = None):
@@ -68,7 +80,8 @@ def predict_files(model: Model, paths, batch: int | None = None):
 
     def flush():
         if pending:
-            probs = model.probabilities(np.stack([a for _, a in pending]))
+            x = np.stack([a for _, a in pending])
+            probs = model.for_size(*x.shape[2:]).probabilities(x)
             for (p, _), pr in zip(pending, probs):
                 if np.isfinite(pr).all():
                     yield p, pr, None
@@ -78,7 +91,10 @@ def predict_files(model: Model, paths, batch: int | None = None):
 
     for path in paths:
         try:
-            pending.append((path, prepare(model, path)))
+            arr = prepare(model, path)
+            if pending and arr.shape != pending[0][1].shape:  # a free_size model: a batch holds one size
+                yield from flush()
+            pending.append((path, arr))
         except (ImageReadError, OSError, ValueError) as exc:
             yield from flush()
             yield path, None, str(exc)
