@@ -68,7 +68,9 @@ class Samples(NamedTuple):
 POSTS = {"clip": 0, "abs": 1, "offset": 2}  # the output ranges a filter can finish in its own pass
 
 
-class _Geometry(NamedTuple):
+class Plan(NamedTuple):
+    """A filter's checked arguments and output size (:func:`plan`)."""
+
     k: np.ndarray
     stride: tuple[int, int]
     dilation: tuple[int, int]
@@ -79,8 +81,9 @@ class _Geometry(NamedTuple):
     what: str  # for limit messages
 
 
-def _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype) -> _Geometry:
-    """Check every argument and work out the output size; refuse work over the memory and work limits."""
+def plan(shape, kernel, stride, padding, dilation, border, cval, method, flip, dtype, *, whole: bool = True) -> Plan:
+    """Check every argument and work out the output size for an image of ``shape``; refuse work over the memory
+    limit (``whole``: the image is filtered in memory; a chunked image is checked chunk by chunk)."""
     k = validate_kernel(kernel)
     if flip:
         k = k[::-1, ::-1]
@@ -93,8 +96,8 @@ def _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip
     kh, kw = k.shape
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     top, bottom, left, right = _args.resolve_padding(padding, span)
-    H, W = img.shape[:2]
-    C = img.shape[2] if img.ndim == 3 else 1
+    H, W = shape[:2]
+    C = shape[2] if len(shape) == 3 else 1
     Ho = _args.output_size(H, span[0], sh, top, bottom)
     Wo = _args.output_size(W, span[1], sw, left, right)
     if Ho < 1 or Wo < 1:
@@ -107,15 +110,25 @@ def _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip
     what = (f"filtering a {H}x{W} image with a {kh}x{kw} kernel (dilation {dh},{dw}, padding "
             f"{top},{bottom},{left},{right}) into {Ho}x{Wo}")
     itemsize = np.dtype(dtype).itemsize
-    limits.check_memory(itemsize * C * ((H + top + bottom) * (W + left + right) + 2 * Ho * Wo), what)
+    if whole:
+        limits.check_memory(itemsize * C * ((H + top + bottom) * (W + left + right) + 2 * Ho * Wo), what)
     cval = _args.check_value(cval, "cval", dtype)
-    return _Geometry(k, (sh, sw), (dh, dw), (top, bottom, left, right), (Ho, Wo), mode, cval, what)
+    return Plan(k, (sh, sw), (dh, dw), (top, bottom, left, right), (Ho, Wo), mode, cval, what)
 
 
 def _filter(image, kernel, stride, padding, dilation, border, cval, method, out, *, flip):
+    from .chunked import is_lazy
+
+    if is_lazy(image):  # a dask array: a lazy result, chunk by chunk
+        from .chunked import filter_lazy
+
+        if out is not None:
+            msg = "out cannot be given for a dask array (the result is a lazy dask array)"
+            raise ValueError(msg)
+        return filter_lazy(image, kernel, stride, padding, dilation, border, cval, method, flip)
     img = _args.as_image(image)
     dtype = _args.work_dtype(img)
-    g = _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
+    g = plan(img.shape, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
     Ho, Wo = g.shape
     shape = (Ho, Wo, img.shape[2]) if img.ndim == 3 else (Ho, Wo)
     res = np.empty(shape, dtype) if out is None else _args.check_out(out, shape, dtype)
@@ -126,7 +139,7 @@ def _filter(image, kernel, stride, padding, dilation, border, cval, method, out,
     return res
 
 
-def _path(img, kd: np.ndarray, g: _Geometry, method: str):
+def _path(img, kd: np.ndarray, g: Plan, method: str):
     """``(path, rank-1 factors or None)``: ``numpy`` (the small-image engine), ``fft``, ``separable``, ``unrolled``
     (3x3/5x5 at stride 1) or ``direct``, by the documented rules. The float result and the stored samples choose
     here, so both add the same sums."""
@@ -141,7 +154,7 @@ def _path(img, kd: np.ndarray, g: _Geometry, method: str):
     return chosen, factors
 
 
-def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) -> None:
+def _into(img, g: Plan, border: str, method: str, res3: np.ndarray, dtype) -> None:
     """The float result of ``g`` over ``img`` into ``res3 (Ho, Wo, C)``, by the path :func:`_path` chooses."""
     H, W = img.shape[:2]
     C = res3.shape[2]
@@ -183,7 +196,7 @@ def _into(img, g: _Geometry, border: str, method: str, res3: np.ndarray, dtype) 
         _loops.correlate_direct(x2, kd, o2, C, sh, sw, dh, dw, top, left, g.mode, cv, _chunks(Ho))
 
 
-def _unrolled(k: np.ndarray, g: _Geometry) -> bool:
+def _unrolled(k: np.ndarray, g: Plan) -> bool:
     return g.stride == (1, 1) and g.dilation == (1, 1) and k.shape[0] == k.shape[1] and k.shape[0] in (3, 5)
 
 
@@ -210,7 +223,7 @@ def correlate_samples(image, kernel, samples: Samples, *, channels: int | None =
         msg = f"channels {channels!r} must be between 1 and {S}"
         raise ValueError(msg)
     dtype = _args.work_dtype(img)
-    g = _geometry(img, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
+    g = plan(img.shape, kernel, stride, padding, dilation, border, cval, method, flip, dtype)
     Ho, Wo = g.shape
     H, W = img.shape[:2]
     hi = 255 if samples.depth == 8 else 65535

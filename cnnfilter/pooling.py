@@ -37,7 +37,31 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
     ``H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1`` (``ceil`` with ``ceil_mode``, less the dropped
     window).
     """
+    from .chunked import is_lazy
+
+    if is_lazy(image):  # a dask array: a lazy result, chunk by chunk
+        from .chunked import pool_lazy
+
+        return pool_lazy(image, size, stride, padding, dilation, mode, ceil_mode, count_include_pad)
     img = _args.as_image(image)
+    window, (Ho, Wo) = plan(img.shape, size, stride, padding, dilation, mode, ceil_mode, count_include_pad)
+    (kh, kw), (sh, sw), (top, bottom, left, right) = window.size, window.stride, window.pads
+    H, W = img.shape[:2]
+    C = img.shape[2] if img.ndim == 3 else 1
+    dtype = _args.work_dtype(img)
+    what = f"pooling a {H}x{W}x{C} image with {kh}x{kw} windows into {Ho}x{Wo}"
+    padded = (H + top + bottom + sh) * (W + left + right + sw)  # the numpy engine's padded copy (ceil's extra too)
+    limits.check_memory(np.dtype(dtype).itemsize * C * (H * W + padded + 2 * Ho * Wo), what)
+    limits.check_work(limits.POOL_READ_COST * float(kh) * kw * Ho * Wo * C, what)
+    res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
+    region(img if img.ndim == 3 else img[:, :, None], res.reshape(Ho, Wo, C), window)
+    return res
+
+
+def plan(shape, size, stride=None, padding=0, dilation=1, mode="max", ceil_mode=False,
+         count_include_pad=True) -> tuple[Window, tuple[int, int]]:
+    """:func:`pool2d`'s arguments checked for an image of ``shape``: the window and the output size. Raises
+    ValueError or TypeError as pool2d does."""
     kh, kw = _args.pair(size, "size")
     sh, sw = (kh, kw) if stride is None else _args.pair(stride, "stride")
     if mode not in MODES:
@@ -49,8 +73,7 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
     dh, dw = _args.pair(dilation, "dilation")
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     top, bottom, left, right = _args.resolve_padding(padding, span)
-    H, W = img.shape[:2]
-    C = img.shape[2] if img.ndim == 3 else 1
+    H, W = shape[:2]
     Ho = _out(H, span[0], sh, top, bottom, ceil_mode)
     Wo = _out(W, span[1], sw, left, right, ceil_mode)
     if Ho < 1 or Wo < 1:
@@ -59,25 +82,32 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
     if not (_axis_fits(H, kh, sh, dh, top, Ho) and _axis_fits(W, kw, sw, dw, left, Wo)):
         msg = f"padding {padding!r}: a {kh}x{kw} window (dilation {dh}x{dw}) would hold no pixel of the image"
         raise ValueError(msg)
-    dtype = _args.work_dtype(img)
-    what = f"pooling a {H}x{W}x{C} image with {kh}x{kw} windows into {Ho}x{Wo}"
-    padded = (H + top + bottom + sh) * (W + left + right + sw)  # the numpy engine's padded copy (ceil's extra too)
-    limits.check_memory(np.dtype(dtype).itemsize * C * (H * W + padded + 2 * Ho * Wo), what)
-    limits.check_work(limits.POOL_READ_COST * float(kh) * kw * Ho * Wo * C, what)
-    x2 = np.ascontiguousarray(img, dtype).reshape(H, W * C)
-    res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
-    o2 = res.reshape(Ho, Wo * C)
-    code = MODES.index(mode)
+    window = Window((kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw), mode, bool(ceil_mode),
+                    bool(count_include_pad))
+    return window, (Ho, Wo)
+
+
+def region(x3: np.ndarray, out3: np.ndarray, window: Window, top: int | None = None, left: int | None = None,
+           hend: int | None = None, wend: int | None = None) -> None:
+    """Pool the channels-last ``x3 (H, W, C)`` into the C-contiguous ``out3 (Ho, Wo, C)`` (float, the work dtype) on the numpy engine
+    or the compiled loop, as pool2d chooses: window ``i`` takes the taps ``i*sh - top + a*dh``, inside the padded
+    extent ``[-top, hend)`` (and the same for columns). The defaults are the window's own padding on ``x3``; a
+    chunk of a larger image gives its own offsets (:mod:`cnnfilter.chunked`)."""
+    H, W, C = x3.shape
+    Ho, Wo = out3.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw) = window.size, window.stride, window.dilation
+    top = window.pads[0] if top is None else top
+    left = window.pads[2] if left is None else left
+    hend = H + window.pads[1] if hend is None else hend
+    wend = W + window.pads[3] if wend is None else wend
+    code = MODES.index(window.mode)
     if config.numpy_engine(H * W) or (C >= config.POOL_NUMPY_MIN_LANES and config.ENGINE != "compiled"):
         from . import _small
 
-        _small.pool(img if img.ndim == 3 else img[:, :, None], res.reshape(Ho, Wo, C), kh, kw, sh, sw, top, left,
-                    H + bottom, W + right, code, bool(count_include_pad), dh, dw)
-        return res
-    window = Window((kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw), mode, bool(ceil_mode),
-                    bool(count_include_pad))
-    _run(x2[None], o2[None], C, window, _NO_ARG)
-    return res
+        _small.pool(x3, out3, kh, kw, sh, sw, top, left, hend, wend, code, window.count_include_pad, dh, dw)
+        return
+    x2 = np.ascontiguousarray(x3, out3.dtype).reshape(H, W * C)
+    _run(x2[None], out3.reshape(1, Ho, Wo * C), C, window, _NO_ARG, top, left, hend, wend)
 
 
 _NO_ARG = np.empty((0, 0, 0), np.int64)
@@ -116,23 +146,23 @@ class Window:
         return itemsize * planes * (H + top + bottom + sh) * (W + left + right + sw)
 
 
-def _run(x3, o3, C: int, window: Window, arg) -> None:
-    """The compiled pooling of planes ``x3 (P, H, W*C)`` into ``o3 (P, Ho, Wo*C)``; ``arg`` (the shape of ``o3``, or
-    empty) receives the index of each window's winner for max and min."""
+def _run(x3, o3, C: int, window: Window, arg, top: int, left: int, hend: int, wend: int) -> None:
+    """The compiled pooling of planes ``x3 (P, H, W*C)`` into ``o3 (P, Ho, Wo*C)`` (taps ``i*sh - top + a*dh`` in
+    the padded extent ``[-top, hend)``); ``arg`` (the shape of ``o3``, or empty) receives the index of each
+    window's winner for max and min."""
     from . import _loops
 
-    (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window.size, window.stride, window.dilation, window.pads
+    (kh, kw), (sh, sw), (dh, dw) = window.size, window.stride, window.dilation
     H, W = x3.shape[1], x3.shape[2] // C
     Ho, Wo = o3.shape[1], o3.shape[2] // C
     code = MODES.index(window.mode)
-    plain = (kh, kw, sh, sw, dh, dw, top, bottom, left, right) == (2, 2, 2, 2, 1, 1, 0, 0, 0, 0) and 2 * Ho <= H \
-        and 2 * Wo <= W
+    plain = (kh, kw, sh, sw, dh, dw, top, left) == (2, 2, 2, 2, 1, 1, 0, 0) and 2 * Ho <= H and 2 * Wo <= W
     if plain and arg.shape[0] and C == 1 and code == 0:
         _loops.maxpool_2x2_arg(x3, o3, arg)
     elif plain and not (arg.shape[0] and code != 1):
         _loops.pool_2x2(x3, o3, C, code)
     else:
-        _loops.pool_generic(x3, o3, arg, C, kh, kw, sh, sw, dh, dw, top, left, H + bottom, W + right, code,
+        _loops.pool_generic(x3, o3, arg, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, code,
                             window.count_include_pad)
 
 
@@ -156,7 +186,7 @@ def planes(x: np.ndarray, window: Window, *, out=None, arg=None) -> np.ndarray:
                     H + bottom, W + right, MODES.index(window.mode), window.count_include_pad, dh, dw)
         return out
     _run(x.reshape(N * C, H, W), out.reshape(N * C, Ho, Wo), 1, window,
-         _NO_ARG if arg is None else arg.reshape(N * C, Ho, Wo))
+         _NO_ARG if arg is None else arg.reshape(N * C, Ho, Wo), top, left, H + bottom, W + right)
     return out
 
 
