@@ -1,0 +1,63 @@
+"""An image on dask (cnnfilter.chunked) against the same filter in memory, in one run.
+
+    python benchmarks/chunked.py [--size 8192] [--chunk 2048]
+
+A float32 image of size x size that fits in memory, a Gaussian (sigma 3, 19x19 separable, reflect border) and a
+3x3 max pooling at stride 2: the in-memory call, then the same call on the image as a dask array of chunk x chunk
+blocks computed with dask's threaded scheduler (``--workers``, default 2), and the ratio (dask / in memory). Needs
+``pip install -e '.[dask]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
+
+
+def best(fn, n=3):
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=8192)
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--workers", type=int, default=2, help="dask threads (each block uses numba's threads too)")
+    args = ap.parse_args()
+    import dask
+    import dask.array as da
+
+    import cnnfilter
+
+    x = np.random.default_rng(0).random((args.size, args.size), dtype=np.float32)
+    d = da.from_array(x, chunks=args.chunk)
+    k = cnnfilter.get_kernel("gaussian", sigma=3)
+    cases = {
+        f"gaussian sigma 3 ({k.shape[0]}x{k.shape[1]}), reflect": (
+            lambda a: cnnfilter.correlate2d(a, k, border="reflect")),
+        "max pool 3x3 stride 2": lambda a: cnnfilter.pool2d(a, 3, stride=2),
+    }
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; {args.size}x{args.size} float32, "
+          f"chunks {args.chunk}; dask {dask.__version__}, threaded scheduler; best of 3")
+    with dask.config.set(scheduler="threads", num_workers=args.workers):
+        for name, fn in cases.items():
+            mem = best(lambda: fn(x))  # noqa: B023
+            lazy = best(lambda: fn(d).compute())  # noqa: B023
+            print(f"{name:40s} in memory {mem * 1e3:8.1f} ms   dask {lazy * 1e3:8.1f} ms   ratio {lazy / mem:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
