@@ -44,6 +44,28 @@ def _check(image):
     return image
 
 
+MAX_BLOCKS = 100_000  # output blocks of one call: beyond, the task graph itself is the problem (choose larger chunks)
+
+
+def _check_blocks(x, pads, stride, span, out_hw, dtype, what: str) -> None:
+    """Refuse, before any graph is built, a call whose padding strips or one task's piece (a chunk and its halo,
+    and its output) would exceed the memory limit, or that would make more than MAX_BLOCKS blocks."""
+    from . import limits
+
+    (sh, sw), (span_h, span_w) = stride, span
+    rh, rw = max(1, -(-max(x.chunks[0]) // sh)), max(1, -(-max(x.chunks[1]) // sw))
+    lanes = int(np.prod(x.shape[2:])) if x.ndim == 3 else 1
+    item = np.dtype(dtype).itemsize
+    piece = ((rh - 1) * sh + span_h) * ((rw - 1) * sw + span_w) + rh * rw
+    top, bottom, left, right = pads
+    strips = (top + bottom) * (x.shape[1] + left + right) + (left + right) * x.shape[0]
+    limits.check_memory(float(item) * lanes * max(piece, strips), f"{what}, a chunk with its halo")
+    blocks = -(-out_hw[0] // rh) * -(-out_hw[1] // rw)
+    if blocks > MAX_BLOCKS:
+        msg = f"{what}: {blocks:,} blocks of output, over {MAX_BLOCKS:,}; give the dask array larger chunks"
+        raise ValueError(msg)
+
+
 def _ranges(n_out: int, step: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n_out)) for i in range(0, n_out, step)]
 
@@ -107,6 +129,7 @@ def filter_lazy(image, kernel, stride, padding, dilation, border, cval, method, 
     kd = np.ascontiguousarray(p.k, dtype)  # already flipped for a convolution
     (dh, dw), (kh, kw) = p.dilation, kd.shape
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    _check_blocks(x, p.pads, p.stride, span, p.shape, dtype, p.what)
     xp = _pad(x.astype(dtype), p.pads, border, p.cval)
 
     def block(piece, where):
@@ -128,6 +151,7 @@ def pool_lazy(image, size, stride, padding, dilation, mode, ceil_mode, count_inc
     H, W = x.shape[:2]
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     lanes = x.shape[2:]
+    _check_blocks(x, (0, 0, 0, 0), (sh, sw), span, (Ho, Wo), dtype, f"pooling a {H}x{W} dask array")
     xf = x.astype(dtype)
     rh = max(1, -(-max(x.chunks[0]) // sh))
     rw = max(1, -(-max(x.chunks[1]) // sw))

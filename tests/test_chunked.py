@@ -115,3 +115,14 @@ def test_pooling_padding_on_every_side_across_chunks(mode, include_pad, ceil_mod
     kwargs = {"stride": 2, "padding": ((1, 2), (2, 1)), "mode": mode, "ceil_mode": ceil_mode,
               "count_include_pad": include_pad}
     np.testing.assert_array_equal(cnnfilter.pool2d(d, 3, **kwargs).compute(), cnnfilter.pool2d(x, 3, **kwargs))
+
+
+def test_padding_or_blocks_beyond_the_limits_are_refused_before_any_graph():
+    """A pad strip, a chunk with its halo, or a block count beyond the limits is one error, at once."""
+    d = da.from_array(np.zeros((6, 7), np.float32), chunks=3)
+    with pytest.raises(ValueError, match="over the memory limit"):
+        cnnfilter.correlate2d(d, np.ones((3, 3)), dilation=10**9)
+    with pytest.raises(ValueError, match="over the memory limit"):
+        cnnfilter.correlate2d(d, np.ones((3, 3)), padding=10**6, border="wrap")
+    with pytest.raises(ValueError, match="blocks of output"):
+        cnnfilter.correlate2d(d, np.ones((3, 3)), padding=10**4, border="reflect")

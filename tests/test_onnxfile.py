@@ -278,6 +278,10 @@ def test_symbolic_height_and_width_run_at_each_images_size_or_the_size_given(tmp
     np.testing.assert_allclose(predict(model, paths), expect, rtol=1e-4, atol=1e-6)
     got = np.stack([pr for _, pr, _ in predict_files(model, paths)])
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)
+    from cnnfilter.nn.predict import prepare
+
+    chw = np.random.default_rng(0).integers(0, 256, (3, 9, 11), dtype=np.uint8)
+    assert prepare(model, chw).max() <= 1 and prepare(model, chw).shape == (3, 9, 11)  # scaled like any uint8
     fixed = nn.load_onnx(tmp_path / "r.onnx", input_size=(40, 50))
     assert not fixed.free_size and fixed.input_shape == (3, 40, 50)
     assert predict(fixed, paths).shape == (3, len(model.classes))

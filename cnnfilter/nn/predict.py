@@ -20,8 +20,9 @@ def prepare(model: Model, image) -> np.ndarray:
         image = load_input(image)
     if model.free_size:
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[0] == C and image.shape[2] not in (3, 4):
-            return np.asarray(image, np.float32)
-        H, W = (image.height, image.width) if isinstance(image, Image.Image) else np.shape(image)[:2]
+            H, W = image.shape[1:]  # already (C, H, W): scaled below like any array
+        else:
+            H, W = (image.height, image.width) if isinstance(image, Image.Image) else np.shape(image)[:2]
     if isinstance(image, Image.Image):
         return to_array(image, C, (H, W))
     arr = np.asarray(image)
@@ -75,13 +76,24 @@ def predict_files(model: Model, paths, batch: int | None = None):
     that cannot be read gives its error and the rest go on."""
     from ..io import ImageReadError
 
+    from ..limits import max_memory
+
     batch = batch or model.batch_size()
+    budget = max_memory() // 8  # a free_size model's images are of any size: a batch holds at most this many bytes
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush():
         if pending:
             x = np.stack([a for _, a in pending])
-            probs = model.for_size(*x.shape[2:]).probabilities(x)
+            try:
+                probs = model.for_size(*x.shape[2:]).probabilities(x)
+            except ValueError as exc:  # a size this model cannot run (or the memory limit): those files fail
+                if not model.free_size:
+                    raise
+                for p, _ in pending:
+                    yield p, None, f"{str(p)!r}: {exc}"
+                pending.clear()
+                return
             for (p, _), pr in zip(pending, probs):
                 if np.isfinite(pr).all():
                     yield p, pr, None
@@ -99,6 +111,6 @@ def predict_files(model: Model, paths, batch: int | None = None):
             yield from flush()
             yield path, None, str(exc)
             continue
-        if len(pending) >= batch:
+        if len(pending) >= batch or (model.free_size and sum(a.nbytes for _, a in pending) >= budget):
             yield from flush()
     yield from flush()
