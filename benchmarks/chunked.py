@@ -13,22 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np  # noqa: E402
 
-
-def best(fn, n=3):
-    fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import best  # noqa: E402
 
 
 def main() -> None:
@@ -54,8 +48,8 @@ def main() -> None:
           f"chunks {args.chunk}; dask {dask.__version__}, threaded scheduler; best of 3")
     with dask.config.set(scheduler="threads", num_workers=args.workers):
         for name, fn in cases.items():
-            mem = best(lambda: fn(x))  # noqa: B023
-            lazy = best(lambda: fn(d).compute())  # noqa: B023
+            mem = best(lambda: fn(x), 3)  # noqa: B023
+            lazy = best(lambda: fn(d).compute(), 3)  # noqa: B023
             print(f"{name:40s} in memory {mem * 1e3:8.1f} ms   dask {lazy * 1e3:8.1f} ms   ratio {lazy / mem:5.2f}")
 
 

@@ -45,13 +45,13 @@ def pool2d(image, size, *, stride=None, padding=0, dilation=1, mode="max", ceil_
         return pool_lazy(image, size, stride, padding, dilation, mode, ceil_mode, count_include_pad)
     img = _args.as_image(image)
     window, (Ho, Wo) = plan(img.shape, size, stride, padding, dilation, mode, ceil_mode, count_include_pad)
-    (kh, kw), (sh, sw), (top, bottom, left, right) = window.size, window.stride, window.pads
+    kh, kw = window.size
     H, W = img.shape[:2]
     C = img.shape[2] if img.ndim == 3 else 1
     dtype = _args.work_dtype(img)
     what = f"pooling a {H}x{W}x{C} image with {kh}x{kw} windows into {Ho}x{Wo}"
-    padded = (H + top + bottom + sh) * (W + left + right + sw)  # the numpy engine's padded copy (ceil's extra too)
-    limits.check_memory(np.dtype(dtype).itemsize * C * (H * W + padded + 2 * Ho * Wo), what)
+    item = np.dtype(dtype).itemsize
+    limits.check_memory(item * C * (H * W + 2 * Ho * Wo) + window.padded_bytes(H, W, C, item), what)
     limits.check_work(limits.POOL_READ_COST * float(kh) * kw * Ho * Wo * C, what)
     res = np.empty((Ho, Wo, C) if img.ndim == 3 else (Ho, Wo), dtype)
     region(img if img.ndim == 3 else img[:, :, None], res.reshape(Ho, Wo, C), window)

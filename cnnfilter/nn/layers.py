@@ -12,6 +12,8 @@ import contextlib
 
 import numpy as np
 
+from .._args import pair
+
 
 
 # Below this many multiply-adds a kernel runs on one thread: waking the others costs more than it saves, and
@@ -74,10 +76,6 @@ class Layer:
         return f"{type(self).__name__}()"
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
-
-
 def _pads(p) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` from an int, ``(rows, cols)`` or four numbers."""
     if isinstance(p, (int, np.integer)):
@@ -96,8 +94,8 @@ class Conv2d(Layer):
                  rng: np.random.Generator | None = None, dtype=np.float32):
         from ..conv import Geometry
 
-        self.cin, self.cout, self.kernel = cin, cout, _pair(k)
-        self.geometry = Geometry(_pair(stride), _pair(dilation), _pads(padding), int(groups))
+        self.cin, self.cout, self.kernel = cin, cout, pair(k, "kernel")
+        self.geometry = Geometry(pair(stride, "stride"), pair(dilation, "dilation"), _pads(padding), int(groups))
         kh, kw = self.kernel
         self.weight = _he(rng, (cout, cin // groups, kh, kw), cin // groups * kh * kw, dtype)
         self.bias = np.zeros(cout, dtype)
@@ -180,8 +178,9 @@ class _Pool(Layer):
     def __init__(self, k, stride=None, padding=0, *, dilation=1):
         from ..pooling import Window
 
-        size = _pair(k)
-        self.window = Window(size, size if stride is None else _pair(stride), _pads(padding), _pair(dilation),
+        size = pair(k, "window")
+        self.window = Window(size, size if stride is None else pair(stride, "stride"), _pads(padding),
+                             pair(dilation, "dilation"),
                              self.mode)
         self._xshape = None
         self._arg = None
