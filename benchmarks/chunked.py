@@ -16,8 +16,10 @@ import platform
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# as the cnnfilter command does, before numpy and numba load: idle threads sleep, freed memory is reused
+from cnnfilter import runtime  # noqa: E402
+
+runtime.tune()
 
 import numpy as np  # noqa: E402
 

@@ -20,10 +20,10 @@ import platform
 import sys
 from pathlib import Path
 
-# as the cnnfilter command does (cnnfilter/cli/__init__.py), before numpy and numba load: their idle threads sleep
-# instead of spinning on the cores the other library's threads need next
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# as the cnnfilter command does, before numpy and numba load: idle threads sleep, freed memory is reused
+from cnnfilter import runtime  # noqa: E402
+
+runtime.tune()
 
 import numpy as np  # noqa: E402
 

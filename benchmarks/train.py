@@ -10,13 +10,12 @@ after a warm-up; the ratio is cnnfilter / PyTorch (above 1: cnnfilter is faster)
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-# as the cnnfilter command does (cnnfilter/cli/__init__.py), before numpy and numba load: their idle threads sleep
-# instead of spinning on the cores the other library's threads need next
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# as the cnnfilter command does, before numpy and numba load: idle threads sleep, freed memory is reused
+from cnnfilter import runtime  # noqa: E402
+
+runtime.tune()
 
 import numpy as np  # noqa: E402
 
