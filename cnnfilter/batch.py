@@ -701,10 +701,15 @@ def _collect(fut, job: Job, attempt: int = 1) -> Result:
 
 
 def _worker_start(parent: int, initializer, initargs) -> None:
-    """In each worker: exit as soon as the parent process is gone (killed, or terminated), then the caller's
-    initializer."""
+    """In each worker: exit as soon as the parent process is gone (killed, or terminated), the settings of a
+    process cnnfilter owns (:func:`cnnfilter.runtime.tune`; a spawned worker inherits none of the parent's), then
+    the caller's initializer."""
     import threading
     import time
+
+    from . import runtime
+
+    runtime.tune()
 
     if sys.platform == "linux":  # the kernel's own notice: SIGKILL when the parent dies
         try:
