@@ -92,31 +92,53 @@ def _pad(x, pads, border: str, cval: float):
 
 
 def _assemble(x, out_hw, stride, span, dtype, block):
-    """The lazy output of ``block(piece, (rows, cols))`` for each output block: ``piece`` the padded rows and
+    """The lazy output of ``block(piece, (i0, i1, j0, j1))`` for each output block: ``piece`` the padded rows and
     columns its windows read, output rows following the input's chunks divided by the stride."""
-    import dask
-    import dask.array as da
-
-    Ho, Wo = out_hw
     (sh, sw), (span_h, span_w) = stride, span
     rh = max(1, -(-max(x.chunks[0]) // sh))
     rw = max(1, -(-max(x.chunks[1]) // sw))
+    rows = [(i0, i1, i0 * sh, (i1 - 1) * sh + span_h) for i0, i1 in _ranges(out_hw[0], rh)]
+    cols = [(j0, j1, j0 * sw, (j1 - 1) * sw + span_w) for j0, j1 in _ranges(out_hw[1], rw)]
+    return _blocks(x, rows, cols, dtype, block)
+
+
+def _blocks(x, rows, cols, dtype, block):
+    """One graph layer: output block ``(bi, bj)`` is ``block(piece, (i0, i1, j0, j1))`` with ``rows[bi] = (i0, i1,
+    r0, r1)`` and ``cols[bj] = (j0, j1, c0, c1)``, ``piece = x[r0:r1, c0:c1]`` made from slices of the chunks it
+    overlaps. Each chunk of ``x`` is a task of its own, computed once and read by every block whose piece
+    overlaps it (a piece passed to ``dask.delayed`` would be optimised on its own, reading its chunks afresh for
+    every neighbour's halo), and the graph grows linearly with the number of blocks."""
+    import operator
+
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    bounds = [np.cumsum((0, *c)) for c in x.chunks[:2]]
     lanes = x.shape[2:]
-    rows = []
-    for i0, i1 in _ranges(Ho, rh):
-        row = []
-        for j0, j1 in _ranges(Wo, rw):
-            piece = x[i0 * sh : (i1 - 1) * sh + span_h, j0 * sw : (j1 - 1) * sw + span_w]
-            task = dask.delayed(block, pure=True)(piece, (i0, i1, j0, j1))
-            row.append(_nest(da.from_delayed(task, shape=(i1 - i0, j1 - j0, *lanes), dtype=dtype)))
-        rows.append(row)
-    return da.block(rows)
+    tail = (0,) if x.ndim == 3 else ()
+    name = "cnnfilter-" + tokenize(x.name, rows, cols, np.dtype(dtype).str, block)
+
+    def overlaps(b, lo, hi):
+        first = int(np.searchsorted(b, lo, side="right")) - 1
+        return [(k, max(lo, b[k]) - b[k], min(hi, b[k + 1]) - b[k]) for k in range(first, len(b) - 1) if b[k] < hi]
+
+    layer = {}
+    for bi, (i0, i1, r0, r1) in enumerate(rows):
+        row_parts = overlaps(bounds[0], r0, r1)
+        for bj, (j0, j1, c0, c1) in enumerate(cols):
+            parts = [[(operator.getitem, (x.name, ci, cj, *tail), (slice(a0, a1), slice(b0, b1)))
+                      for cj, b0, b1 in overlaps(bounds[1], c0, c1)] for ci, a0, a1 in row_parts]
+            layer[(name, bi, bj, *tail)] = (_run_block, parts, block, (i0, i1, j0, j1))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
+    chunks = (tuple(i1 - i0 for i0, i1, _, _ in rows), tuple(j1 - j0 for j0, j1, _, _ in cols),
+              *((n,) for n in lanes))
+    return da.Array(graph, name, chunks, dtype=dtype)
 
 
-def _nest(block):
-    """A block as ``dask.array.block`` takes it at depth 3 for a channels-last image (its innermost lists are
-    joined along the last axis: the channels, here one block)."""
-    return [block] if block.ndim == 3 else block
+def _run_block(parts, block, where):
+    rows = [row[0] if len(row) == 1 else np.concatenate(row, axis=1) for row in parts]
+    return block(rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0), where)
 
 
 def filter_lazy(image, kernel, stride, padding, dilation, border, cval, method, flip):
@@ -130,10 +152,15 @@ def filter_lazy(image, kernel, stride, padding, dilation, border, cval, method, 
     (dh, dw), (kh, kw) = p.dilation, kd.shape
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     _check_blocks(x, p.pads, p.stride, span, p.shape, dtype, p.what)
-    xp = _pad(x.astype(dtype), p.pads, border, p.cval)
+    # the samples keep their type until a block reads them (a conversion between the reads and the slices would
+    # make dask read every neighbouring chunk whole for its halo); a constant border the type cannot hold converts
+    # first
+    keeps = border != "constant" or np.asarray(p.cval).astype(x.dtype) == p.cval
+    xp = _pad(x if keeps else x.astype(dtype), p.pads, border, p.cval)
 
     def block(piece, where):
-        return filters.correlate2d(piece, kd, stride=p.stride, padding="valid", dilation=p.dilation, method=method)
+        return filters.correlate2d(piece.astype(dtype, copy=False), kd, stride=p.stride, padding="valid",
+                                   dilation=p.dilation, method=method)
 
     return _assemble(xp, p.shape, p.stride, span, dtype, block)
 
@@ -150,26 +177,21 @@ def pool_lazy(image, size, stride, padding, dilation, mode, ceil_mode, count_inc
     (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = window.size, window.stride, window.dilation, window.pads
     H, W = x.shape[:2]
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    lanes = x.shape[2:]
     _check_blocks(x, (0, 0, 0, 0), (sh, sw), span, (Ho, Wo), dtype, f"pooling a {H}x{W} dask array")
-    xf = x.astype(dtype)
+    xf = x  # converted in each block, after its reads (see filter_lazy)
     rh = max(1, -(-max(x.chunks[0]) // sh))
     rw = max(1, -(-max(x.chunks[1]) // sw))
 
-    import dask
-    import dask.array as da
+    rows = [(i0, i1, max(0, i0 * sh - top), min(H, (i1 - 1) * sh - top + span[0])) for i0, i1 in _ranges(Ho, rh)]
+    cols = [(j0, j1, max(0, j0 * sw - left), min(W, (j1 - 1) * sw - left + span[1])) for j0, j1 in _ranges(Wo, rw)]
 
-    rows = []
-    for i0, i1 in _ranges(Ho, rh):
-        r0, r1 = max(0, i0 * sh - top), min(H, (i1 - 1) * sh - top + span[0])
-        row = []
-        for j0, j1 in _ranges(Wo, rw):
-            c0, c1 = max(0, j0 * sw - left), min(W, (j1 - 1) * sw - left + span[1])
-            offsets = (r0 - (i0 * sh - top), c0 - (j0 * sw - left), H + bottom - r0, W + right - c0)
-            task = dask.delayed(_pool_block, pure=True)(xf[r0:r1, c0:c1], window, offsets, (i1 - i0, j1 - j0))
-            row.append(_nest(da.from_delayed(task, shape=(i1 - i0, j1 - j0, *lanes), dtype=dtype)))
-        rows.append(row)
-    return da.block(rows)
+    def block(piece, where):  # the window's offsets of this block's first output in the whole image
+        i0, i1, j0, j1 = where
+        r0, c0 = max(0, i0 * sh - top), max(0, j0 * sw - left)
+        offsets = (r0 - (i0 * sh - top), c0 - (j0 * sw - left), H + bottom - r0, W + right - c0)
+        return _pool_block(piece, window, offsets, (i1 - i0, j1 - j0))
+
+    return _blocks(xf, rows, cols, dtype, block)
 
 
 def _pool_block(piece, window, offsets, out_hw):
@@ -177,6 +199,8 @@ def _pool_block(piece, window, offsets, out_hw):
 
     top, left, hend, wend = offsets
     x3 = piece if piece.ndim == 3 else piece[:, :, None]
-    out = np.empty((*out_hw, x3.shape[2]), piece.dtype)
+    dtype = _args.work_dtype(piece)
+    x3 = x3.astype(dtype, copy=False)
+    out = np.empty((*out_hw, x3.shape[2]), dtype)
     pooling.region(x3, out, window, top, left, hend, wend)
     return out if piece.ndim == 3 else out[:, :, 0]

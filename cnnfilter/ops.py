@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .chunked import is_lazy
 from .filters import convolve2d, correlate2d
 from .io import Picture, SaveSpec
 from .kernels import Magnitude
@@ -166,7 +167,7 @@ def apply(spec: FilterSpec | PoolSpec, pic: Picture) -> Picture:
     if spec.alpha == "filter" and pic.alpha is not None:
         return _filter_premultiplied(pic, spec)
     if (len(spec.steps) == 1 and not isinstance(spec.steps[0], Magnitude) and pic.depth in (8, 16)
-            and pic.pixels.dtype.kind == "u"):
+            and pic.pixels.dtype.kind == "u" and not is_lazy(pic.pixels)):
         from .filters import POSTS
 
         if spec.range in POSTS:
@@ -252,8 +253,9 @@ def _filter_premultiplied(pic: Picture, spec: FilterSpec) -> Picture:
     transparent pixels, whatever colour they hold, leave no dark or coloured halo around opaque ones."""
     from .limits import check_memory
 
-    check_memory(4.0 * 6 * pic.alpha.size * (1 + (pic.pixels.shape[2] if pic.pixels.ndim == 3 else 1)),
-                 f"filtering a {pic.alpha.shape[0]}x{pic.alpha.shape[1]} image with its alpha (--alpha filter)")
+    if not is_lazy(pic.alpha):  # a lazy picture is checked a block at a time
+        check_memory(4.0 * 6 * pic.alpha.size * (1 + (pic.pixels.shape[2] if pic.pixels.ndim == 3 else 1)),
+                     f"filtering a {pic.alpha.shape[0]}x{pic.alpha.shape[1]} image with its alpha (--alpha filter)")
     top = 65535.0 if pic.depth == 16 else 255.0
     a = pic.alpha.astype(np.float32) / np.float32(top)
     px = pic.pixels.astype(np.float32)
@@ -321,11 +323,31 @@ def pool_picture(pic: Picture, size, **options) -> Picture:
     return apply(PoolSpec(size, **options), pic)
 
 
-def process_file(source, target, *, spec: FilterSpec | PoolSpec, save: SaveSpec = SaveSpec(), raw=None) -> None:
+def process_file(source, target, *, spec: FilterSpec | PoolSpec, save: SaveSpec = SaveSpec(), raw=None,
+                 stream=None) -> None:
     """Read ``source``, :func:`apply` ``spec``, write ``target`` atomically (creating its folder) as ``save``
     says, and with ``raw`` also the unrounded float result (for a filter: the response before its output range).
-    The unit of work of a batch."""
+    A TIFF that ``stream`` (a :class:`cnnfilter.stream.Streaming`) wants is streamed tile by tile instead
+    (:func:`cnnfilter.stream.process`). The unit of work of a batch."""
     from .io import read_picture
+
+    if stream is not None and stream.wants(source):
+        from . import stream as streamed
+
+        from .outputs import quoted
+
+        if raw is not None:
+            msg = f"{quoted(source)} streams in tiles: --raw (the whole result in memory) does not apply"
+            raise ValueError(msg)
+        if save.fmt is not None and save.fmt.strip().lower().lstrip(".") not in ("tif", "tiff"):
+            msg = f"{quoted(source)} streams in tiles and is written as a tiled TIFF, not {save.fmt}"
+            raise ValueError(msg)
+        if target != "-":
+            from pathlib import Path
+
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        streamed.process(source, target, spec=spec, streaming=stream)
+        return
 
     pic = _readable_in_place(read_picture(source), source, target)
     if raw is None or isinstance(spec, PoolSpec):  # a pooled result is float already: raw is the result

@@ -236,14 +236,15 @@ def shown(path) -> str:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr (files done, files/s, ETA), or nothing."""
+    """A rich progress bar on stderr (files or tiles done, per second, ETA), or nothing. The callable it gives
+    advances by one, or with ``(done, total)`` sets both (a total known only once the work starts)."""
 
-    def __init__(self, show: bool, total: int | None):
-        self.show, self.total = show, total
+    def __init__(self, show: bool, total: int | None, unit: str = "files"):
+        self.show, self.total, self.unit = show, total, unit
 
     def __enter__(self):
         if not self.show:
-            return lambda: None
+            return lambda done=None, total=None: None
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -251,13 +252,16 @@ class ProgressBar:
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                             console=Console(stderr=True), transient=True)
         self.bar.start()
-        task = self.bar.add_task("files", total=self.total, rate="")
+        task = self.bar.add_task(self.unit, total=self.total, rate="")
         start = time.monotonic()
 
-        def advance():
-            self.bar.advance(task)
+        def advance(done=None, total=None):
+            if done is None:
+                self.bar.advance(task)
+            else:
+                self.bar.update(task, completed=done, total=total)
             done = self.bar.tasks[0].completed
-            self.bar.update(task, rate=f"{done / max(time.monotonic() - start, 1e-9):.1f} files/s")
+            self.bar.update(task, rate=f"{done / max(time.monotonic() - start, 1e-9):.1f} {self.unit}/s")
 
         return advance
 

@@ -60,6 +60,16 @@ def batch_options(fn):
     )(fn)
 
 
+def stream_options(fn):
+    """--tile: images larger than memory (convolve, pool)."""
+    return section(
+        "Large images",
+        click.option("--tile", type=click.IntRange(0), metavar="N",
+                     help="Stream a TIFF in NxN tiles (a multiple of 16) into a tiled BigTIFF; 0: never stream "
+                          "[default: TIFFs over 256 MiB decoded stream in 1024x1024 tiles]."),
+    )(fn)
+
+
 def kernel_params(fn):
     """--size, --sigma, --sigma2, --amount, --angle: parameters of the sized kernels (convolve, kernels)."""
     return section(
@@ -85,6 +95,12 @@ def _raw(raw: str | None, images) -> str | None:
     return raw
 
 
+def _streaming(tile: int | None):
+    from ..stream import Streaming
+
+    return call(lambda: Streaming(tile))
+
+
 def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -> None:
     """Plan ``request`` (the library checks it whole before any work), run ``work(source, target)`` for each job
     (one file here, many in worker processes) and report: one line per file for one file, one summary line and
@@ -103,7 +119,13 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -
             if not quiet:
                 click.echo(f"skipped {shown(item.target)}: it exists", err=True)
             return
-        with batch.Settings(max_pixels, max_memory).applied():
+        stream = work.keywords.get("stream") if isinstance(work, functools.partial) else None
+        with batch.Settings(max_pixels, max_memory).applied(), ProgressBar(
+                not quiet and sys.stderr.isatty() and stream is not None, None, "tiles") as advance:
+            if stream is not None:  # a TIFF that streams counts its tiles
+                from dataclasses import replace
+
+                work = functools.partial(work, stream=replace(stream, progress=advance))
             call(lambda: work(item.source, item.target))
         if not quiet and item.target != "-":
             click.echo(f"wrote {shown(item.target)}", err=True)
@@ -186,10 +208,11 @@ def _request(images, label, output, fmt, quality, raw, other_inputs=(), **batch_
                  help="Bits per sample of the output [default: the input's]; 8-bit values are scaled by 257 to 16."),
 )
 @output_options
+@stream_options
 @batch_options
 def convolve(images, kernels, normalize, scale, flip, method, size, sigma, sigma2, amount, angle, stride,
              padding_text, dilation, border, cval, bias, output_range, gray, alpha_mode, depth, output, fmt, quality,
-             compress_level, raw, quiet, **batch_opts):
+             compress_level, raw, quiet, tile, **batch_opts):
     """Filter images with one or more kernels and write the results.
 
     IMAGE can be files, folders (-r for sub-folders) and globs; - reads standard input. With several inputs,
@@ -238,7 +261,7 @@ def convolve(images, kernels, normalize, scale, flip, method, size, sigma, sigma
     spec = call(lambda: FilterSpec(tuple(steps), flip=flip, border=border, cval=cval, method=method, bias=bias,
                                    output_range=output_range, gray=gray, alpha=alpha_mode, depth=depth, **geometry))
     work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
-                             raw=_raw(raw, images))
+                             raw=_raw(raw, images), stream=_streaming(tile))
     files = [f for f in map(kernel_file, kernels) if f is not None]
     req, run_opts = _request(images, label, output, fmt, quality, raw, files, **batch_opts)
     _process(req, work, quiet=quiet, **run_opts)
@@ -291,9 +314,10 @@ def kernels_command(name, size, sigma, sigma2, amount, angle):
     click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's ceil_mode)."),
 )
 @output_options
+@stream_options
 @batch_options
 def pool(images, size, mode, exclude_pad, stride, padding_text, ceil_mode, output, fmt, quality, compress_level, raw,
-         quiet, **batch_opts):
+         quiet, tile, **batch_opts):
     """Downsample images with max, average or min pooling.
 
     Each output pixel is the max / mean / min of a window; windows step by --stride (default: the window, so
@@ -313,7 +337,7 @@ def pool(images, size, mode, exclude_pad, stride, padding_text, ceil_mode, outpu
     spec = call(lambda: PoolSpec(win, None if stride is None else ints(stride, "--stride", 1),
                                  padding(padding_text, words=False), mode, ceil_mode, not exclude_pad))
     work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
-                             raw=_raw(raw, images))
+                             raw=_raw(raw, images), stream=_streaming(tile))
     req, run_opts = _request(images, spec.label, output, fmt, quality, raw, **batch_opts)
     _process(req, work, quiet=quiet, **run_opts)
 
