@@ -164,6 +164,11 @@ def _open(tf, name: str, tile: int):
         msg = (f"{name!r}: a {photometric} TIFF of {samples} samples per pixel cannot be streamed (greyscale or "
                "RGB, with at most one alpha sample)")
         raise StreamError(msg)
+    codec = page.compression.name
+    if codec not in _NATIVE_CODECS and not _has_imagecodecs():
+        msg = (f"{name!r}: its {codec} compression needs the imagecodecs package to stream (pip install imagecodecs); "
+               "--tile 0 reads it in memory with Pillow")
+        raise StreamError(msg)
     # one of the file's own pieces (a tile, or a strip of rows) is decoded whole: bounded before any is read
     piece = (page.tilelength * page.tilewidth if page.is_tiled else page.rowsperstrip * page.imagewidth)
     limits.check_memory(float(piece) * samples * dtype.itemsize * 2,
@@ -197,6 +202,16 @@ def _open(tf, name: str, tile: int):
     layout = _Layout(photometric, _compression(page.compression.name), icc.value if icc else None, resolution,
                      int(unit.value) if unit else None)
     return Picture(arr, alpha, _DEPTHS[np.dtype(dtype)], {"format": "TIFF"}), layout
+
+
+#: compressions tifffile decodes without imagecodecs
+_NATIVE_CODECS = ("NONE", "ADOBE_DEFLATE", "DEFLATE", "PACKBITS", "LZMA")
+
+
+def _has_imagecodecs() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("imagecodecs") is not None
 
 
 def _compression(name: str) -> str | None:
