@@ -196,6 +196,8 @@ def read_picture(source) -> Picture:
             warnings.warn(f"unreadable EXIF ignored ({printable(str(exc))[:80] or type(exc).__name__})",
                           UserWarning, stacklevel=2)
             exif = Image.Exif()
+        if img.format == "TIFF":  # its "EXIF" is the page's own directory: strip offsets, sizes, compression
+            exif = _tiff_metadata(exif)
         if len(exif):
             try:
                 info["exif"] = exif.tobytes()
@@ -225,6 +227,29 @@ def read_picture(source) -> Picture:
         arr = np.asarray(img if mode == "RGBA" else img.convert("RGBA"))
         return Picture(arr[:, :, :3].copy(), arr[:, :, 3].copy(), 8, info)
     return Picture(np.asarray(img if mode == "RGB" else img.convert("RGB")), None, 8, info)
+
+
+#: what a TIFF page's directory says about the picture rather than its storage: description, make, model,
+#: software, date, artist, copyright
+_TIFF_DESCRIPTIVE = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)
+
+
+def _tiff_metadata(tags: Image.Exif) -> Image.Exif:
+    """The camera and author metadata of a TIFF page (its descriptive tags, EXIF and GPS directories), without the
+    tags that describe the page's storage: written back into another file, those would describe the wrong data
+    (and a BigTIFF's 8-byte offsets made Pillow's TIFF writer fail)."""
+    kept = Image.Exif()
+    for tag in _TIFF_DESCRIPTIVE:
+        if tag in tags:
+            kept[tag] = tags[tag]
+    for ifd in (0x8769, 0x8825):  # EXIF, GPS
+        try:
+            values = tags.get_ifd(ifd)
+        except Exception:  # noqa: BLE001 - a damaged sub-directory is dropped
+            continue
+        if values:
+            kept.get_ifd(ifd).update(values)
+    return kept
 
 
 class _ArrowArray(ctypes.Structure):

@@ -123,3 +123,16 @@ def test_pillow_view_shares_pillow_memory_read_only(mode, rng):
     del img
     assert not view.flags.writeable
     np.testing.assert_array_equal(view if bands == 1 else view[:, :, :bands], arr)
+
+
+def test_a_bigtiff_is_rewritten_as_tiff_with_its_descriptive_tags_only(tmp_path):
+    # Pillow reads a TIFF page's own directory as its EXIF; written back, its 8-byte offsets broke the TIFF writer
+    tifffile = pytest.importorskip("tifffile")
+    src = tmp_path / "big.tif"
+    data = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30).astype(np.uint8)
+    tifffile.imwrite(src, data, bigtiff=True, tile=(16, 16), extratags=[(271, "s", 0, "Canon", True)])
+    write_picture(read_picture(src), tmp_path / "out.tif")
+    with Image.open(tmp_path / "out.tif") as img:
+        assert np.array_equal(np.asarray(img), data)
+        tags = img.getexif()
+        assert tags.get(271) == "Canon" and 0x0144 not in tags and 0x0142 not in tags  # no stale TileOffsets/Width
