@@ -118,12 +118,12 @@ def breakdown(files: list[Path], tmp: Path, per_image: float | None, jobs: int) 
     try:
         from PIL import Image
 
-        from cnnfilter import batch, config
+        from cnnfilter import config, runtime
         from cnnfilter.io import read_picture, write_picture
         from cnnfilter.kernels import resolve_kernel
         from cnnfilter.ops import FilterSpec, apply
 
-        batch.reuse_freed_memory()
+        runtime.tune()
         config.ENGINE = "auto"
         spec = FilterSpec((resolve_kernel("sharpen")[1],), border="reflect")
         write_picture(apply(spec, read_picture(files[0])), tmp / "warm.jpg")

@@ -753,21 +753,6 @@ def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result
     return Result(src, dst, "done")
 
 
-def reuse_freed_memory() -> None:
-    """Ask glibc's malloc to keep freed blocks of up to 16 MiB (and up to 64 MiB of free heap) for the next image
-    instead of returning them to the system: a batch allocates the same few megabytes per image, and fresh pages
-    cost a page fault each (measured on these VMs: decoding and padding a 1024x768 photo took 8.2 ms with fresh
-    pages, 3.3 ms reusing them). A no-op where malloc is not glibc's."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def default_jobs() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -792,7 +777,6 @@ def worker_init(settings: Settings, threads: int | None) -> None:
     share cores."""
     from . import config, limits
 
-    reuse_freed_memory()
     config.ENGINE = settings.engine or config.ENGINE
     limits.set_memory_limit(settings.max_memory)
     if settings.max_pixels is not None:

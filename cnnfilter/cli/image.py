@@ -137,8 +137,6 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -
     count = sum(isinstance(j, batch.Job) for j in plan.items)
     exact = getattr(getattr(work, "keywords", {}).get("spec"), "exact", False)
     settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes, exact=exact))
-    if processes <= 1:
-        batch.reuse_freed_memory()  # this process is ours: run it as a worker
     results = batch.ProcessPool(processes, settings).run(plan.items, work, fail_fast=fail_fast)
     counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
