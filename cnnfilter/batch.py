@@ -580,7 +580,7 @@ class InProcess(NamedTuple):
     def run(self, items, work, *, fail_fast=False):
         with self.settings.applied():
             for item in items:
-                res = item if isinstance(item, Result) else _attempt(work, item.source, item.target)
+                res = item if isinstance(item, Result) else attempt(work, item.source, item.target)
                 yield res
                 if fail_fast and res.status == "failed":
                     return
@@ -631,18 +631,18 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                                    initargs=(parent, initializer, initargs))
 
     pool = new_pool()
-    pending: dict = {}  # Future -> (Job, attempt, pool)
+    pending: dict = {}  # Future -> (Job, tries, pool)
     retry: deque = deque()  # jobs in flight when a worker died: tried again one at a time
     it = iter(items)
     exhausted = stop = False
     try:
         while True:
-            alone = any(attempt > 1 for _, attempt, _ in pending.values())
+            alone = any(tries > 1 for _, tries, _ in pending.values())
             while not stop and not alone and len(pending) < window:
                 if retry:
                     if pending:
                         break  # a retry runs alone: if it kills its worker again, it takes nothing else with it
-                    job, attempt = retry.popleft(), 2
+                    job, tries = retry.popleft(), 2
                 else:
                     item = None if exhausted else next(it, None)
                     if item is None:
@@ -652,30 +652,30 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                         yield item
                         stop = fail_fast and item.status == "failed"
                         continue
-                    job, attempt = item, 1
+                    job, tries = item, 1
                 try:
-                    fut = pool.submit(_attempt, work, job.source, job.target)
+                    fut = pool.submit(attempt, work, job.source, job.target)
                 except BrokenProcessPool:  # a worker died earlier: start a fresh pool for the rest
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = new_pool()
-                    fut = pool.submit(_attempt, work, job.source, job.target)
-                pending[fut] = (job, attempt, pool)
-                alone = attempt > 1
+                    fut = pool.submit(attempt, work, job.source, job.target)
+                pending[fut] = (job, tries, pool)
+                alone = tries > 1
             if not pending:
                 if stop or (exhausted and not retry):
                     return
                 continue
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                job, attempt, owner = pending.pop(fut)
+                job, tries, owner = pending.pop(fut)
                 if isinstance(fut.exception(), BrokenProcessPool):
                     if owner is pool:  # the first loss seen from this pool: replace it
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool()
-                    if attempt == 1 and not stop:
+                    if tries == 1 and not stop:
                         retry.append(job)
                         continue
-                res = _collect(fut, job, attempt)
+                res = _collect(fut, job, tries)
                 yield res
                 stop = stop or (fail_fast and res.status == "failed")
             if stop:  # report what is already running, start nothing more
@@ -689,13 +689,13 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _collect(fut, job: Job, attempt: int = 1) -> Result:
+def _collect(fut, job: Job, tries: int = 1) -> Result:
     try:
         return fut.result()
     except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
         from concurrent.futures.process import BrokenProcessPool
 
-        why = (f"it died while processing this file{', twice' if attempt > 1 else ''} (killed, or out of memory)"
+        why = (f"it died while processing this file{', twice' if tries > 1 else ''} (killed, or out of memory)"
                if isinstance(exc, BrokenProcessPool) else str(exc))
         return Result(job.source, job.target, "failed", f"worker process failed: {why}")
 
@@ -734,7 +734,9 @@ def _worker_start(parent: int, initializer, initargs) -> None:
         initializer(*initargs)
 
 
-def _attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:
+def attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:
+    """``work(src, dst)`` as a :class:`Result`: what it raised becomes the file's failure message, never the batch's
+    end. Every runner runs its jobs through this."""
     from .io import ImageReadError, ImageWriteError
 
     try:

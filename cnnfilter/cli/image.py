@@ -50,6 +50,9 @@ def batch_options(fn):
         click.option("--in-place", is_flag=True, help="Write each result over its input (same name and format)."),
         click.option("-j", "--jobs", type=click.IntRange(1), metavar="N",
                      help="Worker processes for several files [default: all cores]."),
+        click.option("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                     help="Run a batch on Dask: N worker processes here, or an existing cluster (inputs and outputs "
+                          "must be paths its workers see)."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails."),
         click.option("--max-memory", metavar="SIZE", callback=size_option,
                      help="Refuse work that would need more memory, shared by the workers "
@@ -101,7 +104,7 @@ def _streaming(tile: int | None):
     return call(lambda: Streaming(tile))
 
 
-def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -> None:
+def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, scheduler) -> None:
     """Plan ``request`` (the library checks it whole before any work), run ``work(source, target)`` for each job
     (one file here, many in worker processes) and report: one line per file for one file, one summary line and
     every failure for a batch; exit code 1 when any failed."""
@@ -130,22 +133,35 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory) -
         if not quiet and item.target != "-":
             click.echo(f"wrote {shown(item.target)}", err=True)
         return
-    processes = min(jobs or batch.default_jobs(), max_jobs())
-    if jobs is not None and jobs > processes and not quiet:
-        warn(f"-j {jobs} is more than {processes} (4 per core); using {processes}")
-    budget = (max_memory or default_memory()) // max(processes, 1)
     count = sum(isinstance(j, batch.Job) for j in plan.items)
     exact = getattr(getattr(work, "keywords", {}).get("spec"), "exact", False)
-    settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes, exact=exact))
-    results = batch.ProcessPool(processes, settings).run(plan.items, work, fail_fast=fail_fast)
+    if scheduler is not None:  # a Dask cluster: here (local:N) or elsewhere, each worker its own memory
+        from .. import cluster
+
+        address = call(lambda: cluster.check_address(scheduler))
+        workers = int(address.split(":")[1]) if address.startswith("local:") else None
+        budget = max_memory if workers is None else (max_memory or default_memory()) // workers
+        settings = batch.Settings(max_pixels, budget, batch.engine_for(count, workers or 1, exact=exact))
+        runner = cluster.DaskRunner(address, settings)
+    else:
+        processes = min(jobs or batch.default_jobs(), max_jobs())
+        if jobs is not None and jobs > processes and not quiet:
+            warn(f"-j {jobs} is more than {processes} (4 per core); using {processes}")
+        budget = (max_memory or default_memory()) // max(processes, 1)
+        settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes, exact=exact))
+        runner = batch.ProcessPool(processes, settings)
     counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
-    with ProgressBar(not quiet and sys.stderr.isatty(), len(plan.items)) as advance:
-        for res in results:
-            counts[res.status] += 1
-            if res.status == "failed":
-                failures.append(res)
-            advance()
+
+    def consume():  # a cluster that cannot be started or reached fails here, as one line
+        with ProgressBar(not quiet and sys.stderr.isatty(), len(plan.items)) as advance:
+            for res in runner.run(plan.items, work, fail_fast=fail_fast):
+                counts[res.status] += 1
+                if res.status == "failed":
+                    failures.append(res)
+                advance()
+
+    call(consume)
     if failures or not quiet:
         words = {"skipped": "skipped (outputs exist; --overwrite replaces them)",
                  "ignored": "ignored (named like this command's outputs)"}
@@ -161,7 +177,7 @@ def _request(images, label, output, fmt, quality, raw, other_inputs=(), **batch_
     """A :class:`~cnnfilter.batch.Request` and the run options, from a command's parameters."""
     from ..batch import Request
 
-    run_opts = {k: batch_opts.pop(k) for k in ("jobs", "fail_fast", "max_pixels", "max_memory")}
+    run_opts = {k: batch_opts.pop(k) for k in ("jobs", "fail_fast", "max_pixels", "max_memory", "scheduler")}
     req = Request(tuple(images), label, output=output, fmt=fmt, quality=quality, raw=raw,
                   other_inputs=tuple(other_inputs), **batch_opts)
     return req, run_opts

@@ -1,0 +1,124 @@
+"""cnnfilter.cluster: folder batches on a Dask cluster (a LocalCluster of worker processes on loopback) give the local
+batch's files, and a worker that dies costs nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+
+from cnnfilter import cluster  # noqa: E402
+from cnnfilter.batch import Job  # noqa: E402
+from cnnfilter.cli import cli  # noqa: E402
+
+
+def _folder(root: Path, n: int, size=(40, 56)) -> Path:
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        sub = root / ("a" if i % 3 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(sub / f"img{i:03d}.png")
+    return root
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_check_address():
+    assert cluster.check_address(" local:3 ") == "local:3"
+    assert cluster.check_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    for bad in ("local:0", "local:x", "local", "http://h:1", "tcp://host", "tcp://h:1/x"):
+        with pytest.raises(ValueError, match="local:N"):
+            cluster.check_address(bad)
+
+
+def test_local_cluster_batch_is_byte_identical_to_the_local_batch_and_resumes(tmp_path):
+    src = _folder(tmp_path / "in", 24)
+    runner = CliRunner()
+    args = ["convolve", str(src), "-r", "-k", "gaussian:sigma=1.2", "-k", "edge", "-f", "jpeg"]
+    local = runner.invoke(cli, [*args, "-o", str(tmp_path / "local"), "-j", "2"])
+    assert local.exit_code == 0, local.output
+    dask = runner.invoke(cli, [*args, "-o", str(tmp_path / "dask"), "--scheduler", "local:2"])
+    assert dask.exit_code == 0 and "24 done" in dask.output, dask.output
+    assert _files(tmp_path / "local") == _files(tmp_path / "dask") and len(_files(tmp_path / "dask")) == 24
+    again = runner.invoke(cli, [*args, "-o", str(tmp_path / "dask"), "--scheduler", "local:2", "--skip-existing"])
+    assert again.exit_code == 0 and "0 done, 24 skipped" in again.output
+    pooled = runner.invoke(cli, ["pool", str(src), "-r", "-o", str(tmp_path / "pool"), "--scheduler", "local:1"])
+    assert pooled.exit_code == 0 and "24 done" in pooled.output
+
+
+def test_a_file_the_workers_cannot_see_is_that_files_failure(tmp_path):
+    from functools import partial
+
+    from cnnfilter.io import SaveSpec
+    from cnnfilter.kernels import get_kernel
+    from cnnfilter.ops import FilterSpec, process_file
+
+    src = _folder(tmp_path / "in", 3)
+    work = partial(process_file, spec=FilterSpec((get_kernel("edge"),)), save=SaveSpec())
+    jobs = [Job(p, tmp_path / "out" / p.name) for p in sorted(src.rglob("*.png"))]
+    jobs.insert(1, Job(tmp_path / "gone.png", tmp_path / "out" / "gone.png"))  # planned, then removed
+    results = list(cluster.DaskRunner("local:1").run(jobs, work))
+    assert [r.status for r in results].count("done") == 3
+    (failed,) = [r for r in results if r.status == "failed"]
+    assert failed.source == tmp_path / "gone.png" and "no such file" in failed.message
+
+
+def _dies_on(marker: Path, name: str, always: bool, source, target):
+    """A unit of work whose worker process is killed on the file named ``name`` (once, or every time)."""
+    if Path(source).name == name and (always or not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(target).write_bytes(Path(source).read_bytes())
+
+
+def test_a_file_that_kills_every_worker_is_reported_and_the_batch_goes_on(tmp_path):
+    from functools import partial
+
+    import dask
+
+    src = _folder(tmp_path / "in", 6)
+    jobs = [Job(p, tmp_path / p.name) for p in sorted(src.rglob("*.png"))]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        results = list(cluster.DaskRunner("local:2").run(jobs, partial(_dies_on, tmp_path / "m", "img004.png", True)))
+    status = {r.source.name: r.status for r in results}
+    assert status.pop("img004.png") == "failed" and set(status.values()) == {"done"} and len(status) == 5
+    (failed,) = [r for r in results if r.status == "failed"]
+    assert "died" in failed.message
+
+
+def test_a_worker_killed_during_a_batch_of_hundreds_costs_nothing(tmp_path):
+    src = _folder(tmp_path / "in", 300, size=(96, 128))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cnnfilter", "convolve", str(src), "-r", "-k", "gaussian:sigma=2", "-o", str(out),
+           "--scheduler", "local:2", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        if len(list(out.rglob("*.png"))) >= 30:
+            workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                       if "spawn_main" in " ".join(c.cmdline())]
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=300)
+    assert killed is not None, "the batch ended before a worker could be killed"
+    assert proc.returncode == 0, err
+    written = sorted(out.rglob("*.png"))
+    assert len(written) == 300 and not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".png"]
+    for p in written:
+        with Image.open(p) as img:
+            img.load()  # whole and valid
+            assert img.size == (128, 96)
