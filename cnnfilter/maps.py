@@ -511,3 +511,64 @@ def _html(title, prediction, sections, wsections, npz) -> str:
                                                           if npz else "")
     parts.append(f"<p>{links}</p></body></html>")
     return "\n".join(parts) + "\n"
+
+
+class Report:
+    """What ``featuremaps`` draws for each image, as an object a batch's workers receive: a model's layers
+    (``model``, a :class:`cnnfilter.nn.ModelSource`, and ``layers``, the ``--layers`` selection) or a bank of
+    named kernels (``bank``), and how they are drawn (``resize``, ``normalize``, ``colormap``, ``tile_size``,
+    ``separate``, ``npz``, ``all_weights``: the options of :func:`write_report`). Checked when made: the model
+    opens and the layers and kernels exist. :func:`report_file` is the unit of work."""
+
+    def __init__(self, model=None, *, layers: str | None = None, bank=DEFAULT_BANK, resize: str = "stretch",
+                 normalize: str = "map", colormap: str | None = None, tile_size: int | None = None,
+                 separate: bool = False, npz: bool = False, all_weights: bool = False):
+        self.model, self.layers, self.bank = model, layers, tuple(bank)
+        self.resize, self.normalize, self.colormap, self.tile_size = resize, normalize, colormap, tile_size
+        self.separate, self.npz, self.all_weights = separate, npz, all_weights
+        if model is None:
+            from .kernels import resolve_kernel
+
+            for k in self.bank:
+                resolve_kernel(k)
+        else:
+            self.wanted()
+
+    def opened(self):
+        """The model, opened once per process."""
+        return self.model.open()
+
+    def wanted(self) -> list[str]:
+        return select_layers(self.opened(), self.layers)
+
+
+def report_file(source, target, *, report: Report) -> None:
+    """One image's report: ``target`` (a folder) gets what :func:`write_report` writes, for the model's layers or
+    the kernel bank that ``report`` names. The unit of work of a ``featuremaps`` batch."""
+    path = Path(source)
+    options = {"normalize": report.normalize, "colormap_name": report.colormap, "separate": report.separate,
+               "npz": report.npz}
+    if report.model is None:
+        grey, maps, labels = bank(path, list(report.bank))
+        write_report(target, input_image=grey, acts={"bank": maps}, title=path.name, labels={"bank": labels},
+                     tile_size=report.tile_size or 256, **options)
+        return
+    mdl = report.opened()
+    wanted = report.wanted()
+    x = prepare_input(mdl, path, report.resize)
+    net = mdl.for_size(*x.shape[1:]).net  # a free-size model runs at the image's own size
+    acts = net.activations(mdl.normalize(x[None]))
+    pred = None
+    if mdl.classes:  # a classifier (a network whose output is a map predicts nothing)
+        probs = mdl.to_probabilities(acts[mdl.output_name])[0]
+        order = np.argsort(-probs, kind="stable")[:3]
+        pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
+                "top": [(mdl.classes[i], float(probs[i])) for i in order]}
+    acts = {n: a[0] for n, a in acts.items() if n in wanted}
+    convs = [(n, lay) for n, lay in zip(net.names, net.layers) if hasattr(lay, "cout")]
+    weights = {n: lay.weight for n, lay in (convs if report.all_weights else convs[:1])}
+    signed = {n for n, lay in zip(net.names, net.layers) if lay.params()}
+    signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
+    write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred, weights=weights,
+                 labels={mdl.output_name: list(mdl.classes)}, tile_size=report.tile_size,
+                 signed_layers=None if report.normalize == "map" else signed, **options)

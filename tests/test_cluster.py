@@ -122,3 +122,20 @@ def test_a_worker_killed_during_a_batch_of_hundreds_costs_nothing(tmp_path):
         with Image.open(p) as img:
             img.load()  # whole and valid
             assert img.size == (128, 96)
+
+
+def test_featuremaps_on_a_local_cluster_writes_the_local_reports(tmp_path):
+    digits = sorted((Path(__file__).parent.parent / "samples" / "digits" / "3").glob("*.png"))[:5]
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in digits:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "broken.png").write_bytes(b"not a png")
+    runner = CliRunner()
+    args = ["featuremaps", str(src), "-m", "digits", "--layers", "conv1,pool1", "-q"]
+    local = runner.invoke(cli, [*args, "-o", str(tmp_path / "local")])
+    dask = runner.invoke(cli, [*args, "-o", str(tmp_path / "dask"), "--scheduler", "local:2"])
+    assert local.exit_code == dask.exit_code == 1 and "1 of 6 image(s) failed" in dask.output, dask.output
+    assert "broken.png" in dask.output
+    reports = _files(tmp_path / "dask")
+    assert reports == _files(tmp_path / "local") and len({p.parts[0] for p in reports}) == 5

@@ -252,6 +252,8 @@ def convolve(images, kernels, normalize, scale, flip, method, size, sigma, sigma
       cnnfilter convolve photo.png -k laplacian --output-range offset
       cat a.png | cnnfilter convolve - -k edge -o - > b.png
       cnnfilter convolve photos/ -r -k sharpen -o sharp/ -j 4 -f jpeg
+      cnnfilter convolve /shared/photos -r -k edge -o /shared/edges --scheduler tcp://10.0.0.5:8786
+      cnnfilter convolve scan.tif -k gaussian --sigma 2 --tile 1024   # larger than memory: streamed
     """
     from ..io import SaveSpec
     from ..kernels import Magnitude, adjust_kernel, kernel_file, resolve_steps
@@ -343,6 +345,7 @@ def pool(images, size, mode, exclude_pad, stride, padding_text, ceil_mode, outpu
       cnnfilter pool photo.png --size 3 --stride 2 --mode avg -o small.png
       cnnfilter pool photo.png --size 2 --padding 1 --ceil-mode
       cnnfilter pool photos/*.jpg --mode avg -o thumbs/
+      cnnfilter pool slide.tif --size 4 --mode avg                   # a TIFF over 256 MiB streams in tiles
     """
     from ..io import SaveSpec
     from ..ops import PoolSpec, process_file

@@ -3,6 +3,7 @@ No arithmetic here."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -314,6 +315,12 @@ def model_options(f):
 
 def _load_model(spec, input_size=None, mean=None, std=None, channels=None, classes_file=None):
     """The model MODEL names (a .cnnf file, 'digits' or an .onnx file), fed as the ONNX options say."""
+    source = _model_source(spec, input_size, mean, std, channels, classes_file)
+    return call(source.open)
+
+
+def _model_source(spec, input_size=None, mean=None, std=None, channels=None, classes_file=None):
+    """How to open the model MODEL names, checked: a :class:`cnnfilter.nn.ModelSource`."""
     from .. import nn
     from ..nn.onnxfile import is_onnx, read_classes
 
@@ -324,14 +331,14 @@ def _load_model(spec, input_size=None, mean=None, std=None, channels=None, class
         if given:
             raise click.UsageError(f"{', '.join(given)}: only for ONNX models; a cnnfilter model carries its own "
                                    "input size, normalisation and classes")
-        return call(lambda: nn.load_model(path))
+        return nn.ModelSource(str(spec))
     classes = _usage(lambda: read_classes(classes_file)) if classes_file is not None else None
     if channels == "bgr":  # presets are RGB; numbers given are in the network's order already
         mean = tuple(reversed(mean)) if isinstance(mean, _Preset) and len(mean) == 3 else mean
         std = tuple(reversed(std)) if isinstance(std, _Preset) and len(std) == 3 else std
-    mdl = call(lambda: nn.load_onnx(path, input_size=input_size, classes=classes, mean=mean, std=std))
-    mdl.channels = channels or "rgb"
-    return mdl
+    plain = (lambda v: tuple(v) if isinstance(v, tuple) else v)  # a batch's workers need no CLI class to read it
+    return nn.ModelSource(str(spec), input_size=input_size, mean=plain(mean), std=plain(std), channels=channels,
+                          classes=None if classes is None else tuple(classes))
 
 
 @cli.command("export", context_settings=CONTEXT)
@@ -584,11 +591,14 @@ def _evaluate(mdl, folder, as_json) -> None:
 @click.option("--max-memory", metavar="SIZE", callback=size_option,
               help="Refuse an image whose maps or montages would need more "
               "[default: half the RAM; CNNFILTER_MAX_MEMORY].")
+@click.option("--scheduler", metavar="local:N|tcp://HOST:PORT",
+              help="Draw the reports on Dask: N worker processes here, or an existing cluster (images, model and "
+                   "DIR must be paths its workers see).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @model_options
 def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
-                        separate, npz, all_weights, recursive, overwrite, max_memory, quiet, input_size, mean, std,
-                        channels, classes_file):
+                        separate, npz, all_weights, recursive, overwrite, max_memory, scheduler, quiet, input_size,
+                        mean, std, channels, classes_file):
     """Draw what a network, or a bank of kernels, sees in images.
 
     For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, the
@@ -605,20 +615,21 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
       cnnfilter featuremaps photo.png --kernels edge,sobel,laplacian -o maps --separate
       cnnfilter featuremaps digits/ -r -m model.cnnf --layers conv1,relu1 --npz -o maps
       cnnfilter featuremaps photo.jpg -m model.onnx --mean imagenet --std imagenet --layers Conv -o maps
+      cnnfilter featuremaps scans/ -r -m model.onnx -o maps --scheduler local:4    # on Dask
     """
     from .. import maps as fm
-    from ..batch import iter_sources
-    from ..io import ImageReadError, ImageWriteError
+    from ..batch import InProcess, Job, Result, Settings, iter_sources
     from ..limits import printable
-    from ..outputs import OutputError, OutputPolicy, quoted, resolve, safe_part
+    from ..outputs import OutputPolicy, quoted, resolve, safe_part
 
-    mdl = None
+    source = None
     if model is not None:
-        mdl = _load_model(model, input_size, mean, std, channels, classes_file)
+        source = _model_source(model, input_size, mean, std, channels, classes_file)
+        mdl = call(source.open)
     elif any(v is not None for v in (input_size, mean, std, channels, classes_file)):
         raise click.UsageError("--input-size, --mean, --std, --channels and --classes need -m/--model")
     if list_layers:
-        if mdl is None:
+        if source is None:
             raise click.UsageError("--list-layers needs -m/--model")
         rows = mdl.net.summary()
         width = max([8, *(len(name) for name, *_ in rows)])
@@ -632,90 +643,63 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         return
     if not images:
         raise click.UsageError("missing IMAGE (a file, folder or glob)")
-    if mdl is not None and bank is not None:
+    if source is not None and bank is not None:
         raise click.UsageError("--kernels draws a kernel bank; with -m the model's own layers are drawn")
-    if mdl is None and (layers is not None or all_weights):
+    if source is None and (layers is not None or all_weights):
         raise click.UsageError("--layers and --weights need -m/--model")
-    if mdl is not None:
-        wanted = call(lambda: _usage(lambda: fm.select_layers(mdl, layers)))
-    else:
-        names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
-        from ..kernels import resolve_kernel
-
-        for k in names:
-            _usage(lambda k=k: resolve_kernel(k))
+    names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
+    report = call(lambda: _usage(lambda: fm.Report(source, layers=layers, bank=names, resize=resize,
+                                                   normalize=normalize, colormap=cmap, tile_size=tile_size,
+                                                   separate=separate, npz=npz, all_weights=all_weights)))
     out_root = Path(output or "featuremaps")
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
     from ..kernels import kernel_file
 
-    bank_files = [kernel_file(k) for k in (names if mdl is None else [])]
+    bank_files = [kernel_file(k) for k in (names if source is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
         resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
         if p is not None and p.exists()})
-    failures, done, seen_stems = [], 0, set()
-    err = _err()
-    from ..limits import memory_limit
+    items, seen_stems = [], set()
+    for src in sources:  # each image's folder, named and checked here; the reports are the runner's work
+        path = getattr(src, "path", None)
+        if getattr(src, "status", None) == "failed":
+            items.append(src)
+            continue
+        stem = safe_part(path.stem)  # '..', '.', separators and control characters cannot name a folder
+        rel = getattr(src, "rel", None)
+        if rel is not None and rel.parent != Path("."):
+            stem = str(Path(*[safe_part(p) for p in rel.parent.parts], stem))
+        while stem in seen_stems:
+            stem += "_"
+        seen_stems.add(stem)
+        target = out_root / stem
+        problem = policy.report_conflict(target, out_root)
+        items.append(Job(path, target) if problem is None else Result(path, target, "failed", str(problem)))
+    if scheduler is not None:
+        from .. import cluster
 
-    with ProgressBar(not quiet and sys.stderr.isatty(), None) as advance, memory_limit(max_memory):
-        for src in sources:
-            path = getattr(src, "path", None)
-            if getattr(src, "status", None) == "failed":
-                failures.append((str(src.source), src.message))
-                continue
-            stem = safe_part(path.stem)  # '..', '.', separators and control characters cannot name a folder
-            rel = getattr(src, "rel", None)
-            if rel is not None and rel.parent != Path("."):
-                stem = str(Path(*[safe_part(p) for p in rel.parent.parts], stem))
-            while stem in seen_stems:
-                stem += "_"
-            seen_stems.add(stem)
-            target = out_root / stem
-            problem = policy.report_conflict(target, out_root)
-            if problem is not None:
-                failures.append((str(path), str(problem)))
+        runner = cluster.DaskRunner(call(lambda: cluster.check_address(scheduler)), Settings(None, max_memory))
+    else:
+        runner = InProcess(Settings(None, max_memory))
+    work = functools.partial(fm.report_file, report=report)
+    failures, done = [], 0
+    err = _err()
+
+    def consume():
+        nonlocal done
+        with ProgressBar(not quiet and sys.stderr.isatty(), len(items)) as advance:
+            for res in runner.run(items, work):
                 advance()
-                continue
-            try:
-                if mdl is not None:
-                    x = fm.prepare_input(mdl, path, resize)
-                    net = mdl.for_size(*x.shape[1:]).net  # a free-size model runs at the image's own size
-                    acts = net.activations(mdl.normalize(x[None]))
-                    pred = None
-                    if mdl.classes:  # a classifier (a network whose output is a map predicts nothing)
-                        probs = mdl.to_probabilities(acts[mdl.output_name])[0]
-                        order = np.argsort(-probs, kind="stable")[:3]
-                        pred = {"class": mdl.classes[order[0]], "probability": float(probs[order[0]]),
-                                "top": [(mdl.classes[i], float(probs[i])) for i in order]}
-                    acts = {n: a[0] for n, a in acts.items() if n in wanted}
-                    convs = [(n, lay) for n, lay in zip(net.names, net.layers) if hasattr(lay, "cout")]
-                    weights = {n: lay.weight for n, lay in (convs if all_weights else convs[:1])}
-                    signed = {n for n, lay in zip(net.names, net.layers) if lay.params()}
-                    signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
-                    fm.write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred,
-                                    weights=weights, labels={mdl.output_name: list(mdl.classes)}, tile_size=tile_size, normalize=normalize, colormap_name=cmap,
-                                    separate=separate, npz=npz, signed_layers=None if normalize == "map" else signed)
-                else:
-                    grey, maps, labels = fm.bank(path, names)
-                    fm.write_report(target, input_image=grey, acts={"bank": maps}, title=path.name,
-                                    labels={"bank": labels}, tile_size=tile_size or 256, normalize=normalize,
-                                    colormap_name=cmap, separate=separate, npz=npz)
-            except (ImageReadError, ImageWriteError, OutputError, ValueError) as exc:
-                failures.append((str(path), str(exc)))
-                continue
-            except OSError as exc:
-                where = f": {quoted(exc.filename)}" if exc.filename else ""
-                failures.append((str(path), f"{exc.strerror or exc}{where}"))
-                continue
-            except MemoryError:
-                failures.append((str(path), "not enough memory (lower the image size or raise --max-memory)"))
-                continue
-            finally:
-                advance()
-            done += 1
-            if not quiet:
-                click.echo(f"wrote {quoted(target / 'index.html')}", err=True)
+                if res.status == "failed":
+                    failures.append((str(res.source), res.message))
+                    continue
+                done += 1
+                if not quiet:
+                    click.echo(f"wrote {quoted(res.target / 'index.html')}", err=True)
+
+    call(consume)
     for name, why in failures:
         why = printable(why)
         click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",

@@ -6,7 +6,7 @@ from .arch import HELP as ARCH_HELP
 from .arch import ArchError, Network, build, default_arch, parse
 from .data import DataError, Dataset, load_folder, split
 from .graph import Graph, GraphError
-from .model import Model, ModelError, load_model, resolve_model, save_model
+from .model import Model, ModelError, ModelSource, load_model, resolve_model, save_model
 from .onnxfile import load_onnx, save_onnx, to_onnx
 from .plot import plot_curves
 from .predict import predict, predict_files
@@ -14,7 +14,7 @@ from .train import BatchEvent, EpochEvent, Prepared, Trainer, evaluate, prepare,
 
 __all__ = [
     "ARCH_HELP", "ArchError", "BatchEvent", "DataError", "Dataset", "EpochEvent", "Graph", "GraphError", "Model",
-    "ModelError", "Network",
+    "ModelError", "ModelSource", "Network",
     "Prepared", "Trainer", "build", "default_arch", "evaluate", "load_folder", "load_model", "load_onnx", "parse",
     "plot_curves", "predict", "predict_files", "prepare", "resolve_model", "save_model", "save_onnx", "split",
     "to_onnx", "train",

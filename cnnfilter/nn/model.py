@@ -9,9 +9,11 @@ graph, and every value for finiteness.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +273,34 @@ def resolve_model(spec) -> Path:
             root = here.parent / "samples" / "models"
         return root / f"{spec}.cnnf"
     return path
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How to open a model, as an object a batch's workers receive (each opens it once: :meth:`open` is cached per
+    process). ``spec`` is MODEL as the commands take it (a ``.cnnf`` file, ``digits`` or an ``.onnx`` file); an ONNX
+    model also takes its input size, normalisation (``mean``/``std`` in the network's channel order, or a preset
+    name), channel order and class names (a cnnfilter model carries its own)."""
+
+    spec: str
+    input_size: tuple | None = None
+    mean: tuple | str | None = None
+    std: tuple | str | None = None
+    channels: str | None = None
+    classes: tuple | None = None
+
+    def open(self) -> Model:
+        return _opened(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(source: ModelSource) -> Model:
+    from .onnxfile import is_onnx, load_onnx
+
+    path = resolve_model(source.spec)
+    if not is_onnx(path):
+        return load_model(path)
+    mdl = load_onnx(path, input_size=source.input_size, mean=source.mean, std=source.std,
+                    classes=None if source.classes is None else list(source.classes))
+    mdl.channels = source.channels or "rgb"
+    return mdl
