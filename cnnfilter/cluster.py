@@ -6,11 +6,11 @@ The batch is the local one: the same file list, output names, formats, atomic wr
 and failure summary, because the jobs and the unit of work (``work(source, target)``) are the batch module's. What
 differs is where ``work`` runs:
 
-- Jobs are submitted a window at a time (twice the cluster's worker threads), never the whole list as futures, and
-  results are yielded as their futures complete.
-- A worker that dies costs nothing: the scheduler runs its jobs again on another worker (dask's own retry,
-  ``distributed.scheduler.allowed-failures``), and a file that kills every worker it meets is reported as that
-  file's failure. Outputs are written through temporary files renamed once complete, so a killed worker leaves no
+- Jobs are sent in tasks of a few (``chunk``), a window of tasks at a time (twice the cluster's worker threads),
+  never the whole list as futures; results are yielded as their futures complete.
+- A worker that dies costs nothing: the scheduler runs its task again on another worker (dask's own retry,
+  ``distributed.scheduler.allowed-failures``); a task that kills every worker it meets is split, each of its files
+  run alone, and a file that still does is reported as that file's failure. Outputs are written through temporary files renamed once complete, so a killed worker leaves no
   half-written output; its temporaries are removed when the batch ends.
 - Paths are sent absolute, and must mean the same files on every worker (a shared file system): a worker that
   cannot see an input reports it as that file's failure.
@@ -45,15 +45,17 @@ def check_address(address: str) -> str:
 
 
 class DaskRunner(NamedTuple):
-    """Jobs on the workers of the cluster at ``address`` (see :func:`check_address`), each under ``settings``."""
+    """Jobs on the workers of the cluster at ``address`` (see :func:`check_address`), each under ``settings``,
+    ``chunk`` jobs per task (a task costs the scheduler a few milliseconds; a photo's filter about ten)."""
 
     address: str
     settings: Settings = Settings()
+    chunk: int = 8
 
     def run(self, items, work, *, fail_fast=False) -> Iterator[Result]:
         client, close = _connect(self.address)
         try:
-            yield from _submit(client, items, work, self.settings, fail_fast)
+            yield from _submit(client, items, work, self.settings, fail_fast, max(1, self.chunk))
         finally:
             close()
 
@@ -67,13 +69,26 @@ def _connect(address: str):
         raise ValueError(msg) from None
     m = _LOCAL.fullmatch(address.strip())
     if m:
-        # one thread per worker process, and one numba thread in each: the processes share the cores
         import logging
 
-        # its log lines (a worker restarted) stay quiet: the batch reports per file
-        cluster = LocalCluster(n_workers=int(m.group(1)), threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR,
-                               env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+        from . import runtime
+        from .batch import default_jobs
+
+        import dask
+
+        n = int(m.group(1))
+        threads = str(max(1, default_jobs() // n))  # one task per worker process; the processes share the cores
+        # dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, so each image's buffers were mapped
+        # and page-faulted afresh: 1,570 faults and 17-19 ms a photo against 0 and 9-11 ms in cnnfilter's own
+        # workers (measured, 1024x768 JPEG, sharpen); these get cnnfilter's settings (runtime.tune) instead, in
+        # the environment they start with (glibc reads it once, before any Python runs)
+        spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                 "MALLOC_TRIM_THRESHOLD_": runtime.TRIM_THRESHOLD, "MALLOC_MMAP_THRESHOLD_": runtime.MMAP_THRESHOLD,
+                 "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+            # its log lines (a worker restarted) stay quiet: the batch reports per file
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
 
         def close():
@@ -89,62 +104,78 @@ def _connect(address: str):
     return client, client.close
 
 
-def _submit(client, items, work, settings: Settings, fail_fast: bool) -> Iterator[Result]:
+def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int) -> Iterator[Result]:
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     from .outputs import remove_stale
 
     threads = max(1, sum(client.nthreads().values()))
-    window = 2 * threads
+    window = 2 * threads  # tasks in flight
     batch = f"cnnfilter-{os.getpid()}-{os.urandom(4).hex()}"
     numbers = itertools.count()
-    jobs: dict = {}  # future -> the job as the caller gave it
+    tasks: dict = {}  # future -> the jobs it runs, as the caller gave them
     done = as_completed()
     it = iter(items)
+    alone: list = []  # the jobs of a task whose workers died: each runs again in a task of its own
     targets = []
     stop = False
+
+    def send(jobs):
+        paths = [(_absolute(j.source), _absolute(j.target)) for j in jobs]
+        fut = client.submit(_remote, work, paths, settings, key=f"{batch}-{next(numbers)}", pure=False)
+        tasks[fut] = jobs
+        done.add(fut)
 
     def fill():
         nonlocal stop
         passed = []
-        while not stop and len(jobs) < window:
-            item = next(it, None)
-            if item is None:
+        while not stop and len(tasks) < window:
+            if alone:  # one at a time, nothing else in flight: if it kills its worker again, it takes nothing else
+                if not tasks:
+                    send([alone.pop(0)])
                 break
-            if isinstance(item, Result):
-                passed.append(item)
-                stop = fail_fast and item.status == "failed"
-                continue
-            source, target = _absolute(item.source), _absolute(item.target)
-            fut = client.submit(_remote, work, source, target, settings, key=f"{batch}-{next(numbers)}", pure=False)
-            jobs[fut] = item
-            targets.append(target)
-            done.add(fut)
+            jobs = []
+            while len(jobs) < chunk:
+                item = next(it, None)
+                if item is None:
+                    break
+                if isinstance(item, Result):
+                    passed.append(item)
+                    stop = stop or (fail_fast and item.status == "failed")
+                    continue
+                jobs.append(item)
+                targets.append(_absolute(item.target))
+            if not jobs:
+                break
+            send(jobs)
         return passed
 
     try:
         yield from fill()
-        while jobs:
+        while tasks:
             fut = next(done)
-            job = jobs.pop(fut)
+            jobs = tasks.pop(fut)
             try:
-                res = fut.result()
+                results = fut.result()
             except KilledWorker:
-                res = Result(job.source, job.target, "failed", "the worker processes running this file died each "
-                             "time (killed, or out of memory)")
-            except Exception as exc:  # noqa: BLE001 - one job's failure on the cluster is that file's failure
-                res = Result(job.source, job.target, "failed", f"on the cluster: {type(exc).__name__}: {exc}")
-            yield res._replace(source=job.source, target=job.target)
-            if fail_fast and res.status == "failed":
-                stop = True
+                if len(jobs) > 1:  # which file it was is not known: each again, alone
+                    alone.extend(jobs)
+                    yield from fill()
+                    continue
+                results = [Result(jobs[0].source, jobs[0].target, "failed", "the worker processes running this file "
+                                  "died each time (killed, or out of memory)")]
+            except Exception as exc:  # noqa: BLE001 - a task's failure on the cluster is its files' failure
+                results = [Result(j.source, j.target, "failed", f"on the cluster: {type(exc).__name__}: {exc}")
+                           for j in jobs]
+            for job, res in zip(jobs, results):
+                yield res._replace(source=job.source, target=job.target)
+                stop = stop or (fail_fast and res.status == "failed")
             if stop:  # report what has finished, start nothing more
-                client.cancel(list(jobs))
-                jobs.clear()
                 break
             yield from fill()
     finally:
-        client.cancel(list(jobs))
+        client.cancel(list(tasks))
         remove_stale(targets)  # a killed worker's temporaries (its jobs ran again elsewhere)
 
 
@@ -155,16 +186,16 @@ def _absolute(path):
 _TUNED = []
 
 
-def _remote(work, source, target, settings: Settings) -> Result:
-    """One job on a worker: the process settings once (:func:`cnnfilter.runtime.tune`), the batch's settings for
-    the job."""
+def _remote(work, paths, settings: Settings) -> list[Result]:
+    """One task on a worker, a few jobs: the process settings once (:func:`cnnfilter.runtime.tune`), the batch's
+    settings for the task."""
     if not _TUNED:
         from . import runtime
 
         runtime.tune()
         _TUNED.append(True)
     with settings.applied():
-        return attempt(work, source, target)
+        return [attempt(work, source, target) for source, target in paths]
 
 
 __all__ = ["DaskRunner", "Job", "check_address"]

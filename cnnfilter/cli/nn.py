@@ -680,7 +680,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if scheduler is not None:
         from .. import cluster
 
-        runner = cluster.DaskRunner(call(lambda: cluster.check_address(scheduler)), Settings(None, max_memory))
+        runner = cluster.DaskRunner(call(lambda: cluster.check_address(scheduler)), Settings(None, max_memory),
+                                    chunk=1)  # a report takes long enough to be a task of its own
     else:
         runner = InProcess(Settings(None, max_memory))
     work = functools.partial(fm.report_file, report=report)
