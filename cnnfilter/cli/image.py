@@ -138,6 +138,9 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
     if scheduler is not None:  # a Dask cluster: here (local:N) or elsewhere, each worker its own memory
         from .. import cluster
 
+        if jobs is not None:
+            raise click.UsageError("-j sets this machine's worker processes; with --scheduler, local:N does")
+
         address = call(lambda: cluster.check_address(scheduler))
         workers = int(address.split(":")[1]) if address.startswith("local:") else None
         budget = max_memory if workers is None else (max_memory or default_memory()) // workers
