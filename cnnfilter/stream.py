@@ -71,16 +71,27 @@ class Streaming:
 
 
 def _is_tiff(path) -> bool:
+    """Whether ``path`` is a regular file that starts as a TIFF (a FIFO or a device is never opened here: it could
+    block forever; the in-memory reader reports it)."""
+    import os
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             return fh.read(4) in _TIFF_MAGIC
     except OSError:
-        return False  # the in-memory reader reports it
+        return False
 
 
 def decoded_bytes(path) -> int:
-    """The decoded size of a TIFF's first page, from its header (nothing is decoded)."""
-    tifffile = _tifffile()
+    """The decoded size of a TIFF's first page, from its header (nothing is decoded); 0 when tifffile is not
+    installed (without the ``dask`` extra every TIFF is read in memory, as before it existed)."""
+    try:
+        tifffile = _tifffile()
+    except StreamError:
+        return 0
     try:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages.first
@@ -103,7 +114,7 @@ def _tifffile():
 
 def process(source, target, *, spec, streaming: Streaming) -> None:
     """Read the TIFF ``source`` as tiles, :func:`cnnfilter.ops.apply` ``spec``, write ``target`` as a tiled
-    BigTIFF, one output tile at a time."""
+    BigTIFF, a window of tiles at a time."""
     from pathlib import Path
 
     from . import config, ops

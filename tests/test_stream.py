@@ -121,12 +121,26 @@ def test_a_strip_larger_than_the_memory_limit_is_refused_before_it_is_read(tmp_p
         ops.process_file(src, tmp_path / "o.tif", spec=ops.PoolSpec(2), stream=stream.Streaming(tile=512))
 
 
-def test_size_decides_unless_tile_says(tmp_path):
+def test_size_decides_unless_tile_says(tmp_path, monkeypatch):
     src = tmp_path / "a.tif"
     tifffile.imwrite(src, GREY)
     assert not stream.Streaming().wants(src)  # small: in memory
     assert stream.Streaming(threshold=GREY.nbytes - 1).wants(src)
     assert stream.Streaming(tile=16).wants(src) and not stream.Streaming(tile=0, threshold=0).wants(src)
+    import builtins
+
+    real = builtins.__import__
+
+    def without_tifffile(name, *args, **kwargs):
+        if name == "tifffile":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    with monkeypatch.context() as patch:  # without the dask extra, a large TIFF is read in memory as before
+        patch.setattr(builtins, "__import__", without_tifffile)
+        assert not stream.Streaming(threshold=0).wants(src)
+        with pytest.raises(stream.StreamError, match=r"pip install 'cnnfilter\[dask\]'"):  # --tile: what is missing
+            ops.process_file(src, tmp_path / "o.tif", spec=ops.PoolSpec(2), stream=stream.Streaming(tile=16))
     png = tmp_path / "a.png"
     io.save_image(png, GREY)
     assert not stream.Streaming(tile=16).wants(png) and not stream.Streaming(tile=16).wants("-")
