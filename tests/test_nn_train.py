@@ -351,12 +351,52 @@ def test_predict_cli_on_an_imagefolder_prints_accuracy_and_confusion(tmp_path):
     data = small_digits(tmp_path, classes=("1", "4"), per_class=5)
     res = run(["predict", "digits", str(data), "--json"])
     assert res.exit_code == 0
-    out = json.loads(res.stdout)
+    *images, out = (json.loads(line) for line in res.stdout.splitlines())  # a line per image, then the summary
+    assert len(images) == 10 and {im["truth"] for im in images} == {"1", "4"}
+    assert all(Path(im["image"]).parent.name == im["truth"] and im["class"] == im["top"][0]["class"] for im in images)
     conf = np.array(out["confusion"])
     assert conf.shape == (10, 10) and conf.sum() == 10 and conf[1].sum() == 5 and conf[4].sum() == 5
     assert out["accuracy"] == np.trace(conf) / 10
     res = run(["predict", "digits", str(data)])
     assert "accuracy" in res.output and "confusion matrix" in res.output
+
+
+def test_predict_cli_errors_lists_the_misclassified_files(tmp_path):
+    """--errors: after the accuracy, the files whose prediction is not their folder's class (JSON: only those lines,
+    then the summary); without class folders it is a usage error."""
+    data = small_digits(tmp_path, classes=("1", "4"), per_class=4)
+    stray = data / "1" / "a_seven.png"
+    stray.write_bytes((DIGITS / "7" / "0007.png").read_bytes())
+    res = run(["predict", "digits", str(data), "--errors"])
+    assert res.exit_code == 0 and "misclassified: 1" in res.stdout
+    (line,) = [ln for ln in res.stdout.splitlines() if "a_seven.png" in ln]
+    assert str(stray) in line and line.split()[1:3] == ["1", "7"]
+    res = run(["predict", "digits", str(data), "--errors", "--json"])
+    *wrong, summary = (json.loads(ln) for ln in res.stdout.splitlines())
+    assert [w["image"] for w in wrong] == [str(stray)] and wrong[0]["truth"] == "1" and wrong[0]["class"] == "7"
+    assert summary["wrong"] == 1 and summary["images"] == 9
+    res = run(["predict", "digits", str(stray), "--errors"])
+    assert res.exit_code == 2 and "--errors needs a folder of class sub-folders" in res.stderr
+
+
+def test_predict_cli_small_probabilities_globs_and_conversion_warnings(tmp_path):
+    """Probabilities too small for three decimals read <0.001 (JSON keeps six significant digits); a quoted glob
+    is expanded; an image the model must convert or resize gets one warning saying what was done."""
+    res = run(["predict", "digits", str(DIGITS / "3" / "0003.png"), "--top-k", "3"])
+    assert res.exit_code == 0 and "<0.001" in res.stdout and "0.000" not in res.stdout
+    res = run(["predict", "digits", str(DIGITS / "3" / "0003.png"), "--json"])
+    assert all(t["probability"] > 0 for t in json.loads(res.stdout)["top"])
+    res = run(["predict", "digits", str(DIGITS / "7" / "000*.png"), "-q"])
+    assert res.exit_code == 0 and "0007.png" in res.stdout and "no such file" not in res.stderr
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(photo)
+    res = run(["predict", "digits", str(photo), str(photo)])
+    assert res.exit_code == 0
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert warnings[0].endswith("is 60x40 RGB, the model takes 8x8 greyscale: converted to greyscale, resized to "
+                                "8x8 (bilinear)")
+    assert warnings[1:] == ["cnnfilter: warning: 1 more image(s) converted or resized the same way"]
+    assert "warning" not in run(["predict", "digits", str(photo), "--json"]).stderr
 
 
 def test_predict_cli_model_errors(tmp_path):

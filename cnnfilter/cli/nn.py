@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .base import CONTEXT, ProgressBar, call, cli, image_size, size_option
+from .base import CONTEXT, ProgressBar, call, cli, image_size, size_option, warn
 
 def _threads(jobs: int | None) -> None:
     if jobs is None:
@@ -390,21 +390,25 @@ def export_command(model, output, overwrite, quiet):
 @click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, help="How many classes to show.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout (one object per image), for scripts.")
 @click.option("-q", "--quiet", is_flag=True, help="No table: one 'IMAGE CLASS PROBABILITY' line per image.")
+@click.option("--errors", is_flag=True, help="With a folder of class sub-folders: list the misclassified files.")
 @model_options
-def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channels, classes_file):
+def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std, channels, classes_file):
     """Classify images with a trained model.
 
     MODEL is a model file written by train-tiny, 'digits' for the bundled digits model, or an ONNX file
     (.onnx, exported from PyTorch, Keras or Paddle; needs pip install 'cnnfilter[onnx]').
-    IMAGE is a file, a folder of images, or a folder in the ImageFolder layout (one sub-folder per class): then
-    the accuracy and a confusion matrix are printed instead. Unreadable files are reported; the exit code is 1
-    if any failed.
+    IMAGE is a file, a folder of images, a glob ('photos/*.jpg', expanded as the image commands do), or a
+    folder in the ImageFolder layout (one sub-folder per class): then the accuracy and a confusion matrix are
+    printed instead (--errors lists the misclassified files; --json gives a line per image, then the summary).
+    An image whose size or channels differ from the model's input is converted and resized, with one warning
+    saying so. Unreadable files are reported; the exit code is 1 if any failed.
 
     \b
     Examples:
       cnnfilter predict digits samples/digits/3/0003.png
-      cnnfilter predict model.cnnf photos/*.png --top-k 1 --json
+      cnnfilter predict model.cnnf 'photos/*.png' --top-k 1 --json
       cnnfilter predict digits samples/digits            # accuracy + confusion matrix
+      cnnfilter predict digits samples/digits --errors   # and which files were wrong
       cnnfilter predict resnet18.onnx photo.jpg --mean imagenet --std imagenet --classes imagenet.txt
     """
     from ..limits import printable
@@ -415,26 +419,28 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
     if not mdl.classes:
         raise click.ClickException(f"{model!r}: the model's output is not one vector of class scores per image; "
                                    "featuremaps draws it")
+    notes = _FitNotes(quiet or as_json)
+    k = min(top_k, len(mdl.classes))
     if len(images) == 1 and Path(images[0]).is_dir() and any(
             p.is_dir() and not p.name.startswith(".") for p in Path(images[0]).iterdir()):
-        _evaluate(mdl, images[0], as_json)
+        _evaluate(mdl, images[0], as_json, errors, k, notes)
         return
-    files = []
-    for item in images:
-        p = Path(item)
-        if p.is_dir():
-            from ..batch import image_suffixes
+    if errors:
+        raise click.UsageError("--errors needs a folder of class sub-folders (the truth to compare with)")
+    from ..batch import iter_sources
 
-            suffixes = image_suffixes()
-            files.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes))
+    files, missing = [], 0
+    for src in iter_sources(images):  # files, folders and globs, as the image commands take them
+        if getattr(src, "status", None) == "failed":
+            missing += 1
+            click.echo(f"cnnfilter: error: {printable(src.message)}", err=True)
         else:
-            files.append(p)
-    if not files:
+            files.append(src.path)
+    failed = missing
+    if not files and not missing:
         raise click.UsageError("no images found")
-    k = min(top_k, len(mdl.classes))
-    failed = 0
     rows = []
-    for path, probs, error in _predictions(mdl, files):
+    for path, probs, error in _predictions(mdl, files, notes):
         if error is not None:
             failed += 1
             if as_json:
@@ -442,13 +448,11 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
             else:
                 click.echo(f"cnnfilter: error: {printable(error)}", err=True)
             continue
-        order = np.argsort(-probs, kind="stable")[:k]
-        top = [(mdl.classes[i], float(probs[i])) for i in order]
+        top = _top(mdl, probs, k)
         if as_json:
-            click.echo(json.dumps({"image": str(path), "class": top[0][0], "probability": round(top[0][1], 6),
-                                   "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
+            click.echo(json.dumps({"image": str(path), **_json_top(top)}))
         elif quiet:
-            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{top[0][1]:.4f}")
+            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{_p(top[0][1], 4)}")
         else:
             rows.append((str(path), top))
             if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
@@ -456,20 +460,64 @@ def predict(model, images, top_k, as_json, quiet, input_size, mean, std, channel
                 rows = []
     if rows:
         _table(rows, k)
+    notes.finish()
     if failed:
-        click.echo(f"cnnfilter: {failed} of {len(files)} image(s) failed", err=True)
+        click.echo(f"cnnfilter: {failed} of {len(files) + missing} image(s) failed", err=True)
         sys.exit(1)
+
+
+def _top(mdl, probs, k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(mdl.classes[i], float(probs[i])) for i in order]
+
+
+def _json_top(top) -> dict:
+    """The prediction for --json: six significant digits, so a small probability is not 0."""
+    def sig(p):
+        return float(f"{p:.6g}")
+
+    return {"class": top[0][0], "probability": sig(top[0][1]),
+            "top": [{"class": c, "probability": sig(p)} for c, p in top]}
+
+
+def _p(p: float, digits: int = 3) -> str:
+    """A probability for people: ``0.972``, or ``<0.001`` where the digits would show 0."""
+    floor = 10.0 ** -digits
+    return f"<{floor:.{digits}f}" if p < floor else f"{p:.{digits}f}"
+
+
+class _FitNotes:
+    """One warning for each way images are converted or resized to meet the model's input (naming the first such
+    image), and at the end how many more were treated the same way."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.seen = quiet, {}
+
+    def __call__(self, path, text: str) -> None:
+        if text not in self.seen:
+            self.seen[text] = 0
+            if not self.quiet:
+                from ..limits import printable
+
+                warn(f"{printable(str(path))!r} is {text}")
+        else:
+            self.seen[text] += 1
+
+    def finish(self) -> None:
+        more = sum(self.seen.values())
+        if more and not self.quiet:
+            warn(f"{more} more image(s) converted or resized the same way")
 
 
 _TABLE_ROWS = 1000
 
 
-def _predictions(mdl, paths):
+def _predictions(mdl, paths, notes=None):
     """``nn.predict_files``; a model that fails while it runs (an imported graph that does not take this batch,
     a limit) ends the command with one line, exit 1."""
     from .. import nn
 
-    results = nn.predict_files(mdl, paths)
+    results = nn.predict_files(mdl, paths, notes=notes)
     while True:
         try:
             item = next(results)
@@ -493,15 +541,40 @@ def _table(rows, k: int) -> None:
     if k > 1:
         table.add_column("next")
     for name, top in rows:
-        rest = ", ".join(f"{printable(c)} {p:.3f}" for c, p in top[1:])
-        table.add_row(printable(name), printable(top[0][0]), f"{top[0][1]:.3f}", *([rest] if k > 1 else []))
+        rest = ", ".join(f"{printable(c)} {_p(p)}" for c, p in top[1:])
+        table.add_row(printable(name), printable(top[0][0]), _p(top[0][1]), *([rest] if k > 1 else []))
     Console(highlight=False, soft_wrap=True).print(table, markup=False)
 
 
 _CONFUSION_CLASSES = 50  # a larger confusion matrix is no table a person reads (and n² cells)
 
 
-def _evaluate(mdl, folder, as_json) -> None:
+def _wrong_table(wrong, count: int) -> None:
+    """The misclassified files: image, true class, predicted class and its probability, the next guesses (whole
+    paths, however wide: a list to act on)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..limits import printable
+
+    widest = max((len(printable(name)) for name, _, _ in wrong), default=0)
+    out = Console(highlight=False, soft_wrap=True, width=max(80, widest + 60))  # no path cut short
+
+    if not wrong:
+        out.print("misclassified: none", markup=False)
+        return
+    more = f" (the first {len(wrong)})" if count > len(wrong) else ""
+    table = Table(title=f"misclassified: {count}{more}", box=None, pad_edge=False, header_style="bold",
+                  title_justify="left")
+    for name in ("image", "true", "predicted", "probability", "next"):
+        table.add_column(name, justify="right" if name == "probability" else "left")
+    for name, truth, top in wrong:
+        rest = ", ".join(f"{printable(c)} {_p(p)}" for c, p in top[1:])
+        table.add_row(printable(name), printable(truth), printable(top[0][0]), _p(top[0][1]), rest)
+    out.print(table, markup=False)
+
+
+def _evaluate(mdl, folder, as_json, errors: bool, k: int, notes) -> None:
     from .. import nn
     from ..limits import printable
 
@@ -515,13 +588,22 @@ def _evaluate(mdl, folder, as_json) -> None:
     truth, pred, failed = [], [], 0
     paths = [p for p, _ in items]
     labels = {p: index[classes[label]] for p, label in items}
-    for path, probs, error in _predictions(mdl, paths):
+    wrong = []
+    for path, probs, error in _predictions(mdl, paths, notes):
         if error is not None:
             failed += 1
-            click.echo(f"cnnfilter: error: {printable(error)}", err=True)
+            if as_json:
+                click.echo(json.dumps({"image": str(path), "truth": mdl.classes[labels[path]], "error": error}))
+            else:
+                click.echo(f"cnnfilter: error: {printable(error)}", err=True)
             continue
         truth.append(labels[path])
         pred.append(int(np.argmax(probs)))
+        top = _top(mdl, probs, k)
+        if as_json and (not errors or truth[-1] != pred[-1]):
+            click.echo(json.dumps({"image": str(path), "truth": mdl.classes[truth[-1]], **_json_top(top)}))
+        elif errors and truth[-1] != pred[-1] and len(wrong) < _TABLE_ROWS:
+            wrong.append((str(path), mdl.classes[truth[-1]], top))
     import collections
 
     n = len(mdl.classes)
@@ -533,7 +615,7 @@ def _evaluate(mdl, folder, as_json) -> None:
         conf = ([[cells.get((i, j), 0) for j in range(n)] for i in range(n)] if dense
                 else [[t, p, v] for (t, p), v in sorted(cells.items())])
         click.echo(json.dumps({"accuracy": round(acc, 6), "images": len(truth), "failed": failed,
-                               "classes": mdl.classes, "confusion": conf}))
+                               "wrong": len(truth) - right, "classes": mdl.classes, "confusion": conf}))
     else:
         from rich.console import Console
         from rich.markup import escape
@@ -557,6 +639,9 @@ def _evaluate(mdl, folder, as_json) -> None:
                 shown = [(f"[bold]{v}[/bold]" if i == j and v else (str(v) if v else "·")) for j, v in enumerate(row)]
                 table.add_row(escape(printable(c)), *shown, f"{100 * row[i] / total:.1f}%" if total else "")
             out.print(table)
+        if errors:
+            _wrong_table(wrong, len(truth) - right)
+    notes.finish()
     if failed:
         click.echo(f"cnnfilter: {failed} of {len(paths)} image(s) failed", err=True)
         sys.exit(1)

@@ -71,9 +71,39 @@ def predict(model: Model, images) -> np.ndarray:
     return np.stack(out)
 
 
-def predict_files(model: Model, paths, batch: int | None = None):
+def fit_note(model: Model, image) -> str | None:
+    """What :func:`prepare` does to ``image`` (a Pillow image or an array) to meet the model's input, in words
+    (``"640x480 RGB, the model takes 8x8 greyscale: converted to greyscale, resized to 8x8 (bilinear)"``), or None
+    when it takes the image as it is."""
+    C, H, W = model.input_shape
+    if isinstance(image, Image.Image):
+        h, w = image.height, image.width
+        grey = image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16")
+        what = "greyscale" if grey else "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else image.mode
+    else:
+        arr = np.asarray(image)
+        if arr.ndim == 3 and arr.shape[0] == C and arr.shape[2] not in (3, 4):
+            return None  # already the model's layout
+        h, w = arr.shape[:2]
+        grey = arr.ndim == 2
+        what = "greyscale" if grey else "RGB"
+    if model.free_size:
+        H, W = h, w
+    done = []
+    if grey != (C == 1):
+        done.append("converted to " + ("greyscale" if C == 1 else "RGB"))
+    if (h, w) != (H, W):
+        done.append(f"resized to {W}x{H} (bilinear)")
+    if not done:
+        return None
+    takes = f"{W}x{H} " if not model.free_size else ""
+    return f"{w}x{h} {what}, the model takes {takes}{'greyscale' if C == 1 else 'RGB'}: {', '.join(done)}"
+
+
+def predict_files(model: Model, paths, batch: int | None = None, *, notes=None):
     """``(path, probabilities or None, error or None)`` per file, in order, ``batch`` images at a time: a file
-    that cannot be read gives its error and the rest go on."""
+    that cannot be read gives its error and the rest go on. ``notes(path, text)`` is told when an image is
+    converted or resized to meet the model's input (:func:`fit_note`)."""
     from ..io import ImageReadError
 
     from ..limits import max_memory
@@ -103,7 +133,11 @@ def predict_files(model: Model, paths, batch: int | None = None):
 
     for path in paths:
         try:
-            arr = prepare(model, path)
+            image = load_input(path)
+            note = fit_note(model, image) if notes is not None else None
+            if note is not None:
+                notes(path, note)
+            arr = prepare(model, image)
             if pending and arr.shape != pending[0][1].shape:  # a free_size model: a batch holds one size
                 yield from flush()
             pending.append((path, arr))
