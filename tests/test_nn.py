@@ -291,12 +291,16 @@ def test_default_arch_fits_every_input_size(side):
     assert net.shapes[-1] == (7,)
 
 
-def test_he_initialisation_is_seeded():
-    """Same seed, same weights; He scale sqrt(2 / fan_in)."""
+def test_initialisation_is_seeded_and_pytorchs():
+    """Same seed, same weights; weights and biases uniform in +-1/sqrt(fan_in), as PyTorch's Conv2d and Linear."""
     a = build("c64k5-fc10", (4, 16, 16), rng=np.random.default_rng(5))
     b = build("c64k5-fc10", (4, 16, 16), rng=np.random.default_rng(5))
-    np.testing.assert_array_equal(a.params()[0], b.params()[0])
-    assert abs(a.params()[0].std() - np.sqrt(2 / (4 * 25))) < 0.01
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_array_equal(p, q)
+    bound = 1 / np.sqrt(4 * 25)
+    w, bias = a.params()[:2]
+    assert np.abs(w).max() <= bound and np.abs(bias).max() <= bound and abs(w.std() - bound / np.sqrt(3)) < 0.005
+    assert np.abs(bias).max() > bound / 2  # not zeros
 
 
 def test_relu_after_a_flatten_of_the_input_leaves_the_input_alone(rng):

@@ -111,11 +111,11 @@ def _trained(tmp_path, seed=0, epochs=3):
 
 def test_training_lowers_the_loss_and_is_reproducible(tmp_path):
     """A seeded run's loss goes down; the same seed gives the same loss curve and weights."""
-    _, net, events = _trained(tmp_path / "a", epochs=6)
+    _, net, events = _trained(tmp_path / "a", epochs=10)
     epochs = [e for e in events if isinstance(e, nn.EpochEvent)]
-    assert len(epochs) == 6 and epochs[-1].train_loss < epochs[0].train_loss / 2
+    assert len(epochs) == 10 and epochs[-1].train_loss < epochs[0].train_loss / 2
     assert any(isinstance(e, nn.BatchEvent) for e in events)
-    _, net2, events2 = _trained(tmp_path / "b", epochs=6)
+    _, net2, events2 = _trained(tmp_path / "b", epochs=10)
     assert [e.train_loss for e in events2 if isinstance(e, nn.EpochEvent)] == [e.train_loss for e in epochs]
     for p, q in zip(net.params(), net2.params()):
         np.testing.assert_array_equal(p, q)
@@ -489,3 +489,75 @@ def test_split_in_place_and_chunked_statistics_match_numpy():
     mean, std = _channel_stats(x, chunk=77)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3), dtype=np.float64), rtol=1e-6)
+
+
+def test_label_smoothing_matches_its_definition_and_gradient(rng):
+    """Loss ``(1-s) * nll + s * mean_k(-log p_k)`` (PyTorch's label_smoothing); the gradient by finite differences."""
+    from cnnfilter.nn.layers import cross_entropy
+
+    z = rng.standard_normal((5, 4))
+    y = rng.integers(0, 4, 5)
+    s = 0.2
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    ref = np.mean((1 - s) * -logp[np.arange(5), y] + s * -logp.mean(axis=1))
+    loss, _, grad = cross_entropy(z, y, s)
+    assert abs(loss - ref) < 1e-12
+    eps = 1e-6
+    for i, k in ((0, 0), (3, 2), (4, 3)):
+        zp = z.copy()
+        zp[i, k] += eps
+        zm = z.copy()
+        zm[i, k] -= eps
+        num = (cross_entropy(zp, y, s)[0] - cross_entropy(zm, y, s)[0]) / (2 * eps)
+        assert abs(num - grad[i, k]) < 1e-7
+
+
+def test_cosine_schedule_patience_and_the_best_epoch(tmp_path):
+    """cosine: the rate falls from the base towards 0; patience stops after that many epochs without a better one."""
+    prep = nn.prepare(small_digits(tmp_path), seed=0)
+    net = nn.build("c4k3p1-relu-max2-fc3", prep.input_shape, 3, rng=np.random.default_rng(0))
+    tr = nn.Trainer(net, prep.x, prep.y, prep.x_val, prep.y_val, epochs=4, batch_size=8, lr=0.01,
+                    schedule="cosine")
+    rates = []
+    for ev in tr.run():
+        if isinstance(ev, nn.BatchEvent) and ev.batch == 1:
+            rates.append(tr.optimizer.lr)
+    np.testing.assert_allclose(rates, [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)])
+    net = nn.build("c4k3p1-relu-max2-fc3", prep.input_shape, 3, rng=np.random.default_rng(0))
+    tr = nn.Trainer(net, prep.x, prep.y, prep.x_val, prep.y_val, epochs=50, batch_size=8, patience=2)
+    epochs = [ev for ev in tr.run() if isinstance(ev, nn.EpochEvent)]
+    assert tr.stopped_early and len(epochs) == tr.best_epoch + 2 < 50
+    with pytest.raises(ValueError, match="schedule"):
+        nn.Trainer(net, prep.x, prep.y, schedule="linear")
+
+
+def test_affine_augmentation_identity_mirror_and_fill(rng):
+    from cnnfilter.nn.data import affine_batch
+
+    x = rng.standard_normal((6, 2, 7, 9)).astype(np.float32)
+    fill = np.array([-3.0, 5.0], np.float32)
+    still = affine_batch(x, np.random.default_rng(1), fill, shift=0, rotate=0, scale=0)
+    np.testing.assert_array_equal(still, x)
+    mirrored = affine_batch(x, np.random.default_rng(1), fill, shift=0, rotate=0, scale=0, flip=True)
+    flipped = [np.array_equal(m, a[:, :, ::-1]) for m, a in zip(mirrored, x)]
+    kept = [np.array_equal(m, a) for m, a in zip(mirrored, x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    moved = affine_batch(x, np.random.default_rng(2), fill, shift=0.45, rotate=0, scale=0)
+    corner = moved[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # far shifts uncover corners: the fill, per channel
+    assert ((corner == fill[None, :, None]) | np.isclose(corner, corner)).all()
+    assert (np.isclose(moved[:, 0], -3.0).sum() > 0) and (np.isclose(moved[:, 1], 5.0).sum() > 0)
+
+
+def test_train_tiny_keeps_the_best_epoch_unless_no_best(tmp_path):
+    data = small_digits(tmp_path, per_class=6)
+    for flag, kept in (([], "best"), (["--no-best"], "last")):
+        out = tmp_path / f"{kept}.cnnf"
+        res = run(["train-tiny", str(data), "-o", str(out), "--epochs", "6", "--arch", "c4k3p1-relu-fc3", *flag])
+        assert res.exit_code == 0, res.stderr
+        meta = nn.load_model(out).meta
+        assert f"keeps the {kept} epoch" in res.stderr and meta["augment"] == "affine"
+        if kept == "last":
+            assert meta["epoch_saved"] == 6
+        else:
+            vals = [line for line in res.stderr.splitlines() if line.startswith("epoch ") and "*" in line]
+            assert meta["epoch_saved"] == int(vals[-1].split()[1].split("/")[0])

@@ -25,7 +25,7 @@ def _threads(jobs: int | None) -> None:
 def _err() -> object:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # a message is one line, however long
 
 
 @cli.command("train-tiny", context_settings=CONTEXT)
@@ -50,13 +50,22 @@ def _err() -> object:
               help="Fraction of each class held out for validation (stratified, seeded).")
 @click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), metavar="DIR",
               help="A separate validation folder (same layout) instead of --val-split.")
-@click.option("--augment", type=click.Choice(("none", "shift")), default="none", show_default=True,
-              help="shift: random translations of up to 10% of the size each batch.")
+@click.option("--augment", type=click.Choice(("affine", "affine-flip", "shift", "none")), default="affine",
+              show_default=True, help="Each batch moved at random: affine shifts up to 10% of the size, rotates up "
+              "to 15 degrees and zooms up to 10%; affine-flip also mirrors half the images (never for digits or "
+              "text); shift only translates.")
+@click.option("--schedule", type=click.Choice(("constant", "cosine")), default="constant", show_default=True,
+              help="Learning rate over the epochs: constant, or cosine decay towards 0.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Target 1-s on the label and s/K on every class (PyTorch's label_smoothing).")
+@click.option("--patience", type=click.IntRange(1), metavar="N",
+              help="Stop when the validation accuracy has not improved for N epochs.")
+@click.option("--no-best", "last", is_flag=True, help="Keep the last epoch, not the best by validation accuracy.")
 @click.option("-j", "--jobs", type=click.IntRange(1), help="Threads for the compiled kernels [default: all cores].")
 @click.option("--log", "log_path", metavar="CSV", help="Write per-epoch metrics to this CSV file.")
 @click.option("--plot", "plot_path", metavar="PNG", help="Draw the loss and accuracy curves to this PNG.")
-@click.option("--checkpoint", is_flag=True, help="Keep the best epoch by validation accuracy (written as it "
-              "improves) instead of the last one.")
+@click.option("--checkpoint", is_flag=True, help="Write the model file each time the validation accuracy "
+              "improves (a run cut short leaves its best epoch).")
 @click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE", callback=size_option,
               help="Refuse a dataset whose float32 array would be larger (the network's memory is checked too).")
 @click.option("--max-pixels", type=click.IntRange(1), metavar="N",
@@ -64,8 +73,8 @@ def _err() -> object:
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, size, channels,
-               val_split, val_dir, augment, jobs, log_path, plot_path, checkpoint, max_memory, max_pixels, overwrite,
-               quiet):
+               val_split, val_dir, augment, schedule, label_smoothing, patience, last, jobs, log_path, plot_path,
+               checkpoint, max_memory, max_pixels, overwrite, quiet):
     """Train a small CNN from scratch on a folder of labelled images.
 
     DATA holds one sub-folder of images per class (torchvision's ImageFolder layout). Images are converted to
@@ -137,17 +146,24 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     _threads(jobs)
     trainer = nn.Trainer(net, prep.x, prep.y, prep.x_val, prep.y_val, epochs=epochs, batch_size=batch_size,
                          optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                         augment=None if augment == "none" else augment, fill=prep.fill)
+                         augment=None if augment == "none" else augment, fill=prep.fill, schedule=schedule,
+                         label_smoothing=label_smoothing, patience=patience)
+    best = not last and n_val > 0  # the best validation epoch is kept (restored at the end)
     say(f"optimizer: {trainer.optimizer!r}, batch size {batch_size}, {epochs} epochs, seed {seed}", markup=False)
+    say(f"recipe: augment {augment}, schedule {schedule}, label smoothing {label_smoothing:g}"
+        + (f", patience {patience}" if patience else "") + f"; keeps the {'best' if best else 'last'} epoch",
+        markup=False)
 
     def meta(final: bool) -> dict:
         from .. import __version__
 
         hist = trainer.history
-        chosen = trainer.best_epoch if (checkpoint or not final) and trainer.best_params is not None else len(hist)
+        chosen = trainer.best_epoch if (best or not final) and trainer.best_params is not None else len(hist)
         ev = hist[chosen - 1] if hist else None
         return {"epochs": len(hist), "epoch_saved": chosen, "seed": seed, "optimizer": optimizer,
-                "lr": trainer.optimizer.lr, "batch_size": batch_size, "augment": augment,
+                "lr": trainer.base_lr, "batch_size": batch_size, "augment": augment, "schedule": schedule,
+                "label_smoothing": label_smoothing, "weight_decay": weight_decay, "patience": patience,
+                "stopped_early": trainer.stopped_early,
                 "train_loss": ev and ev.train_loss, "train_acc": ev and ev.train_acc,
                 "val_loss": ev and ev.val_loss, "val_acc": ev and ev.val_acc,
                 "train_samples": len(prep.y), "val_samples": n_val, "data": str(data),
@@ -191,13 +207,17 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
         sys.exit(130)
     except FloatingPointError as exc:
         raise click.ClickException(str(exc)) from exc
-    save(use_best=checkpoint, final=True)
+    use_best = best and trainer.best_params is not None
+    save(use_best=use_best, final=True)
+    if use_best:
+        trainer.restore_best()  # the network in this process is the one written
     if plot_path:
         call(lambda: nn.plot_curves(trainer.history, plot_path))
-    last = trainer.history[-1]
-    kept = trainer.history[trainer.best_epoch - 1] if checkpoint else last
+    kept = trainer.history[trainer.best_epoch - 1] if use_best else trainer.history[-1]
     acc = "" if kept.val_acc is None else f", validation accuracy {100 * kept.val_acc:.2f}%"
-    say(f"wrote {output!r}: epoch {kept.epoch}{acc}, {time.perf_counter() - start:.1f} s in all", markup=False)
+    stop = f" (stopped early: no better epoch in {patience})" if trainer.stopped_early else ""
+    say(f"wrote {output!r}: epoch {kept.epoch}{'' if use_best else ' (the last)'}{acc}{stop}, "
+        f"{time.perf_counter() - start:.1f} s in all", markup=False)
 
 
 def _summary(err, net) -> None:

@@ -166,3 +166,36 @@ def shift_batch(x: np.ndarray, rng: np.random.Generator, fill: np.ndarray, max_s
         xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
         out[n, :, yd, xd] = x[n, :, ys, xs]
     return out
+
+
+def affine_batch(x: np.ndarray, rng: np.random.Generator, fill: np.ndarray, *, shift: float = 0.1,
+                 rotate: float = 15.0, scale: float = 0.1, flip: bool = False) -> np.ndarray:
+    """Each image moved by its own random affine map, sampled bilinearly: a translation of up to ``shift`` of the
+    size, a rotation of up to ``rotate`` degrees and a zoom of up to ``scale`` either way about the centre, and with
+    ``flip`` a mirror image half the time; pixels from outside get ``fill`` (per channel: the standardised value of
+    black)."""
+    N, C, H, W = x.shape
+    angle = np.deg2rad(rng.uniform(-rotate, rotate, N))
+    zoom = rng.uniform(1 - scale, 1 + scale, N)
+    ty = rng.uniform(-shift, shift, N) * H
+    tx = rng.uniform(-shift, shift, N) * W
+    mirror = np.where(rng.random(N) < 0.5, -1.0, 1.0) if flip else np.ones(N)
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    # where each output pixel comes from: the inverse map, (out - centre - t) rotated back and unzoomed
+    dy = yy[None] - cy - ty[:, None, None]
+    dx = xx[None] - cx - tx[:, None, None]
+    cos, sin = (np.cos(angle) / zoom)[:, None, None], (np.sin(angle) / zoom)[:, None, None]
+    sy = cos * dy - sin * dx + cy
+    sx = (sin * dy + cos * dx) * mirror[:, None, None] + cx
+    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+    fy, fx = (sy - y0).astype(np.float32), (sx - x0).astype(np.float32)
+    out = np.zeros_like(x)
+    idx = np.arange(N)[:, None, None]
+    for oy, ox, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yi, xi = y0 + oy, x0 + ox
+        inside = (yi >= 0) & (yi < H) & (xi >= 0) & (xi < W)
+        vals = x[idx, :, np.clip(yi, 0, H - 1), np.clip(xi, 0, W - 1)]  # (N, H, W, C)
+        vals = np.where(inside[..., None], vals, fill.reshape(1, 1, 1, -1))
+        out += (w[..., None] * vals).transpose(0, 3, 1, 2)
+    return out

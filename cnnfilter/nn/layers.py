@@ -37,10 +37,14 @@ def _threads(work: int):
         numba.set_num_threads(n)
 
 
-def _he(rng: np.random.Generator | None, shape: tuple, fan_in: int, dtype) -> np.ndarray:
-    """He initialisation: normal with standard deviation ``sqrt(2 / fan_in)``."""
+def _fan_in(rng: np.random.Generator | None, shape: tuple, fan_in: int, dtype) -> np.ndarray:
+    """PyTorch's default initialisation of Conv2d and Linear weights and biases: uniform in
+    ``+-1/sqrt(fan_in)`` (its kaiming_uniform with a = sqrt(5)). It replaced He's normal with standard deviation
+    ``sqrt(2 / fan_in)`` and zero biases: on the shapes set LeNet-5 held out 82-86 % with those, 86-92 % with these
+    (benchmarks/recipe.py)."""
     rng = rng if rng is not None else np.random.default_rng(0)
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
 class Layer:
@@ -97,8 +101,9 @@ class Conv2d(Layer):
         self.cin, self.cout, self.kernel = cin, cout, pair(k, "kernel")
         self.geometry = Geometry(pair(stride, "stride"), pair(dilation, "dilation"), _pads(padding), int(groups))
         kh, kw = self.kernel
-        self.weight = _he(rng, (cout, cin // groups, kh, kw), cin // groups * kh * kw, dtype)
-        self.bias = np.zeros(cout, dtype)
+        fan = cin // groups * kh * kw
+        self.weight = _fan_in(rng, (cout, cin // groups, kh, kw), fan, dtype)
+        self.bias = _fan_in(rng, (cout,), fan, dtype)
         self.dweight = np.zeros_like(self.weight)
         self.dbias = np.zeros_like(self.bias)
         self.input_grad = True  # the first layer's input gradient is never used: skip it
@@ -256,8 +261,8 @@ class Dense(Layer):
 
     def __init__(self, nin: int, nout: int, *, rng: np.random.Generator | None = None, dtype=np.float32):
         self.nin, self.nout = nin, nout
-        self.weight = _he(rng, (nout, nin), nin, dtype)
-        self.bias = np.zeros(nout, dtype)
+        self.weight = _fan_in(rng, (nout, nin), nin, dtype)
+        self.bias = _fan_in(rng, (nout,), nin, dtype)
         self.dweight = np.zeros_like(self.weight)
         self.dbias = np.zeros_like(self.bias)
         self._x = None
@@ -328,18 +333,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean softmax cross-entropy, fused: ``loss = mean(logsumexp(z) - z[label])`` (stable for any logits).
+def cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray,
+                                                                                            np.ndarray]:
+    """Mean softmax cross-entropy, fused: ``loss = mean(logsumexp(z) - z[label])`` (stable for any logits); with
+    ``smoothing`` s the target is ``1 - s`` on the label and ``s / K`` on every class (PyTorch's
+    ``label_smoothing``).
 
-    Returns ``(loss, probabilities, dL/dlogits)``; the gradient is ``(softmax(z) - onehot) / N``.
+    Returns ``(loss, probabilities, dL/dlogits)``; the gradient is ``(softmax(z) - target) / N``.
     """
-    n = logits.shape[0]
+    n, k = logits.shape
     z = logits - logits.max(axis=1, keepdims=True)
     lse = np.log(np.exp(z).sum(axis=1))
     rows = np.arange(n)
-    loss = float(np.mean(lse - z[rows, labels]))
+    nll = lse - z[rows, labels]
+    if smoothing:
+        nll = (1 - smoothing) * nll + smoothing * (lse - z.mean(axis=1))
+    loss = float(np.mean(nll))
     probs = np.exp(z - lse[:, None])
     grad = probs.copy()
-    grad[rows, labels] -= 1
+    grad[rows, labels] -= 1 - smoothing
+    if smoothing:
+        grad -= smoothing / k
     grad /= n
     return loss, probs, grad

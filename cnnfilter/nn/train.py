@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arch import Network
-from .data import shift_batch
+from .data import affine_batch, shift_batch
 from .layers import cross_entropy
 from .optim import DEFAULT_LR, OPTIMIZERS
+
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -62,7 +64,8 @@ class Trainer:
     def __init__(self, net: Network, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
                  y_val: np.ndarray | None = None, *, epochs: int = 30, batch_size: int = 32,
                  optimizer: str = "adam", lr: float | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
-                 seed: int = 0, augment: str | None = None, fill: np.ndarray | None = None):
+                 seed: int = 0, augment: str | None = None, fill: np.ndarray | None = None,
+                 schedule: str = "constant", label_smoothing: float = 0.0, patience: int | None = None):
         self.net, self.x, self.y = net, x, y
         self.x_val, self.y_val = x_val, y_val
         self.epochs, self.batch_size = epochs, batch_size
@@ -71,6 +74,12 @@ class Trainer:
         self.optimizer = OPTIMIZERS[optimizer](net.params(), lr=lr, weight_decay=weight_decay, **kwargs)
         self.rng = np.random.default_rng(seed)
         self.augment = augment
+        if schedule not in SCHEDULES:
+            msg = f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}"
+            raise ValueError(msg)
+        self.schedule, self.base_lr = schedule, lr
+        self.label_smoothing, self.patience = label_smoothing, patience
+        self.stopped_early = False
         self.fill = np.zeros(x.shape[1], x.dtype) if fill is None else np.asarray(fill, x.dtype)
         self.best_params: list[np.ndarray] | None = None
         self.best_epoch = 0
@@ -83,6 +92,8 @@ class Trainer:
         max_shift = max(1, round(0.1 * min(self.x.shape[2:])))
         for epoch in range(1, self.epochs + 1):
             start = time.perf_counter()
+            if self.schedule == "cosine":  # from the base rate at the first epoch towards 0 after the last
+                self.optimizer.lr = self.base_lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / self.epochs))
             order = self.rng.permutation(n)
             total, correct, seen = 0.0, 0, 0
             for b in range(batches):
@@ -90,8 +101,10 @@ class Trainer:
                 xb, yb = self.x[idx], self.y[idx]
                 if self.augment == "shift":
                     xb = shift_batch(xb, self.rng, self.fill, max_shift)
+                elif self.augment in ("affine", "affine-flip"):
+                    xb = affine_batch(xb, self.rng, self.fill, flip=self.augment == "affine-flip")
                 logits = self.net.forward(xb, train=True)
-                loss, _, grad = cross_entropy(logits, yb)
+                loss, _, grad = cross_entropy(logits, yb, self.label_smoothing)
                 self.net.backward(grad)
                 self.optimizer.step(self.net.grads())
                 total += loss * len(idx)
@@ -114,6 +127,9 @@ class Trainer:
                                time.perf_counter() - start, best)
             self.history.append(event)
             yield event
+            if self.patience is not None and epoch - self.best_epoch >= self.patience:
+                self.stopped_early = True  # no better epoch for `patience` epochs
+                return
 
     def restore_best(self) -> None:
         """Put the best epoch's parameters back into the network."""
