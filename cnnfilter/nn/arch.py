@@ -190,7 +190,7 @@ def chain(spec: list[tuple], input_name: str = "input") -> list[Node]:
 
 def default_arch(height: int, width: int, classes: int) -> str:
     """A LeNet-like network that fits the input: LeNet-5's 5x5 convolutions from 28x28 up, 3x3 ones with two
-    2x2 poolings and dropout from 8x8 (the digits: 98.6 % held out, see README), fewer poolings below."""
+    2x2 poolings and dropout from 8x8 (the digits: 98.6-99 % held out, see README), fewer poolings below."""
     side = min(height, width)
     if side >= 28:
         return f"c6k5p2-relu-max2-c16k5-relu-max2-fc120-relu-fc84-relu-fc{classes}"
