@@ -83,17 +83,28 @@ def _connect(address: str):
         # workers (measured, 1024x768 JPEG, sharpen); these get cnnfilter's settings (runtime.tune) instead, in
         # the environment they start with (glibc reads it once, before any Python runs)
         spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-                 "MALLOC_TRIM_THRESHOLD_": runtime.TRIM_THRESHOLD, "MALLOC_MMAP_THRESHOLD_": runtime.MMAP_THRESHOLD,
-                 "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
-            # its log lines (a worker restarted) stay quiet: the batch reports per file
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                 "MALLOC_TRIM_THRESHOLD_": runtime.TRIM_THRESHOLD, "MALLOC_MMAP_THRESHOLD_": runtime.MMAP_THRESHOLD}
+        # the nanny writes its pre-spawn variables into this process's own environment (dask documents it); they
+        # are put back as they were once the workers are up and when the batch ends (a worker restarted in
+        # between sets them again). Thread counts go to the workers alone: in this process they would make
+        # numba's pool disagree with its own configuration.
+        saved = dict(os.environ)
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+                # its log lines (a worker restarted) stay quiet: the batch reports per file
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                       env={"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads})
+        finally:
+            _restore(saved)
         client = Client(cluster)
 
         def close():
-            client.close()
-            cluster.close()
+            try:
+                client.close()
+                cluster.close()
+            finally:
+                _restore(saved)
 
         return client, close
     try:
@@ -102,6 +113,12 @@ def _connect(address: str):
         msg = f"cannot reach the scheduler at {address}: {exc}"
         raise ValueError(msg) from None
     return client, client.close
+
+
+def _restore(environ: dict) -> None:
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    os.environ.update(environ)
 
 
 def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int) -> Iterator[Result]:

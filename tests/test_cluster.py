@@ -139,3 +139,17 @@ def test_featuremaps_on_a_local_cluster_writes_the_local_reports(tmp_path):
     assert "broken.png" in dask.output
     reports = _files(tmp_path / "dask")
     assert reports == _files(tmp_path / "local") and len({p.parts[0] for p in reports}) == 5
+
+
+def test_a_local_cluster_leaves_this_processs_environment_as_it_was(tmp_path):
+    # dask's nanny writes its pre-spawn variables (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS, ...) into the process
+    # that starts it; a later numba pool in this process then disagreed with numba's configuration
+    from functools import partial
+
+    before = dict(os.environ)
+    src = _folder(tmp_path / "in", 2)
+    jobs = [Job(p, tmp_path / p.name) for p in sorted(src.rglob("*.png"))]
+    runner = cluster.DaskRunner("local:1")
+    results = list(runner.run(jobs, partial(_dies_on, tmp_path / "m", "none", False)))
+    assert [r.status for r in results] == ["done", "done"]
+    assert dict(os.environ) == before
