@@ -334,20 +334,13 @@ def process_file(source, target, *, spec: FilterSpec | PoolSpec, save: SaveSpec 
     if stream is not None and stream.wants(source):
         from . import stream as streamed
 
-        from .outputs import quoted
-
-        if raw is not None:
-            msg = f"{quoted(source)} streams in tiles: --raw (the whole result in memory) does not apply"
-            raise ValueError(msg)
-        if save.fmt is not None and save.fmt.strip().lower().lstrip(".") not in ("tif", "tiff"):
-            msg = f"{quoted(source)} streams in tiles and is written as a tiled TIFF, not {save.fmt}"
-            raise ValueError(msg)
-        if target != "-":
-            from pathlib import Path
-
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-        streamed.process(source, target, spec=spec, streaming=stream)
-        return
+        try:
+            streamed.process(source, target, spec=spec, streaming=stream, raw=raw, fmt=save.fmt)
+            return
+        except streamed.Unstreamable:
+            if stream.tile is not None:  # asked for: say why not
+                raise
+            # streaming was only the default for its size: read it in memory, as before (the pixel limit decides)
 
     pic = _readable_in_place(read_picture(source), source, target)
     if raw is None or isinstance(spec, PoolSpec):  # a pooled result is float already: raw is the result

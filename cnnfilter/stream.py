@@ -39,6 +39,11 @@ class StreamError(ImageReadError):
     """A TIFF that cannot be streamed (a command's failure for that file, as an unreadable image is)."""
 
 
+class Unstreamable(StreamError):
+    """A TIFF whose layout, sample type or codec the streamed path does not take, found before anything is
+    written: a TIFF that streams only for its size is read in memory instead (:func:`cnnfilter.ops.process_file`)."""
+
+
 @dataclass(frozen=True)
 class Streaming:
     """When and how an input streams: ``tile`` N forces streaming in ``N x N`` tiles (a multiple of 16) and 0
@@ -101,6 +106,9 @@ def decoded_bytes(path) -> int:
 
 
 def _tifffile():
+    import logging
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # its complaints become cnnfilter's one-line errors
     try:
         import tifffile
         import zarr  # noqa: F401 - tifffile's zarr interface needs it
@@ -112,21 +120,19 @@ def _tifffile():
     return tifffile
 
 
-def process(source, target, *, spec, streaming: Streaming) -> None:
+def process(source, target, *, spec, streaming: Streaming, raw=None, fmt: str | None = None) -> None:
     """Read the TIFF ``source`` as tiles, :func:`cnnfilter.ops.apply` ``spec``, write ``target`` as a tiled
     BigTIFF, a window of tiles at a time."""
     from pathlib import Path
 
     from . import config, ops
-    from .outputs import quoted
+    from .io import ImageWriteError
+    from .limits import LimitError
+    from .outputs import WriteError, quoted
 
     tifffile = _tifffile()
     tile = streaming.tile or TILE
     name = str(source)
-    if str(target) == "-" or Path(target).suffix.lower() not in (".tif", ".tiff"):
-        msg = (f"{quoted(target)}: {quoted(source)} streams in tiles and is written as a tiled TIFF; give an output "
-               "ending in .tif or .tiff (or --tile 0 to filter it in memory)")
-        raise ValueError(msg)
     try:
         tf = tifffile.TiffFile(source)
     except Exception as exc:  # noqa: BLE001 - a damaged or truncated header
@@ -138,11 +144,44 @@ def process(source, target, *, spec, streaming: Streaming) -> None:
     config.ENGINE = "compiled" if old == "auto" else old
     try:
         with tf:
-            pic, layout = _open(tf, name, tile)
+            if not len(tf.pages):
+                msg = f"cannot read {name!r}: a TIFF without pages"
+                raise StreamError(msg)
+            if len(tf.pages) > 1 and Path(source).resolve() == Path(target).resolve():
+                msg = (f"{quoted(source)} has {len(tf.pages)} pages and only the first is filtered: --in-place "
+                       "would lose the others")
+                raise ImageWriteError(msg)
+            pic, layout = _open(tf, name, tile)  # a layout it does not take is refused before the output is looked at
+            _check_output(source, target, raw, fmt)
             result = ops.apply(spec, pic)
-            _write(result, target, tile, layout, streaming.progress)
+            try:
+                _write(result, target, tile, layout, streaming.progress)
+            except (LimitError, MemoryError, ImageWriteError, WriteError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged tile, a codec's error: that file's one line
+                msg = f"cannot read {name!r} (streaming it): {type(exc).__name__}: {exc}"
+                raise StreamError(msg) from None
     finally:
         config.ENGINE = old
+
+
+def _check_output(source, target, raw, fmt) -> None:
+    """A streamed TIFF is written as a tiled TIFF, and nothing else: refuse what would say otherwise."""
+    from pathlib import Path
+
+    from .outputs import quoted
+
+    if raw is not None:
+        msg = f"{quoted(source)} streams in tiles: --raw (the whole result in memory) does not apply"
+        raise ValueError(msg)
+    if fmt is not None and fmt.strip().lower().lstrip(".") not in ("tif", "tiff"):
+        msg = f"{quoted(source)} streams in tiles and is written as a tiled TIFF, not {fmt}"
+        raise ValueError(msg)
+    if str(target) == "-" or Path(target).suffix.lower() not in (".tif", ".tiff"):
+        msg = (f"{quoted(target)}: {quoted(source)} streams in tiles and is written as a tiled TIFF; give an output "
+               "ending in .tif or .tiff (or --tile 0 to filter it in memory)")
+        raise ValueError(msg)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass(frozen=True)
@@ -167,19 +206,22 @@ def _open(tf, name: str, tile: int):
     dtype = page.dtype
     if dtype is None or np.dtype(dtype) not in _DEPTHS:
         msg = f"{name!r}: samples of type {dtype} cannot be streamed (8- or 16-bit unsigned, or float)"
-        raise StreamError(msg)
+        raise Unstreamable(msg)
     photometric = page.photometric.name
     samples = page.samplesperpixel
     extra = len(page.extrasamples)
     if photometric not in ("MINISBLACK", "RGB") or samples - extra not in (1, 3) or extra > 1:
         msg = (f"{name!r}: a {photometric} TIFF of {samples} samples per pixel cannot be streamed (greyscale or "
                "RGB, with at most one alpha sample)")
-        raise StreamError(msg)
+        raise Unstreamable(msg)
+    if extra and page.extrasamples[0] == 1:  # associated (premultiplied) alpha
+        msg = f"{name!r}: its alpha is premultiplied (associated), which cannot be streamed"
+        raise Unstreamable(msg)
     codec = page.compression.name
     if codec not in _NATIVE_CODECS and not _has_imagecodecs():
         msg = (f"{name!r}: its {codec} compression needs the imagecodecs package to stream (pip install imagecodecs); "
                "--tile 0 reads it in memory with Pillow")
-        raise StreamError(msg)
+        raise Unstreamable(msg)
     # one of the file's own pieces (a tile, or a strip of rows) is decoded whole: bounded before any is read
     piece = (page.tilelength * page.tilewidth if page.is_tiled else page.rowsperstrip * page.imagewidth)
     limits.check_memory(float(piece) * samples * dtype.itemsize * 2,
@@ -199,6 +241,8 @@ def _open(tf, name: str, tile: int):
         raise StreamError(msg)
     if arr.dtype == np.float64:
         arr = arr.astype(np.float32)
+    orientation = page.tags.get("Orientation")
+    arr = _upright(arr, int(orientation.value) if orientation else 1)  # as the in-memory reader applies EXIF's
     alpha = None
     if extra:
         arr, alpha = arr[:, :, :-1], arr[:, :, -1]
@@ -223,6 +267,17 @@ def _has_imagecodecs() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("imagecodecs") is not None
+
+
+def _upright(arr, orientation: int):
+    """``arr`` as TIFF's Orientation tag says it is meant to be seen (1: as stored; 2-8 the mirrors and turns that
+    Pillow's exif_transpose applies), lazily."""
+    if orientation in (5, 6, 7, 8):  # the rows are the picture's columns
+        arr = arr.transpose(1, 0, *range(2, arr.ndim))
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 5: (), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
+    for axis in flips:
+        arr = arr[::-1] if axis == 0 else arr[:, ::-1]
+    return arr
 
 
 def _compression(name: str) -> str | None:

@@ -220,3 +220,52 @@ def test_a_20000_square_tiff_streams_in_bounded_memory(tmp_path):
             a0, b0, a1, b1 = max(0, r0 - h), max(0, c0 - h), min(n, r1 + h), min(n, c1 + h)
             ref = _expected(spec, np.asarray(img[a0:a1, b0:b1]))[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
             np.testing.assert_array_equal(np.asarray(got[r0:r1, c0:c1]), ref)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_streamed_tiffs_are_turned_upright_as_in_memory(tmp_path, orientation):
+    src = tmp_path / "o.tif"
+    tifffile.imwrite(src, GREY, extratags=[(274, "H", 1, orientation, True)])
+    spec = ops.FilterSpec((get_kernel("sharpen"),), border="reflect")
+    ops.process_file(src, tmp_path / "s.tif", spec=spec, stream=stream.Streaming(tile=16))
+    ops.process_file(src, tmp_path / "m.tif", spec=spec, stream=stream.Streaming(tile=0))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s.tif"), tifffile.imread(tmp_path / "m.tif"))
+
+
+def test_what_cannot_stream_is_read_in_memory_unless_streaming_was_asked_for(tmp_path):
+    rgba = RNG.integers(0, 256, (30, 40, 4), dtype=np.uint8)
+    rgba[:, :, :3] = np.minimum(rgba[:, :, :3], rgba[:, :, 3:])
+    src = tmp_path / "assoc.tif"
+    tifffile.imwrite(src, rgba, photometric="rgb", extrasamples=["assocalpha"])
+    spec = ops.FilterSpec((get_kernel("identity"),))
+    with pytest.raises(stream.Unstreamable, match="premultiplied"):
+        ops.process_file(src, tmp_path / "o.tif", spec=spec, stream=stream.Streaming(tile=16))
+    ops.process_file(src, tmp_path / "o.tif", spec=spec, stream=stream.Streaming(threshold=0))  # by size: memory
+    assert tifffile.imread(tmp_path / "o.tif").shape == (30, 40, 4)
+
+
+def test_damaged_empty_and_multi_page_tiffs_are_one_line(tmp_path):
+    spec = ops.FilterSpec((get_kernel("edge"),))
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"II*\x00\x00\x00\x00\x00")
+    with pytest.raises(stream.StreamError, match="without pages"):
+        ops.process_file(empty, tmp_path / "o.tif", spec=spec, stream=stream.Streaming(tile=16))
+    bad = tmp_path / "bad.tif"
+    tifffile.imwrite(bad, RNG.integers(0, 256, (64, 64), dtype=np.uint8), tile=(32, 32), compression="zlib")
+    with tifffile.TiffFile(bad) as tf:
+        offset = tf.pages.first.dataoffsets[1]
+    data = bytearray(bad.read_bytes())
+    data[offset + 2 : offset + 40] = b"\xff" * 38
+    bad.write_bytes(bytes(data))
+    with pytest.raises(stream.StreamError, match="cannot read"):
+        ops.process_file(bad, tmp_path / "o.tif", spec=spec, stream=stream.Streaming(tile=16))
+    assert not (tmp_path / "o.tif").exists() and not list(tmp_path.glob(".*part"))
+    pages = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(pages) as tw:
+        for _ in range(3):
+            tw.write(GREY)
+    from cnnfilter.io import ImageWriteError
+
+    with pytest.raises(ImageWriteError, match="3 pages"):
+        ops.process_file(pages, pages, spec=spec, stream=stream.Streaming(tile=16))
+    assert len(tifffile.TiffFile(pages).pages) == 3

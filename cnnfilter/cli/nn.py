@@ -339,6 +339,14 @@ def _load_model(spec, input_size=None, mean=None, std=None, channels=None, class
     return call(source.open)
 
 
+def _absolute(spec) -> str:
+    """A file named on the command line as an absolute path (a cluster's workers run elsewhere); a name such as
+    'digits' as it is."""
+    import os
+
+    return os.path.abspath(spec) if Path(spec).exists() else str(spec)
+
+
 def _model_source(spec, input_size=None, mean=None, std=None, channels=None, classes_file=None):
     """How to open the model MODEL names, checked: a :class:`cnnfilter.nn.ModelSource`."""
     from .. import nn
@@ -351,13 +359,13 @@ def _model_source(spec, input_size=None, mean=None, std=None, channels=None, cla
         if given:
             raise click.UsageError(f"{', '.join(given)}: only for ONNX models; a cnnfilter model carries its own "
                                    "input size, normalisation and classes")
-        return nn.ModelSource(str(spec))
+        return nn.ModelSource(_absolute(spec))
     classes = _usage(lambda: read_classes(classes_file)) if classes_file is not None else None
     if channels == "bgr":  # presets are RGB; numbers given are in the network's order already
         mean = tuple(reversed(mean)) if isinstance(mean, _Preset) and len(mean) == 3 else mean
         std = tuple(reversed(std)) if isinstance(std, _Preset) and len(std) == 3 else std
     plain = (lambda v: tuple(v) if isinstance(v, tuple) else v)  # a batch's workers need no CLI class to read it
-    return nn.ModelSource(str(spec), input_size=input_size, mean=plain(mean), std=plain(std), channels=channels,
+    return nn.ModelSource(_absolute(spec), input_size=input_size, mean=plain(mean), std=plain(std), channels=channels,
                           classes=None if classes is None else tuple(classes))
 
 
@@ -752,7 +760,10 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         raise click.UsageError("--kernels draws a kernel bank; with -m the model's own layers are drawn")
     if source is None and (layers is not None or all_weights):
         raise click.UsageError("--layers and --weights need -m/--model")
+    from ..kernels import kernel_file
+
     names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
+    names = [_absolute(k) if kernel_file(k) is not None else k for k in names]  # kernel files, for any worker
     report = call(lambda: _usage(lambda: fm.Report(source, layers=layers, bank=names, resize=resize,
                                                    normalize=normalize, colormap=cmap, tile_size=tile_size,
                                                    separate=separate, npz=npz, all_weights=all_weights)))
@@ -760,8 +771,6 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
-    from ..kernels import kernel_file
-
     bank_files = [kernel_file(k) for k in (names if source is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
         resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
