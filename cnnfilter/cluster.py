@@ -32,6 +32,14 @@ from .batch import Job, Result, Settings, attempt
 _LOCAL = re.compile(r"local:(\d+)")
 
 
+#: how long a scheduler at tcp://... has to answer
+CONNECT_TIMEOUT = "20s"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started or reached (the batch's failure, not its command line's)."""
+
+
 def check_address(address: str) -> str:
     """``local:N`` (1 <= N <= 256) or a scheduler address ``tcp://HOST:PORT`` (``tls://``, ``ucx://`` too)."""
     text = address.strip()
@@ -108,10 +116,10 @@ def _connect(address: str):
 
         return client, close
     try:
-        client = Client(address, timeout="20s")
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         msg = f"cannot reach the scheduler at {address}: {exc}"
-        raise ValueError(msg) from None
+        raise ClusterError(msg) from None
     return client, client.close
 
 
@@ -188,9 +196,12 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
             for job, res in zip(jobs, results):
                 yield res._replace(source=job.source, target=job.target)
                 stop = stop or (fail_fast and res.status == "failed")
-            if stop:  # report what has finished, start nothing more
-                break
-            yield from fill()
+            if not stop:
+                yield from fill()
+            # once stopped, nothing more is sent; the tasks already sent are waited for and reported (a task
+            # cannot be taken back from a worker that runs it: its files are written either way)
+        for job in alone:  # a task split after a worker died, when --fail-fast had already stopped the batch
+            yield Result(job.source, job.target, "failed", "not run again after --fail-fast stopped the batch")
     finally:
         client.cancel(list(tasks))
         remove_stale(targets)  # a killed worker's temporaries (its jobs ran again elsewhere)

@@ -153,3 +153,18 @@ def test_a_local_cluster_leaves_this_processs_environment_as_it_was(tmp_path):
     results = list(runner.run(jobs, partial(_dies_on, tmp_path / "m", "none", False)))
     assert [r.status for r in results] == ["done", "done"]
     assert dict(os.environ) == before
+
+
+def test_fail_fast_reports_every_file_it_wrote_and_an_unreachable_cluster_is_a_failure(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", 20)
+    (src / "a" / "000-bad.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["convolve", str(src / "a"), "-k", "edge", "-o", str(out), "--fail-fast",
+                                   "--scheduler", "local:2"])
+    assert res.exit_code == 1
+    done = int(res.output.split("cnnfilter: ")[1].split(" done")[0])
+    assert done == len(list(out.rglob("*.png")))  # every file written is counted
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
+    res = CliRunner().invoke(cli, ["convolve", str(src / "a"), "-k", "edge", "-o", str(tmp_path / "x"),
+                                   "--scheduler", "tcp://127.0.0.1:9"])
+    assert res.exit_code == 1 and "cannot reach the scheduler" in res.output
