@@ -64,6 +64,7 @@ def _err() -> object:
 @click.option("-j", "--jobs", type=click.IntRange(1), help="Threads for the compiled kernels [default: all cores].")
 @click.option("--log", "log_path", metavar="CSV", help="Write per-epoch metrics to this CSV file.")
 @click.option("--plot", "plot_path", metavar="PNG", help="Draw the loss and accuracy curves to this PNG.")
+@click.option("--log-scale", is_flag=True, help="--plot draws the loss on a log scale.")
 @click.option("--checkpoint", is_flag=True, help="Write the model file each time the validation accuracy "
               "improves (a run cut short leaves its best epoch).")
 @click.option("--max-memory", default="2GiB", show_default=True, metavar="SIZE", callback=size_option,
@@ -74,7 +75,7 @@ def _err() -> object:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, size, channels,
                val_split, val_dir, augment, schedule, label_smoothing, patience, last, jobs, log_path, plot_path,
-               checkpoint, max_memory, max_pixels, overwrite, quiet):
+               log_scale, checkpoint, max_memory, max_pixels, overwrite, quiet):
     """Train a small CNN from scratch on a folder of labelled images.
 
     DATA holds one sub-folder of images per class (torchvision's ImageFolder layout). Images are converted to
@@ -201,7 +202,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
             sys.exit(130)
         save(use_best=True, final=False)
         if plot_path:
-            call(lambda: nn.plot_curves(trainer.history, plot_path))
+            call(lambda: nn.plot_curves(trainer.history, plot_path, log=log_scale))
         err.print(f"cnnfilter: interrupted after epoch {done}; wrote the best model so far (epoch "
                   f"{trainer.best_epoch}) to {output!r}", markup=False)
         sys.exit(130)
@@ -212,7 +213,7 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
     if use_best:
         trainer.restore_best()  # the network in this process is the one written
     if plot_path:
-        call(lambda: nn.plot_curves(trainer.history, plot_path))
+        call(lambda: nn.plot_curves(trainer.history, plot_path, log=log_scale))
     kept = trainer.history[trainer.best_epoch - 1] if use_best else trainer.history[-1]
     acc = "" if kept.val_acc is None else f", validation accuracy {100 * kept.val_acc:.2f}%"
     stop = f" (stopped early: no better epoch in {patience})" if trainer.stopped_early else ""
