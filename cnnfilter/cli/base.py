@@ -146,7 +146,7 @@ def cli(debug):
 def call(fn):
     """Call the library; map its errors to exit codes: a command line that contradicts itself, a bad value or
     architecture, or a limit is a usage error (2); an unreadable input, an unwritable output, a bad data or model
-    file is a failure (1)."""
+    file, a cluster that cannot be reached is a failure (1)."""
     from ..io import ImageReadError, ImageWriteError
     from ..outputs import OutputError
 
@@ -159,6 +159,11 @@ def call(fn):
     except (ValueError, TypeError) as exc:
         failure = isinstance(exc, _file_errors())
         raise (click.ClickException if failure else click.UsageError)(str(exc)) from exc
+    except RuntimeError as exc:  # a Dask cluster that cannot be started or reached: the batch's failure
+        cluster = sys.modules.get("cnnfilter.cluster")
+        if cluster is None or not isinstance(exc, cluster.ClusterError):
+            raise
+        raise click.ClickException(str(exc)) from exc
 
 
 def _file_errors() -> tuple:

@@ -165,14 +165,7 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
                     failures.append(res)
                 advance()
 
-    try:
-        call(consume)
-    except RuntimeError as exc:  # a cluster that cannot be started or reached is a failure (exit 1)
-        from ..cluster import ClusterError
-
-        if not isinstance(exc, ClusterError):
-            raise
-        raise click.ClickException(str(exc)) from exc
+    call(consume)
     if failures or not quiet:
         words = {"skipped": "skipped (outputs exist; --overwrite replaces them)",
                  "ignored": "ignored (named like this command's outputs)"}

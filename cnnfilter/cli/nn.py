@@ -815,14 +815,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 if not quiet:
                     click.echo(f"wrote {quoted(res.target / 'index.html')}", err=True)
 
-    try:
-        call(consume)
-    except RuntimeError as exc:  # a cluster that cannot be started or reached is a failure (exit 1)
-        from ..cluster import ClusterError
-
-        if not isinstance(exc, ClusterError):
-            raise
-        raise click.ClickException(str(exc)) from exc
+    call(consume)
     for name, why in failures:
         why = printable(why)
         click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
