@@ -360,13 +360,13 @@ def _model_source(spec, input_size=None, mean=None, std=None, channels=None, cla
         if given:
             raise click.UsageError(f"{', '.join(given)}: only for ONNX models; a cnnfilter model carries its own "
                                    "input size, normalisation and classes")
-        return nn.ModelSource(_absolute(spec))
+        return nn.ModelSource(str(spec))
     classes = _usage(lambda: read_classes(classes_file)) if classes_file is not None else None
     if channels == "bgr":  # presets are RGB; numbers given are in the network's order already
         mean = tuple(reversed(mean)) if isinstance(mean, _Preset) and len(mean) == 3 else mean
         std = tuple(reversed(std)) if isinstance(std, _Preset) and len(std) == 3 else std
     plain = (lambda v: tuple(v) if isinstance(v, tuple) else v)  # a batch's workers need no CLI class to read it
-    return nn.ModelSource(_absolute(spec), input_size=input_size, mean=plain(mean), std=plain(std), channels=channels,
+    return nn.ModelSource(str(spec), input_size=input_size, mean=plain(mean), std=plain(std), channels=channels,
                           classes=None if classes is None else tuple(classes))
 
 
@@ -764,7 +764,11 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from ..kernels import kernel_file
 
     names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
-    names = [_absolute(k) if kernel_file(k) is not None else k for k in names]  # kernel files, for any worker
+    if scheduler is not None:  # a cluster's workers run elsewhere: the files named here, as absolute paths
+        from dataclasses import replace
+
+        names = [_absolute(k) if kernel_file(k) is not None else k for k in names]
+        source = None if source is None else replace(source, spec=_absolute(source.spec))
     report = call(lambda: _usage(lambda: fm.Report(source, layers=layers, bank=names, resize=resize,
                                                    normalize=normalize, colormap=cmap, tile_size=tile_size,
                                                    separate=separate, npz=npz, all_weights=all_weights)))
