@@ -1,221 +1,42 @@
-"""Feature maps: every layer's activations for an image, drawn as montages a person wants to look at.
+"""Feature maps: every layer's activations for an image, and the reports that show them.
 
-``featuremaps(model, image)`` gives the activations; ``montage(maps)`` draws one layer's channels as a grid of
-tiles (nearest-neighbour upscaled, a thin gutter, the channel index on each tile, the layer name and shape on top,
-a colour bar with the value range below). ``write_report`` writes a folder per image: the montages, the first
-convolution's filters, ``summary.json``, optionally the raw activations and one PNG per channel, and an
-``index.html`` that shows them in order.
+``featuremaps(model, image)`` gives a model's activations and ``bank(image)`` a bank of named kernels' maps.
+``write_report`` writes a folder per image: a montage per layer (``cnnfilter.pictures`` draws them; a dense
+layer is a bar chart), the first convolution's filters, ``summary.json``, optionally the raw activations and one
+PNG per channel, and an ``index.html`` that shows them in a grid filling the window, each with its name, shape
+and a caption saying how colours map to values. ``write_bank_report`` does the same for a kernel bank on a photo
+(pictures in grey, signed responses on mid-grey, a large photo reduced for display), and ``write_index`` links a
+folder run's reports.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import html
 import itertools
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-COLORMAPS = ("gray", "viridis", "magma", "inferno", "coolwarm")
-NORMALIZE = ("map", "layer", "none")
+from .pictures import (COLORMAPS, MAX_TILES, NORMALIZE, bars, colormap, grey_picture, montage, montage_figure,
+                       reduce_for_display, scale_maps)
+
+__all__ = ["COLORMAPS", "DEFAULT_BANK", "NORMALIZE", "Report", "bank", "bars", "colormap", "featuremaps",
+           "montage", "report_file", "scale_maps", "select_layers", "write_bank_report", "write_index",
+           "write_report"]
+
 RESIZE = ("stretch", "fit", "pad")
 DEFAULT_BANK = ("identity", "sharpen", "edge", "laplacian", "sobel-x", "sobel-y", "blur", "emboss")
-
-GUTTER = 2  # pixels between tiles
-BACKGROUND = (24, 24, 24)
-TEXT = (235, 235, 235)
-_TEXT16 = np.array(TEXT, np.uint16)
-
-
-@functools.cache
-def colormap(name: str) -> np.ndarray:
-    """The 256 x 3 uint8 lookup table of ``name`` (data files in cnnfilter/colormaps)."""
-    if name not in COLORMAPS:
-        msg = f"colormap {name!r} is not one of {', '.join(COLORMAPS)}"
-        raise ValueError(msg)
-    text = (Path(__file__).resolve().parent / "colormaps" / f"{name}.txt").read_text()
-    rows = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
-    return np.asarray(rows, np.uint8).reshape(256, 3)
-
-
-@functools.cache
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
-def _grid(n: int, columns: int | None = None) -> tuple[int, int]:
-    """``(rows, cols)`` of a near-square grid for ``n`` tiles: 1 -> 1x1, 3 -> 2x2, 8 -> 3x3, 16 -> 4x4, 17 -> 4x5."""
-    cols = columns or max(1, math.ceil(math.sqrt(n)))
-    return max(1, math.ceil(n / cols)), cols
-
-
-ROBUST_PIXELS = 4096  # maps larger than this are scaled to their 0.5..99.5 percentiles: a few outliers do not
-# wash out the rest (edge responses are mostly near 0 with rare strong peaks)
-
-
-def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
-    """Values -> 0..1 for the colormap, and whether each channel is signed (drawn with a diverging map).
-
-    ``map``: each channel's own range; ``layer``: one range for all channels; ``none``: the raw values, clipped to
-    0..1 (-1..1 when signed). A signed range is symmetric, -p..p, so that 0 stays in the middle. The range is
-    min..max, or the 0.5..99.5 percentiles for maps over 4,096 pixels. ``signed`` None decides per channel (any
-    negative value), ``map`` mode only; else one bool for all. A constant map gives 0.5 when signed, 1 when
-    positive, 0 when zero: never a division by zero. Returns ``(scaled (C, H, W), (lo, hi) or None for map,
-    signed per channel (C,) bool)``.
-    """
-    m = np.asarray(maps, np.float64)
-    if m.ndim == 2:
-        m = m[None]
-    if normalize not in NORMALIZE:
-        msg = f"normalize {normalize!r} is not one of {', '.join(NORMALIZE)}"
-        raise ValueError(msg)
-    if normalize == "map" and m.shape[1] * m.shape[2] == 1:  # one value per channel (a global pool, an SE gate):
-        normalize = "layer"  # its own range would say nothing; one shared range compares the channels
-    big = np.finfo(np.float32).max
-    m = np.nan_to_num(m, nan=0.0, posinf=big, neginf=-big)
-    C = m.shape[0]
-    if signed is None:
-        neg = (m < 0).reshape(C, -1).any(axis=1)
-        sg = neg if normalize == "map" else np.full(C, bool(neg.any()))
-    else:
-        sg = np.full(C, bool(signed))
-    if normalize == "none":
-        lo = np.where(sg, -1.0, 0.0)[:, None, None]
-        return np.clip((m - lo) / (1.0 - lo), 0, 1), (-1.0 if sg.any() else 0.0, 1.0), sg
-    flat = m.reshape(C, -1) if normalize == "map" else m.reshape(1, -1)
-    robust = flat.shape[1] > ROBUST_PIXELS
-    lo = np.percentile(flat, 0.5, axis=1) if robust else flat.min(axis=1)
-    hi = np.percentile(flat, 99.5, axis=1) if robust else flat.max(axis=1)
-    peak = np.maximum(np.abs(lo), np.abs(hi))
-    if normalize == "layer":
-        lo, hi, peak = np.full(C, lo[0]), np.full(C, hi[0]), np.full(C, peak[0])
-    lo = np.where(sg, -peak, lo)[:, None, None]
-    hi = np.where(sg, peak, hi)[:, None, None]
-    span = hi - lo
-    const = np.where(sg[:, None, None], 0.5, np.where(hi > 0, 1.0, 0.0))
-    out = np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), const)
-    rng = None if normalize == "map" else (float(lo.min()), float(hi.max()))
-    return np.clip(out, 0, 1), rng, sg
-
-
-MAX_TILES = 1024  # tiles of one montage: enough to see a layer, few enough to draw in bounded memory and time
 MAX_REPORT_TILES = 16_384  # tiles of one image's report (every layer's montage)
 MAX_REPORT_FILES = 4_096  # per-channel files of one image's report (--separate)
-
-
-def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
-            signed: bool | None = None, title: str | None = None, labels: list[str] | None = None,
-            columns: int | None = None) -> Image.Image:
-    """Draw ``maps`` (C, H, W) — or (H, W), or a vector (N,), one cell per unit — as a grid of tiles.
-
-    Each tile is the channel upscaled with nearest-neighbour by the integer factor that brings its longer side to
-    at least ``tile_size`` (default 96 px, 64 above 16 channels, 48 above 64; maps larger than 4 * tile_size are
-    subsampled),
-    with the channel index (or ``labels``) written on it; ``title`` goes on top and a colour bar with the range
-    below. Signed maps get the diverging ``coolwarm`` centred at 0, others ``viridis``, unless ``colormap_name``.
-    """
-    m = np.asarray(maps, np.float32)
-    show_labels = True
-    if m.ndim == 1:  # a dense layer: one cell per unit (class names as labels for the last one)
-        m = m.reshape(-1, 1, 1)
-        if tile_size is None:
-            tile_size = 40 if m.shape[0] <= 32 else 12
-        show_labels = tile_size >= 24
-        if normalize == "map":  # one value per unit: only a shared range means anything
-            normalize = "layer"
-    elif m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3 or m.size == 0:
-        msg = f"maps have shape {np.shape(maps)}; expected (C, H, W), (H, W) or (N,)"
-        raise ValueError(msg)
-    if m.shape[0] > MAX_TILES:  # a layer of 100,000 channels: its first tiles, and the title says so
-        title = f"{title or ''}  (the first {MAX_TILES} of {m.shape[0]})".strip()
-        m, labels = m[:MAX_TILES], None if labels is None else list(labels)[:MAX_TILES]
-    C, H, W = m.shape
-    target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
-    factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
-    shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
-    th, tw = (H * factor) // shrink, (W * factor) // shrink
-    if shrink > 1:  # subsample before scaling and colouring: memory and time follow the tiles, not the maps
-        m, shrink = m[:, ::shrink, ::shrink], 1
-    rows, cols = _grid(C, columns)
-    from .limits import check_memory
-
-    canvas_bytes = 3.0 * (rows * (th + 20) + 70) * max(cols * (tw + GUTTER), 260)
-    check_memory(4 * canvas_bytes + 24.0 * m.size, f"a montage of {C} tiles of {th}x{tw} pixels")
-    scaled, rng, sg = scale_maps(m, normalize, signed)
-    luts = {True: colormap(colormap_name or "coolwarm"), False: colormap(colormap_name or "viridis")}
-    label_h = 14 if show_labels else 0
-    head = 24 if title else 4
-    bar_h = 34
-    width = max(cols * (tw + GUTTER) + GUTTER, 260)
-    height = head + rows * (th + label_h + GUTTER) + GUTTER + bar_h
-    idx = np.rint(scaled * 255).astype(np.uint8)
-    rgb = np.where(sg[:, None, None, None], luts[True][idx], luts[False][idx])  # (C, H, W, 3)
-    rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)[:, ::shrink, ::shrink][:, :th, :tw]
-    cell_h, cell_w = th + label_h + GUTTER, tw + GUTTER
-    cells = np.empty((rows * cols, cell_h, cell_w, 3), np.uint8)
-    cells[:] = BACKGROUND
-    cells[:C, label_h : label_h + th, :tw] = rgb
-    grid = cells.reshape(rows, cols, cell_h, cell_w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cell_h, cols * cell_w, 3)
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[:] = BACKGROUND
-    canvas[head : head + grid.shape[0], GUTTER : GUTTER + grid.shape[1]] = grid
-    if show_labels:
-        for c in range(C):
-            r, k = divmod(c, cols)
-            mask = _label_mask(labels[c] if labels else str(c))
-            y0, x0 = head + r * cell_h + 1, GUTTER + k * cell_w + 1
-            h, w = min(mask.shape[0], label_h - 1), min(mask.shape[1], cell_w - 1)
-            region = canvas[y0 : y0 + h, x0 : x0 + w]
-            a = mask[:h, :w, None].astype(np.uint16)
-            region[:] = ((region * (255 - a) + _TEXT16 * a + 127) // 255).astype(np.uint8)
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    if title:
-        draw.text((GUTTER + 2, 4), title, fill=TEXT, font=_font(14))
-    kind = bool(sg.mean() >= 0.5)  # the bar of the majority; a note names the other when both occur
-    mixed = bool(sg.any() and not sg.all()) and colormap_name is None
-    _colour_bar(draw, img, luts[kind], rng, kind, normalize, y=height - bar_h + 6, width=width, mixed=mixed)
-    return img
-
-
-@functools.cache
-def _label_mask(text: str) -> np.ndarray:
-    """The coverage (0..255) of ``text`` in the 11-px label font, rendered once per distinct label."""
-    font = _font(11)
-    box = font.getbbox(text)
-    im = Image.new("L", (max(1, box[2]) + 1, max(1, box[3]) + 1), 0)
-    ImageDraw.Draw(im).text((0, 0), text, fill=255, font=font)
-    return np.asarray(im)
-
-
-def _colour_bar(draw, img, lut, rng, signed, normalize, *, y: int, width: int, mixed: bool = False) -> None:
-    x0, x1 = 10, min(width - 10, 250)
-    ramp = lut[np.linspace(0, 255, x1 - x0).astype(int)][None].repeat(10, axis=0)
-    img.paste(Image.fromarray(np.ascontiguousarray(ramp)), (x0, y))
-    small = _font(11)
-    if rng is None:
-        left, right = ("-max|v|", "+max|v|") if signed else ("min", "max")
-        note = "each tile scaled to its own range"
-        if mixed:
-            note += "; tiles without negative values: viridis" if signed else "; signed tiles: coolwarm, 0 = grey"
-    else:
-        left, right = f"{rng[0]:.3g}", f"{rng[1]:.3g}"
-        note = "shared range" if normalize == "layer" else "raw values"
-    draw.text((x0, y + 12), left, fill=TEXT, font=small)
-    draw.text((x1, y + 12), right, fill=TEXT, font=small, anchor="ra")
-    if signed:
-        draw.text(((x0 + x1) // 2, y + 12), "0", fill=TEXT, font=small, anchor="ma")
-    if width - x1 > 120:
-        draw.text((x1 + 10, y), note, fill=TEXT, font=small)
-
+MAX_DISPLAY = 1024  # a photo's maps are drawn reduced to at most this many pixels on the longer side
+SMALL_DISPLAY = 256  # ... and a small image's enlarged (whole times) to at least this many
+PASS_THROUGH = frozenset({"Dropout", "Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"})  # the values of
+# their input, rearranged: a report names them instead of drawing the same values twice
 
 def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
     """An image (path, Pillow image or array) as the model's input ``(C, H, W)`` in 0..1. ``stretch`` resizes to
@@ -313,30 +134,76 @@ def featuremaps(model, image, layers=None, *, resize: str = "stretch") -> dict[s
     return {name: acts[name][0] for name in model.net.names if name in wanted}
 
 
-def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A convolution layer built from named kernels: ``(grey input 0..1 (H, W), maps (K, H, W), names)``."""
-    from .io import Picture, read_picture
+def _bank_kernels(kernels) -> list[tuple[str, object]]:
     from .kernels import resolve_kernel
-    from .ops import apply_kernel, to_gray
-
-    from .limits import check_memory
 
     names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else list(kernels)
+    return [(name, resolve_kernel(name)[1]) for name in names]
+
+
+def _grey_levels(image) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(colour pixels as read (H, W) or (H, W, 3), grey (H, W), full scale)``. The grey of an 8- or 16-bit
+    photo is rounded to integers, as Pillow's ``convert("L")`` rounds: integer images take the numpy engine."""
+    from .io import Picture, read_picture
+    from .ops import to_gray
+
     px = read_picture(image).pixels if isinstance(image, (str, Path)) else np.asarray(image)
-    check_memory(4.0 * (len(names) + 3) * px.shape[0] * px.shape[1],
-                 f"a bank of {len(names)} maps of a {px.shape[0]}x{px.shape[1]} image")
+    if px.ndim == 3 and px.shape[2] == 1:
+        px = px[:, :, 0]
+    colour = px[:, :, :3] if px.ndim == 3 else px
     scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
-    grey = to_gray(Picture(px[:, :, :3] if px.ndim == 3 else px)).pixels.astype(np.float32) / scale
-    maps = np.empty((len(names), *grey.shape), np.float32)  # filled map by map: never the bank twice
-    for i, name in enumerate(names):
-        maps[i] = apply_kernel(grey, resolve_kernel(name)[1], border=border)
-    return grey, maps, names
+    grey = to_gray(Picture(colour)).pixels
+    if px.dtype.kind in "ui" and grey.dtype.kind == "f":
+        grey = np.rint(grey).astype(px.dtype)
+    return colour, grey, scale
+
+
+def _bank_map(grey: np.ndarray, scale: float, kernel, border: str) -> np.ndarray:
+    from .ops import apply_kernel
+
+    m = apply_kernel(grey, kernel, border=border)
+    m *= np.float32(1.0 / scale)  # 0..1 units: the image's full scale is 1
+    return m
+
+
+def bank(image, kernels=DEFAULT_BANK, *, border: str = "reflect") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A convolution layer built from named kernels: ``(grey input 0..1 (H, W), maps (K, H, W), names)``."""
+    from .limits import check_memory
+
+    ks = _bank_kernels(kernels)
+    _, grey, scale = _grey_levels(image)
+    check_memory(4.0 * (len(ks) + 3) * grey.shape[0] * grey.shape[1],
+                 f"a bank of {len(ks)} maps of a {grey.shape[0]}x{grey.shape[1]} image")
+    maps = np.empty((len(ks), *grey.shape), np.float32)  # filled map by map: never the bank twice
+    for i, (_, k) in enumerate(ks):
+        maps[i] = _bank_map(grey, scale, k, border)
+    return grey.astype(np.float32) / np.float32(scale), maps, [n for n, _ in ks]
+
+
+def drawn_as(kernel) -> tuple[str, float]:
+    """How a kernel's response is drawn: ``("image", gain)`` for a kernel whose weights sum to a positive gain
+    (identity, blur, sharpen, emboss: the response is a picture, drawn in grey after dividing by the gain),
+    ``("signed", 1)`` for one that sums to 0 or less (edges, Laplacian, Sobel: mid-grey is 0), ``("magnitude",
+    1)`` for a gradient magnitude (black is 0)."""
+    from .kernels import Magnitude
+
+    if isinstance(kernel, Magnitude):
+        return "magnitude", 1.0
+    k = np.asarray(kernel, np.float64)
+    total = float(k.sum())
+    if total > 1e-6 * float(np.abs(k).sum()):
+        return "image", total
+    return "signed", 1.0
 
 
 def summarize(acts: dict[str, np.ndarray]) -> list[dict]:
     """Per layer: name, shape, min, max, mean and the fraction of exact zeros (dead ReLUs)."""
-    return [{"layer": n, "shape": list(a.shape), "min": float(a.min()), "max": float(a.max()),
-             "mean": float(a.mean()), "zero_fraction": float(np.mean(a == 0))} for n, a in acts.items()]
+    return [_stats(n, a) for n, a in acts.items()]
+
+
+def _stats(name: str, a: np.ndarray) -> dict:
+    return {"layer": name, "shape": list(a.shape), "min": float(a.min()), "max": float(a.max()),
+            "mean": float(a.mean(dtype=np.float64)), "zero_fraction": float(np.count_nonzero(a == 0) / max(a.size, 1))}
 
 
 def _png(img: Image.Image, path: Path) -> None:
@@ -353,6 +220,31 @@ def _text(text: str, path: Path) -> None:
         fh.write(text.encode("utf-8", "replace"))  # a file name that is not UTF-8 becomes '?'
 
 
+class _Npz:
+    """An ``.npz`` (numpy's format: a zip of ``.npy`` files) written one array at a time through an atomic file:
+    a photo's maps are never all in memory. Deflate level 1: float maps barely compress further."""
+
+    def __init__(self, path: Path):
+        from .outputs import atomic_file
+
+        self._file = atomic_file(path)
+
+    def __enter__(self):
+        import zipfile
+
+        self._zip = zipfile.ZipFile(self._file.__enter__(), "w", zipfile.ZIP_DEFLATED, compresslevel=1,
+                                    allowZip64=True)
+        return self
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        with self._zip.open(name + ".npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array(fh, np.ascontiguousarray(array, np.float32), allow_pickle=False)
+
+    def __exit__(self, *exc):
+        self._zip.close()
+        return self._file.__exit__(*exc)
+
+
 def _folder(out: Path, *parts: str) -> Path:
     """``out/parts`` created, checked to lie inside ``out`` (a symbolic link in a report folder cannot send files
     elsewhere), with the temporaries of killed runs removed."""
@@ -365,83 +257,247 @@ def _folder(out: Path, *parts: str) -> Path:
     return folder
 
 
-def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray], title: str,
-                 prediction: dict | None = None, weights: dict[str, np.ndarray] | None = None,
-                 labels: dict[str, list[str]] | None = None, tile_size: int | None = None, normalize: str = "map",
-                 colormap_name: str | None = None, separate: bool = False, npz: bool = False,
-                 signed_layers: set[str] | None = None) -> Path:
-    """Write one image's feature maps into ``out_dir`` (created): ``input.png``, ``<layer>.png`` montages,
-    ``weights-<layer>.png``, ``channels/<layer>-<c>.png`` (``separate``), ``activations.npz`` (``npz``),
-    ``summary.json`` and ``index.html``. Returns the folder."""
-    from .limits import LimitError
-
-    tiles = sum(min(int(np.shape(a)[0]) if np.ndim(a) == 3 else 1, MAX_TILES) for a in acts.values())
-    files = sum(min(int(np.shape(a)[0]), MAX_TILES) for a in acts.values() if np.ndim(a) == 3) if separate else 0
-    if tiles > MAX_REPORT_TILES or files > MAX_REPORT_FILES:
-        msg = (f"the report would draw {tiles:,} tiles" + (f" and write {files:,} channel files" if separate else "")
-               + f"; at most {MAX_REPORT_TILES:,} tiles and {MAX_REPORT_FILES:,} files: choose layers with --layers")
-        raise LimitError(msg)
+def _start(out_dir, separate: bool) -> tuple[Path, set[str]]:
+    """The report folder, made and checked, and the files of an earlier report in it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     earlier = _earlier_report(out)  # an earlier report's files, which this one replaces
     _folder(out)
     if separate:
         _folder(out, "channels")  # checked before anything is written
-    labels = labels or {}
+    return out, earlier
+
+
+def _finish(out: Path, earlier: set[str], written: set[str]) -> None:
+    for rel in earlier - written:  # layers, filters and channels of the earlier report that this one has not
+        (out / rel).unlink(missing_ok=True)
+
+
+def _channel_png(scaled: np.ndarray, lut_name: str, path: Path) -> None:
+    img = Image.fromarray(np.rint(scaled * 255).astype(np.uint8), "P")
+    img.putpalette(colormap(lut_name).tobytes())
+    _png(img, path)
+
+
+def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray], title: str,
+                 prediction: dict | None = None, weights: dict[str, np.ndarray] | None = None,
+                 labels: dict[str, list[str]] | None = None, tile_size: int | None = None, normalize: str = "map",
+                 colormap_name: str | None = None, separate: bool = False, npz: bool = False,
+                 signed_layers: set[str] | None = None, same: dict[str, str] | None = None,
+                 about: dict[str, str] | None = None) -> Path:
+    """Write one image's feature maps into ``out_dir`` (created): ``input.png``, ``<layer>.png`` montages (a
+    bar chart for a dense layer), ``weights-<layer>.png``, ``channels/<layer>-<c>.png`` (``separate``),
+    ``activations.npz`` (``npz``), ``summary.json`` and ``index.html`` (the layer names, descriptions
+    (``about``) and colour captions, in a grid that fills the window). Layers in ``same`` (name -> the layer whose
+    values they hold, e.g. a Flatten) are named in the page, not drawn again. Returns the folder."""
+    from .limits import LimitError
+
+    same = same or {}
+    drawn = {n: a for n, a in acts.items() if n not in same}
+    tiles = sum(min(int(np.shape(a)[0]) if np.ndim(a) == 3 else 1, MAX_TILES) for a in drawn.values())
+    files = sum(min(int(np.shape(a)[0]), MAX_TILES) for a in drawn.values() if np.ndim(a) == 3) if separate else 0
+    if tiles > MAX_REPORT_TILES or files > MAX_REPORT_FILES:
+        msg = (f"the report would draw {tiles:,} tiles" + (f" and write {files:,} channel files" if separate else "")
+               + f"; at most {MAX_REPORT_TILES:,} tiles and {MAX_REPORT_FILES:,} files: choose layers with --layers")
+        raise LimitError(msg)
+    out, earlier = _start(out_dir, separate)
+    labels, about = labels or {}, about or {}
     inp = np.asarray(input_image, np.float32)
     shown = inp if inp.ndim == 2 else (inp[0] if inp.shape[0] == 1 else inp.transpose(1, 2, 0))
-    big = max(shown.shape[:2])
-    factor = max(1, 192 // big)
+    factor = max(1, 192 // max(shown.shape[:2]))
     arr = np.clip(np.rint(shown * 255), 0, 255).astype(np.uint8)
     arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
     _png(Image.fromarray(np.ascontiguousarray(arr)), out / "input.png")
-    sections = []
+    cards = [_Card("input", "x".join(map(str, inp.shape)), "input.png", "what the network is given (before its "
+                   "normalisation)", photo=max(shown.shape[:2]) >= SMALL_DISPLAY)]
     stems = file_stems([*acts, *(weights or {})])
-    for name, a in acts.items():
-        signed = None if signed_layers is None else name in signed_layers
-        shape = "x".join(map(str, a.shape))
-        img = montage(a, tile_size=tile_size, normalize=normalize, colormap_name=colormap_name, signed=signed,
-                      title=f"{name}  {shape}", labels=labels.get(name))
-        stem = stems[name]
-        _png(img, out / f"{stem}.png")
-        sections.append((name, shape, f"{stem}.png"))
-        if separate and a.ndim == 3:
-            _folder(out, "channels")
-            scaled, _, sg = scale_maps(a, normalize, signed)
-            for c in range(min(a.shape[0], MAX_TILES)):
-                lut = colormap(colormap_name or ("coolwarm" if sg[c] else "viridis"))
-                tile = Image.fromarray(lut[np.rint(scaled[c] * 255).astype(np.uint8)])
-                _png(tile, out / "channels" / f"{stem}-{c}.png")
-    wsections = []
+    written = {"input.png", "summary.json", "index.html"}
     for name, w in (weights or {}).items():
         O, C = w.shape[:2]
-        tiles = w.reshape(O * C, *w.shape[2:])
         tl = [f"{o}" if C == 1 else f"{o}.{c}" for o, c in
               itertools.islice(((o, c) for o in range(O) for c in range(C)), MAX_TILES)]
-        img = montage(tiles, tile_size=48, normalize="layer", colormap_name=colormap_name, signed=True,
-                      title=f"{name} filters  {O}x{C}x{w.shape[2]}x{w.shape[3]}", labels=tl, columns=max(C, 8) if C > 1 else None)
-        _png(img, out / f"weights-{stems[name]}.png")
-        wsections.append((name, f"weights-{stems[name]}.png"))
+        fig = montage_figure(w.reshape(O * C, *w.shape[2:]), tile_size=48, normalize="layer",
+                             colormap_name=colormap_name, signed=True, labels=tl,
+                             columns=max(C, 8) if C > 1 else None)
+        src = f"weights-{stems[name]}.png"
+        _png(fig.image, out / src)
+        written.add(src)
+        cards.append(_Card(f"{name} filters", "x".join(map(str, w.shape)), src, "each output channel's weights"
+                           + (" (one row per output channel)" if C > 1 else "") + "; " + fig.caption,
+                           wide=fig.image.width > 720))
+    for name, a in drawn.items():
+        signed = None if signed_layers is None else name in signed_layers
+        fig = montage_figure(a, tile_size=tile_size, normalize=normalize, colormap_name=colormap_name,
+                             signed=signed, labels=labels.get(name))
+        src = f"{stems[name]}.png"
+        _png(fig.image, out / src)
+        written.add(src)
+        cards.append(_Card(name, "x".join(map(str, a.shape)), src, fig.caption, about.get(name, ""),
+                           wide=fig.image.width > 720))
+        if separate and a.ndim == 3:
+            scaled, _, sg = scale_maps(a, normalize, signed)
+            for c in range(min(a.shape[0], MAX_TILES)):
+                rel = f"channels/{stems[name]}-{c}.png"
+                _channel_png(scaled[c], colormap_name or ("coolwarm" if sg[c] else "viridis"), out / rel)
+                written.add(rel)
     summary = {"image": title, "layers": summarize(acts)}
-    if any(stems[n] != n for n in acts):  # names that are no file names (ONNX's '/conv1/Conv_output_0')
-        summary["files"] = {n: f"{stems[n]}.png" for n in acts}
+    if any(stems[n] != n for n in drawn):  # names that are no file names (ONNX's '/conv1/Conv_output_0')
+        summary["files"] = {n: f"{stems[n]}.png" for n in drawn}
+    if same:
+        summary["same_values"] = dict(same)
     if prediction is not None:
         summary["prediction"] = prediction
     _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
     if npz:
-        from .outputs import atomic_file
-
-        with atomic_file(out / "activations.npz") as fh:
-            np.savez_compressed(fh, **{stems[n]: np.asarray(a, np.float32) for n, a in acts.items()})
-    _text(_html(title, prediction, sections, wsections, npz), out / "index.html")
-    written = {"input.png", "summary.json", "index.html", *(src for _, _, src in sections),
-               *(src for _, src in wsections), *(["activations.npz"] if npz else [])}
-    if separate:
-        written |= {f"channels/{stems[n]}-{c}.png" for n, a in acts.items() if a.ndim == 3
-                    for c in range(min(a.shape[0], MAX_TILES))}
-    for rel in earlier - written:  # layers, filters and channels of the earlier report that this one has not
-        (out / rel).unlink(missing_ok=True)
+        with _Npz(out / "activations.npz") as store:
+            for n, a in acts.items():
+                store.add(stems[n], a)
+        written.add("activations.npz")
+    notes = [f"{', '.join(html.escape(n) for n in group)}: the values of {html.escape(src)}, "
+             "not drawn again" for src, group in _groups(same).items()]
+    _text(_page(f"Feature maps of {title}", _prediction_html(prediction), cards, notes, npz), out / "index.html")
+    _finish(out, earlier, written)
     return out
+
+
+def _groups(same: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, src in same.items():
+        out.setdefault(src, []).append(name)
+    return out
+
+
+def write_bank_report(out_dir, image, kernels=DEFAULT_BANK, *, title: str, border: str = "reflect",
+                      normalize: str = "map", colormap_name: str | None = None, separate: bool = False,
+                      npz: bool = False) -> Path:
+    """Write what a bank of named kernels does to a photo into ``out_dir``: ``input.png`` (the photo, in colour),
+    one ``<kernel>.png`` per kernel, ``summary.json``, ``index.html`` (each picture with its kernel's name, values
+    and how it is drawn), ``activations.npz`` (``npz``: the full-resolution float maps) and
+    ``channels/<kernel>.png`` (``separate``: full-resolution pictures).
+
+    Kernels that sum to a positive gain (identity, blur, sharpen, emboss) are drawn as grey images of the
+    response divided by the gain; signed responses (edge, Laplacian, Sobel) on mid-grey at 0, white and black at
+    +-p (p: each map's 99.5th percentile of |value| with ``map``, the largest of them with ``layer``, 1 with
+    ``none``); gradient magnitudes black at 0. ``colormap_name`` colours the same levels. A photo larger than
+    1,024 pixels is shown reduced (block means; the strongest response of each block for signed maps); one
+    smaller than 256 enlarged. Memory: the photo, its grey, and one map at a time."""
+    from .limits import check_memory
+
+    if normalize not in NORMALIZE:
+        msg = f"normalize {normalize!r} is not one of {', '.join(NORMALIZE)}"
+        raise ValueError(msg)
+    ks = _bank_kernels(kernels)
+    colour, grey, scale = _grey_levels(image)
+    H, W = grey.shape
+    check_memory(4.0 * 4 * H * W, f"the maps of a {H}x{W} image")  # a map, the filter's and display's scratch
+    factor = max(1, math.ceil(max(H, W) / MAX_DISPLAY))
+    up = max(1, math.ceil(SMALL_DISPLAY / max(H, W))) if factor == 1 else 1
+    out, earlier = _start(out_dir, separate)
+    stems = file_stems(["input", *(n for n, _ in ks)])
+    written = {"input.png", "summary.json", "index.html"}
+    display = colour if colour.dtype == np.uint8 else np.clip(np.rint(colour / scale * 255), 0, 255).astype(np.uint8)
+    pic = Image.fromarray(np.ascontiguousarray(display))
+    pic = pic.reduce(factor) if factor > 1 else pic.resize((W * up, H * up), Image.Resampling.NEAREST) if up > 1 else pic
+    _png(pic, out / "input.png")
+    del display
+    shown, stats = [], []
+    with _Npz(out / "activations.npz") if npz else contextlib.nullcontext() as store:
+        for name, k in ks:
+            kind, gain = drawn_as(k)
+            m = _bank_map(grey, scale, k, border)
+            stats.append({**_stats(name, m), "drawn": kind})
+            if store is not None:
+                store.add(stems[name], m)
+            if gain != 1.0:
+                m *= np.float32(1.0 / gain)
+            disp = reduce_for_display(m, factor, signed=kind != "image")
+            del m
+            shown.append((name, k, kind, gain, disp, _peak(disp) if kind != "image" else 1.0))
+    if npz:
+        written.add("activations.npz")
+    responses = [p for _, _, kind, _, _, p in shown if kind != "image"]
+    shared = max(responses, default=1.0) if normalize == "layer" else 1.0
+    cards = [_Card("input", f"{H}x{W}", "input.png", "the photo" + (f", shown at 1/{factor} of its size"
+                   if factor > 1 else ""), photo=up == 1)]
+    peaks = {}
+    for name, k, kind, gain, disp, peak in shown:
+        peak = shared if normalize != "map" and kind != "image" else peak
+        peaks[name] = peak
+        src = f"{stems[name]}.png"
+        _png(grey_picture(disp, signed=kind == "signed", peak=peak if kind != "image" else 1.0,
+                          colormap_name=colormap_name, upscale=up) if kind != "magnitude" else
+             grey_picture(disp / np.float32(peak or 1.0), signed=False, colormap_name=colormap_name, upscale=up),
+             out / src)
+        written.add(src)
+        cards.append(_Card(name, _kernel_shape(k), src, _bank_caption(kind, gain, peak, normalize, colormap_name),
+                           table=_kernel_table(k), photo=up == 1))
+    if separate:  # full-resolution pictures, a second pass: the shared range is known only now
+        for name, k in ks:
+            kind, gain = drawn_as(k)
+            m = _bank_map(grey, scale, k, border)
+            if gain != 1.0:
+                m *= np.float32(1.0 / gain)
+            if kind == "magnitude":
+                m *= np.float32(1.0 / (peaks[name] or 1.0))
+            rel = f"channels/{stems[name]}.png"
+            _png(grey_picture(m, signed=kind == "signed", peak=peaks[name], colormap_name=colormap_name), out / rel)
+            written.add(rel)
+            del m
+    summary = {"image": title, "size": [H, W], "shown_reduced": factor, "layers": stats}
+    if any(stems[n] != n for n, _ in ks):
+        summary["files"] = {n: f"{stems[n]}.png" for n, _ in ks}
+    _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
+    top = ([f"The photo is {W}x{H}: its maps are shown at 1/{factor} of that size (block means; the strongest "
+            "response of each block for signed maps)" + ("; activations.npz holds them at full size" if npz else
+                                                        "; --npz keeps them at full size") + "."]
+           if factor > 1 else [])
+    _text(_page(f"Kernel bank on {title}", "", cards, top, npz), out / "index.html")
+    _finish(out, earlier, written)
+    return out
+
+
+def _peak(disp: np.ndarray) -> float:
+    """The 99.5th percentile of |value| (the largest, for a map of at most 4,096 pixels): a few outliers do not
+    wash out the rest. Never 0."""
+    a = np.abs(disp).ravel()
+    if a.size == 0:
+        return 1.0
+    if a.size > 4096:
+        k = int(0.995 * (a.size - 1))
+        p = float(np.partition(a, k)[k])
+    else:
+        p = float(a.max())
+    return p if p > 0 else (float(a.max()) or 1.0)
+
+
+def _kernel_shape(k) -> str:
+    from .kernels import Magnitude
+
+    if isinstance(k, Magnitude):
+        return f"|gradient| of two {k.gx.shape[0]}x{k.gx.shape[1]} kernels"
+    return f"{k.shape[0]}x{k.shape[1]} kernel"
+
+
+def _kernel_table(k) -> str:
+    from .kernels import Magnitude
+
+    if isinstance(k, Magnitude) or max(k.shape) > 7:
+        return ""
+    rows = "".join("<tr>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>" for row in np.asarray(k))
+    return f'<table class="k">{rows}</table>'
+
+
+def _bank_caption(kind: str, gain: float, peak: float, normalize: str, cmap: str | None) -> str:
+    low, mid, high = ("black", "mid-grey", "white") if cmap in (None, "gray") else (
+        f"{cmap}'s low end", f"{cmap}'s middle", f"{cmap}'s high end")
+    if kind == "image":
+        text = f"a picture: {low} 0, {high} 1 (the input's range)"
+        return text + (f"; the response divided by {gain:.4g}, the kernel's sum" if abs(gain - 1) > 1e-6 else "")
+    how = {"map": "its 99.5th percentile of |value|", "layer": "the largest of the bank's percentiles",
+           "none": "raw values"}[normalize]
+    if kind == "magnitude":
+        return f"gradient magnitude: {low} 0, {high} {peak:.3g} ({how})"
+    return f"signed response: {mid} 0, {high} +{peak:.3g}, {low} -{peak:.3g} ({how})"
 
 
 def _earlier_report(out: Path) -> set[str]:
@@ -486,31 +542,114 @@ def file_stems(names) -> dict[str, str]:
     return out
 
 
-def _html(title, prediction, sections, wsections, npz) -> str:
+class _Card(NamedTuple):
+    title: str
+    shape: str
+    src: str
+    caption: str
+    about: str = ""
+    table: str = ""
+    wide: bool = False
+    photo: bool = False
+
+
+_STYLE = ("body{background:#181818;color:#eee;font-family:system-ui,sans-serif;margin:1.2em 1.5em}"
+          "h1{font-size:1.35em;margin:0 0 .5em}"
+          ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,340px),1fr));gap:14px;"
+          "align-items:start}"
+          "figure{margin:0;background:#202020;border:1px solid #333;border-radius:6px;padding:10px}"
+          "figure.wide{grid-column:1/-1}"
+          "h2{font-size:1em;margin:0 0 .45em;font-weight:600;overflow-wrap:anywhere}"
+          "h2 small{color:#aaa;font-weight:400}"
+          "img{display:block;width:100%;height:auto;image-rendering:pixelated;background:#181818}"
+          "img.photo{image-rendering:auto}"
+          "figure.wide img{width:auto;max-width:100%}"
+          "figcaption{color:#bbb;font-size:.85em;margin-top:.45em;line-height:1.35}"
+          ".pred{font-size:1.2em;margin:.2em 0 .8em}.note{color:#bbb}a{color:#9cf}"
+          "table.k{border-collapse:collapse;font:12px ui-monospace,monospace;margin-top:.45em}"
+          "table.k td{border:1px solid #444;padding:1px 6px;text-align:right}"
+          ".index figure img{aspect-ratio:1;object-fit:contain}")
+
+
+def _prediction_html(prediction: dict | None) -> str:
+    if prediction is None:
+        return ""
+    e = html.escape
+    top = ", ".join(f"{e(str(c))} {_prob(p)}" for c, p in prediction.get("top", []))
+    return (f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> ({_prob(prediction["probability"])})'
+            + (f"; top: {top}" if top else "") + "</p>")
+
+
+def _prob(p: float) -> str:
+    return "<0.001" if 0 < p < 0.0005 else f"{p:.3f}"
+
+
+def _page(heading: str, lead: str, cards: list[_Card], notes: list[str], npz: bool) -> str:
     from urllib.parse import quote
 
     e = html.escape
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>cnnfilter feature maps: {e(title)}</title>",
-             "<style>body{background:#181818;color:#eee;font-family:system-ui,sans-serif;margin:2em}"
-             "img{image-rendering:pixelated;max-width:100%;border:1px solid #444}"
-             "section{margin:1.5em 0}h2{font-size:1.1em;margin:.3em 0}.pred{font-size:1.3em}"
-             "a{color:#9cf}</style></head><body>",
-             f"<h1>Feature maps of {e(title)}</h1>",
-             '<section><h2>input</h2><img src="input.png" alt="input image"></section>']
-    if prediction is not None:
-        top = ", ".join(f"{e(str(c))} {p:.3f}" for c, p in prediction.get("top", []))
-        parts.append(f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> '
-                     f'({prediction["probability"]:.3f})' + (f"; top: {top}" if top else "") + "</p>")
-    for name, src in wsections:
-        parts.append(f'<section><h2>{e(name)} filters</h2><img src="{e(quote(src))}" alt="{e(name)} filters"></section>')
-    for name, shape, src in sections:
-        parts.append(f'<section><h2>{e(name)} <small>{e(shape)}</small></h2>'
-                     f'<img src="{e(quote(src))}" alt="{e(name)} feature maps"></section>')
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>cnnfilter feature maps: {e(heading)}</title>", f"<style>{_STYLE}</style></head><body>",
+             f"<h1>{e(heading)}</h1>", lead, '<main class="grid">']
+    for c in cards:
+        cls = " ".join(k for k, on in (("wide", c.wide),) if on)
+        about = f" · {e(c.about)}" if c.about else ""
+        parts.append(f'<figure{f" class={cls!r}" if cls else ""}><h2>{e(c.title)} <small>{e(c.shape)}{about}'
+                     f'</small></h2><img src="{e(quote(c.src))}" alt="{e(c.title)}"'
+                     f'{" class=photo" if c.photo else ""} loading="lazy"><figcaption>{e(c.caption)}</figcaption>'
+                     f"{c.table}</figure>")
+    parts.append("</main>")
+    parts += [f'<p class="note">{n}</p>' for n in notes]
     links = '<a href="summary.json">summary.json</a>' + (' · <a href="activations.npz">activations.npz</a>'
                                                           if npz else "")
     parts.append(f"<p>{links}</p></body></html>")
     return "\n".join(parts) + "\n"
+
+
+INDEX_MARK = '<meta name="generator" content="cnnfilter featuremaps index">'
+
+
+def write_index(out_dir, reports: list[tuple[str, str]], failures: list[tuple[str, str]] = ()) -> Path | None:
+    """``out_dir/index.html``: a page linking every image's report (``(image name, folder relative to
+    out_dir)``), each with its input and prediction (read from the report's own summary.json), and the images
+    that failed. An ``index.html`` that cnnfilter did not write is left alone (None is returned)."""
+    from urllib.parse import quote
+
+    out = Path(out_dir)
+    index = out / "index.html"
+    if index.exists():
+        try:
+            with open(index, "rb") as fh:
+                if INDEX_MARK.encode() not in fh.read(4096):
+                    return None
+        except OSError:
+            return None
+    e = html.escape
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', INDEX_MARK,
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>cnnfilter: {len(reports)} reports</title>",
+             f"<style>{_STYLE}.grid{{grid-template-columns:repeat(auto-fill,minmax(150px,1fr))}}</style>"
+             "</head><body>", f"<h1>Feature maps of {len(reports)} image(s)</h1>", '<main class="grid index">']
+    for name, rel in reports:
+        pred = ""
+        try:
+            with open(out / rel / "summary.json", "rb") as fh:
+                p = json.loads(fh.read(1 << 20)).get("prediction")
+            if isinstance(p, dict) and "class" in p:
+                pred = f"{p['class']} ({_prob(float(p.get('probability', 0)))})"
+        except (OSError, ValueError, TypeError):
+            pass
+        href = quote(Path(rel).as_posix())
+        parts.append(f'<figure><a href="{e(href)}/index.html"><img src="{e(href)}/input.png" alt="{e(name)}" '
+                     f'loading="lazy"></a><figcaption><a href="{e(href)}/index.html">{e(name)}</a>'
+                     + (f"<br>{e(pred)}" if pred else "") + "</figcaption></figure>")
+    parts.append("</main>")
+    if failures:
+        parts.append("<h2>Failed</h2><ul>" + "".join(f"<li>{e(n)}: {e(w)}</li>" for n, w in failures) + "</ul>")
+    parts.append("</body></html>")
+    _text("\n".join(parts) + "\n", index)
+    return index
 
 
 class Report:
@@ -542,6 +681,22 @@ class Report:
         return select_layers(self.opened(), self.layers)
 
 
+def same_values(net, names) -> dict[str, str]:
+    """Layers among ``names`` whose output holds their input's values, rearranged (Flatten, Dropout at
+    inference, Reshape, ...), each mapped to the first layer before it with the same values (or ``input``)."""
+    made = {n.outputs[0]: n for n in net.nodes}
+    out = {}
+    for name in names:
+        node = made.get(name)
+        if node is None or node.op not in PASS_THROUGH or not node.inputs:
+            continue
+        src = node.inputs[0]
+        while src in out:
+            src = out[src]
+        out[name] = src if src in made else "input"
+    return out
+
+
 def report_file(source, target, *, report: Report) -> None:
     """One image's report: ``target`` (a folder) gets what :func:`write_report` writes, for the model's layers or
     the kernel bank that ``report`` names. The unit of work of a ``featuremaps`` batch."""
@@ -549,9 +704,7 @@ def report_file(source, target, *, report: Report) -> None:
     options = {"normalize": report.normalize, "colormap_name": report.colormap, "separate": report.separate,
                "npz": report.npz}
     if report.model is None:
-        grey, maps, labels = bank(path, list(report.bank))
-        write_report(target, input_image=grey, acts={"bank": maps}, title=path.name, labels={"bank": labels},
-                     tile_size=report.tile_size or 256, **options)
+        write_bank_report(target, path, list(report.bank), title=path.name, **options)
         return
     mdl = report.opened()
     wanted = report.wanted()
@@ -569,6 +722,9 @@ def report_file(source, target, *, report: Report) -> None:
     weights = {n: lay.weight for n, lay in (convs if report.all_weights else convs[:1])}
     signed = {n for n, lay in zip(net.names, net.layers) if lay.params()}
     signed |= {n for n, a in acts.items() if (a < 0).any()}  # e.g. pooling before a ReLU
+    same = {} if report.layers is not None else {n: s for n, s in same_values(net, list(acts)).items()
+                                                 if s in acts or s == "input"}
+    about = {n: rep for n, rep, _, _ in net.summary()}
     write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred, weights=weights,
                  labels={mdl.output_name: list(mdl.classes)}, tile_size=report.tile_size,
-                 signed_layers=None if report.normalize == "map" else signed, **options)
+                 signed_layers=None if report.normalize == "map" else signed, same=same, about=about, **options)

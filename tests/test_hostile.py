@@ -51,7 +51,7 @@ def test_hostile_case(case, tmp_path):
         assert after.get(name) == digest, f"{name} changed or vanished"
     new = [n for n in after if n not in before]
     allowed = [w for w in case.writes]
-    outside = [n for n in new if not any(n.startswith(w.rstrip("/") + "/") or w == "." for w in allowed)]
+    outside = [n for n in new if not any(n == w or n.startswith(w.rstrip("/") + "/") or w == "." for w in allowed)]
     assert not outside, outside
     assert not [n for n in new if n.endswith(".part")], new
     if case.files is not None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cnnfilter
-from cnnfilter import maps, nn
+from cnnfilter import maps, nn, pictures
 from cnnfilter.cli import cli
 
 from . import naive
@@ -35,39 +35,6 @@ def test_activations_equal_a_hand_written_forward_pass():
     for name, ref in (("conv1", c1), ("relu1", r1), ("pool1", p1), ("conv2", c2), ("pool2", p2), ("fc1", fc)):
         np.testing.assert_allclose(acts[name], ref, rtol=1e-4, atol=1e-4, err_msg=name)
     assert list(acts) == model.net.names
-
-
-@pytest.mark.parametrize(("channels", "rows", "cols"), [(1, 1, 1), (3, 2, 2), (8, 3, 3), (16, 4, 4), (17, 4, 5)])
-def test_montage_grid_geometry(channels, rows, cols):
-    """Near-square grids; each tile upscaled (nearest) to about 96 px (64 above 16 channels); 2-px gutters."""
-    rng = np.random.default_rng(channels)
-    img = maps.montage(rng.random((channels, 8, 6)), title="t")
-    f = (96 if channels <= 16 else 64) // 8  # nearest-neighbour factor: tiles of about 96 px, 64 above 16 channels
-    tile_h, tile_w = 8 * f, 6 * f
-    width = max(cols * (tile_w + maps.GUTTER) + maps.GUTTER, 260)
-    height = 24 + rows * (tile_h + 14 + maps.GUTTER) + maps.GUTTER + 34
-    assert img.size == (width, height)
-    arr = np.asarray(img)
-    x_gutter = maps.GUTTER + tile_w  # the first gutter column, right of tile 0
-    y0 = 24 + 14
-    assert (arr[y0 : y0 + tile_h, x_gutter] == maps.BACKGROUND).all() if cols > 1 else True
-    tile0 = arr[y0 : y0 + tile_h, maps.GUTTER : maps.GUTTER + tile_w]
-    assert len({tuple(p) for p in tile0[::f, ::f].reshape(-1, 3)}) > 1  # a real picture
-    assert (tile0[:f, :f] == tile0[0, 0]).all()  # nearest-neighbour: each source pixel an f x f block
-
-
-@pytest.mark.parametrize("normalize", ["map", "layer", "none"])
-def test_normalisation_of_constant_negative_and_extreme_maps(normalize):
-    """Constant maps (no division by zero), all-negative maps and values near float32's limit stay in 0..1."""
-    m = np.stack([np.zeros((4, 4)), np.full((4, 4), 7.0), -np.arange(16.0).reshape(4, 4) - 1,
-                  np.array([[3e38, -3e38, 0, 1]] * 4)])
-    scaled, _, signed = maps.scale_maps(m, normalize)
-    assert np.isfinite(scaled).all() and scaled.min() >= 0 and scaled.max() <= 1
-    if normalize == "map":
-        assert (scaled[0] == 0).all() and (scaled[1] == 1).all()  # zero map dark, positive constant lit
-        assert signed.tolist() == [False, False, True, True]
-        assert scaled[2].max() == 0.5 - 0.5 / 16 and scaled[2].min() == 0  # all negative: 0 stays at the middle
-    maps.montage(m, normalize=normalize)  # draws without warnings
 
 
 def test_layers_by_name_and_index_and_unknown():
@@ -151,11 +118,16 @@ def test_cli_kernel_bank_and_usage_errors(tmp_path):
     res = CliRunner().invoke(cli, ["featuremaps", str(ROOT / "samples" / "coffee.png"), "--kernels",
                                    "edge,sobel,blur", "-o", str(out), "-q"])
     assert res.exit_code == 0, res.stderr
-    assert (out / "coffee" / "bank.png").is_file()
+    parser = _Refs()
+    parser.feed((out / "coffee" / "index.html").read_text())
+    for name in ("input", "edge", "sobel", "blur"):
+        assert (out / "coffee" / f"{name}.png").is_file() and f"{name}.png" in parser.srcs
+    assert Image.open(out / "coffee" / "input.png").mode == "RGB"  # the photo in its colours
     for args, message in ((["--list-layers"], "--list-layers needs -m/--model"),
                           ([str(DIGIT), "--kernels", "bogus"], "bogus"),
                           ([str(DIGIT), "-m", "digits", "--layers", "nope"], "unknown layer 'nope'"),
-                          ([str(DIGIT), "--layers", "conv1"], "--layers and --weights need -m/--model")):
+                          ([str(DIGIT), "--layers", "conv1"], "--layers, --weights and --tile-size need -m/--model"),
+                          ([str(DIGIT), "--tile-size", "64"], "--tile-size need -m/--model")):
         res = CliRunner().invoke(cli, ["featuremaps", *args, "-o", str(tmp_path / "x")])
         assert res.exit_code == 2 and message in res.stderr, (args, res.stderr)
 
@@ -212,3 +184,145 @@ def test_layer_names_from_a_model_file_never_choose_where_files_go(tmp_path):
     assert summary["files"]["/conv1/Conv_output_0"] == "conv1_Conv_output_0.png"
     with np.load(out / "activations.npz") as z:
         assert sorted(z.files) == sorted(stems.values())
+
+
+def _photo(h=120, w=160, seed=0):
+    """A photo-like RGB image: smooth gradients, a bright square and noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x / w, y / h, (x + y) / (w + h)], -1) * 180
+    base[h // 4 : h // 2, w // 4 : w // 2] += 60
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_bank_report_draws_pictures_in_grey_and_responses_on_mid_grey(tmp_path):
+    """identity and blur are pictures (grey 0..1), edge a signed response (mid-grey at 0, symmetric), sobel a
+    magnitude (black at 0); each map's file, summary and the full-resolution activations agree with bank()."""
+    photo = _photo()
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    kernels = ["identity", "blur", "edge", "sobel"]
+    out = maps.write_bank_report(tmp_path / "r", tmp_path / "p.png", kernels, title="p.png", npz=True)
+    grey, ref, names = maps.bank(tmp_path / "p.png", kernels)
+    assert names == kernels
+    diff = np.rint(grey * 255) - np.rint(photo @ np.array([0.299, 0.587, 0.114]))  # luma rounded (float32: a
+    assert np.abs(diff).max() <= 1 and np.count_nonzero(diff) < 10  # .5 may round the other way)
+    ident = np.asarray(Image.open(out / "identity.png"))
+    assert ident.shape == (120 * 2, 160 * 2)  # a small photo is enlarged (whole times) to at least 256 px
+    np.testing.assert_array_equal(ident[::2, ::2], np.rint(ref[0] * 255).astype(np.uint8))
+    edge = np.asarray(Image.open(out / "edge.png"))[::2, ::2].astype(int)
+    peak = np.sort(np.abs(ref[2]).ravel())[int(0.995 * (ref[2].size - 1))]
+    expect = np.rint(127.5 + 127.5 * np.clip(ref[2] / peak, -1, 1))
+    assert np.abs(edge - expect).max() <= 1
+    assert edge[ref[2] == 0].tolist() == [128] * int((ref[2] == 0).sum())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["drawn"] for s in summary["layers"]] == ["image", "image", "signed", "magnitude"]
+    with np.load(out / "activations.npz") as z:
+        assert sorted(z.files) == sorted(kernels)
+        for i, k in enumerate(kernels):
+            np.testing.assert_array_equal(z[k], ref[i])
+            assert summary["layers"][i]["max"] == pytest.approx(float(ref[i].max()))
+    page = (out / "index.html").read_text()
+    assert "signed response: mid-grey 0" in page and "gradient magnitude: black 0" in page
+    assert "<td>8</td>" in page  # the edge kernel's values are shown with its picture
+
+
+def test_bank_report_reduces_a_large_photo_and_keeps_full_resolution(tmp_path, monkeypatch):
+    """A photo larger than MAX_DISPLAY is drawn reduced (block means for pictures, the strongest response for
+    signed maps) and the page says so; activations.npz and --separate keep the full size."""
+    monkeypatch.setattr(maps, "MAX_DISPLAY", 50)
+    Image.fromarray(_photo(130, 200)).save(tmp_path / "p.png")
+    out = maps.write_bank_report(tmp_path / "r", tmp_path / "p.png", ["identity", "laplacian"], title="p.png",
+                                 npz=True, separate=True)
+    _, ref, _ = maps.bank(tmp_path / "p.png", ["identity", "laplacian"])
+    assert Image.open(out / "identity.png").size == (50, 32)  # 200x130 / 4, partial blocks dropped
+    assert Image.open(out / "input.png").size == (50, 33)  # Pillow's reduce keeps a partial block
+    shown = np.asarray(Image.open(out / "identity.png")).astype(float)
+    np.testing.assert_allclose(shown, ref[0][:128].reshape(32, 4, 50, 4).mean(axis=(1, 3)) * 255, atol=0.51)
+    lap = np.asarray(Image.open(out / "laplacian.png")).astype(int) - 128
+    blocks = ref[1][:128].reshape(32, 4, 50, 4)
+    strongest = np.where(blocks.max(axis=(1, 3)) >= -blocks.min(axis=(1, 3)), blocks.max(axis=(1, 3)),
+                         blocks.min(axis=(1, 3)))
+    assert (np.sign(lap) == np.sign(np.rint(strongest * 1e6))).mean() > 0.95
+    assert Image.open(out / "channels" / "laplacian.png").size == (200, 130)
+    with np.load(out / "activations.npz") as z:
+        assert z["laplacian"].shape == (130, 200)
+    assert "shown at 1/4 of that size" in (out / "index.html").read_text()
+
+
+def test_bank_memory_does_not_grow_with_the_number_of_kernels(tmp_path):
+    """A photo's maps are made, drawn and stored one at a time: eight kernels peak within one map's size of two
+    (VmHWM of the command, a 3000x2000 photo: one float32 map is 23 MiB)."""
+    import subprocess
+    import sys
+
+    Image.fromarray(np.tile(_photo(500, 500), (4, 6, 1))).save(tmp_path / "big.png", compress_level=1)
+
+    def peak(kernels):
+        code = ("import sys, resource; from cnnfilter.cli import cli; sys.argv=['cnnfilter']+sys.argv[1:]\n"
+                "try:\n    cli()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+        res = subprocess.run([sys.executable, "-c", code, "featuremaps", str(tmp_path / "big.png"), "--kernels",
+                              kernels, "-o", str(tmp_path / kernels.replace(",", "_")), "-q", "--npz"],
+                             capture_output=True, text=True, check=True)
+        return int(res.stdout.split()[-1]) / 1024
+
+    two = peak("edge,blur")
+    eight = peak(",".join(maps.DEFAULT_BANK))
+    assert eight - two < 23, (two, eight)
+
+
+def test_model_report_titles_once_bars_for_dense_layers_and_pass_through_layers_named(tmp_path):
+    """Each layer's name is in the page once, not in its PNG; the dense layer is a bar chart of the classes;
+    Dropout and Flatten (pool2's values) are named, not drawn again, unless chosen with --layers."""
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.stderr
+    folder = out / "0003"
+    page = (folder / "index.html").read_text()
+    for name in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1"):
+        assert page.count(f"<h2>{name} <small>") == 1 and (folder / f"{name}.png").is_file()
+        top = np.asarray(Image.open(folder / f"{name}.png").convert("RGB"))[:4]
+        assert (top == pictures.BACKGROUND).all(), name  # no title baked in
+    assert not (folder / "flatten.png").exists() and not (folder / "dropout1.png").exists()
+    assert "dropout1, flatten: the values of pool2" in page
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["same_values"] == {"dropout1": "pool2", "flatten": "pool2"}
+    assert [s["layer"] for s in summary["layers"]][-3:] == ["dropout1", "flatten", "fc1"]
+    fc = Image.open(folder / "fc1.png")
+    assert fc.width > fc.height and "largest: 3 (" in page
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(out), "-q", "--overwrite",
+                                   "--layers", "flatten"])
+    assert res.exit_code == 0 and (folder / "flatten.png").is_file() and not (folder / "conv1.png").exists()
+
+
+def test_folder_run_writes_an_index_linking_every_report(tmp_path):
+    """A run over several images writes DIR/index.html: every report linked with its input and prediction, the
+    failures listed; a re-run replaces it; an index.html cnnfilter did not write is left alone; one image, no
+    index."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("0003.png", "0013.png"):
+        (src / name).write_bytes((DIGIT.parent / name).read_bytes())
+    (src / "index.html.png").write_bytes(DIGIT.read_bytes())  # its report folder cannot be DIR/index.html
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "maps"
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(cli, ["featuremaps", str(src), "-m", "digits", "-o", str(out), *extra])
+        assert res.exit_code == 1, res.stderr
+        parser = _Refs()
+        parser.feed((out / "index.html").read_text())
+        assert sorted(parser.srcs) == sorted(["0003/index.html", "0003/input.png", "0003/index.html",
+                                              "0013/index.html", "0013/input.png", "0013/index.html",
+                                              "index.html_/index.html", "index.html_/input.png",
+                                              "index.html_/index.html"])
+        for ref in parser.srcs:
+            assert (out / ref).is_file(), ref
+        page = (out / "index.html").read_text()
+        assert "3 (1.000)" in page and "broken.png" in page
+    (out / "index.html").write_text("<p>mine</p>")
+    res = CliRunner().invoke(cli, ["featuremaps", str(src / "0003.png"), str(src / "0013.png"), "-m", "digits",
+                                   "-o", str(out), "--overwrite"])
+    assert res.exit_code == 0 and "left as it is" in res.stderr
+    assert (out / "index.html").read_text() == "<p>mine</p>"
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(tmp_path / "one"), "-q"])
+    assert res.exit_code == 0 and not (tmp_path / "one" / "index.html").exists()

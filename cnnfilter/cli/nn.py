@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -696,9 +697,12 @@ def _evaluate(mdl, folder, as_json, errors: bool, k: int, notes) -> None:
 @click.option("--colormap", "cmap", type=click.Choice(("gray", "viridis", "magma", "inferno", "coolwarm")),
               help="[default: coolwarm for signed maps, viridis for the others]")
 @click.option("--tile-size", type=click.IntRange(8, 2048), metavar="PX",
-              help="Upscale (nearest) each tile to about this many pixels [default: 96; 256 for a kernel bank].")
-@click.option("--separate", is_flag=True, help="Also one PNG per channel (channels/LAYER-C.png).")
-@click.option("--npz", is_flag=True, help="Also the raw float32 activations of every layer (activations.npz).")
+              help="Upscale (nearest) each tile to about this many pixels [default: 96, 64 above 16 channels, 48 "
+                   "above 64].")
+@click.option("--separate", is_flag=True, help="Also one PNG per channel (channels/LAYER-C.png; a bank's maps at "
+              "full resolution).")
+@click.option("--npz", is_flag=True, help="Also the raw float32 activations of every layer, at full resolution "
+              "(activations.npz).")
 @click.option("--weights", "all_weights", is_flag=True, help="Draw every convolution's filters, not only the first's.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for images in sub-folders too.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in DIR.")
@@ -715,11 +719,14 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                         mean, std, channels, classes_file):
     """Draw what a network, or a bank of kernels, sees in images.
 
-    For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, the
-    layer's name and shape on top, a colour bar below), the first convolution's filters, summary.json (per layer:
-    shape, min, max, mean, fraction of zeros; the prediction) and index.html, which shows them all in a browser.
-    Signed maps (before a ReLU) are drawn with a diverging colormap centred at 0. Unreadable images are reported
-    and skipped; the exit code is 1 if any failed.
+    For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, a
+    colour bar below; a dense layer as a bar chart), the first convolution's filters, summary.json (per layer:
+    shape, min, max, mean, fraction of zeros; the prediction) and index.html, which shows them in a browser with
+    each layer's name, shape and how its colours map to values. Signed maps (before a ReLU) are drawn with a
+    diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results in grey,
+    edges and Laplacian on mid-grey at 0, a large photo reduced for display. Several images also get
+    DIR/index.html linking every report. Unreadable images are reported and skipped; the exit code is 1 if any
+    failed.
 
     \b
     Examples:
@@ -759,8 +766,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         raise click.UsageError("missing IMAGE (a file, folder or glob)")
     if source is not None and bank is not None:
         raise click.UsageError("--kernels draws a kernel bank; with -m the model's own layers are drawn")
-    if source is None and (layers is not None or all_weights):
-        raise click.UsageError("--layers and --weights need -m/--model")
+    if source is None and (layers is not None or all_weights or tile_size is not None):
+        raise click.UsageError("--layers, --weights and --tile-size need -m/--model (a kernel bank's maps are "
+                               "drawn at the photo's size)")
     from ..kernels import kernel_file
 
     names = [k.strip() for k in (bank or ",".join(fm.DEFAULT_BANK)).split(",") if k.strip()]
@@ -790,7 +798,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         rel = getattr(src, "rel", None)
         if rel is not None and rel.parent != Path("."):
             stem = str(Path(*[safe_part(p) for p in rel.parent.parts], stem))
-        while stem in seen_stems:
+        while stem in seen_stems or stem.lower() == "index.html":  # DIR/index.html links a folder run's reports
             stem += "_"
         seen_stems.add(stem)
         target = out_root / stem
@@ -804,30 +812,49 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     else:
         runner = InProcess(Settings(None, max_memory))
     work = functools.partial(fm.report_file, report=report)
-    failures, done = [], 0
+    failures, done = [], []
     err = _err()
 
     def consume():
-        nonlocal done
         with ProgressBar(not quiet and sys.stderr.isatty(), len(items)) as advance:
             for res in runner.run(items, work):
                 advance()
                 if res.status == "failed":
                     failures.append((str(res.source), res.message))
                     continue
-                done += 1
+                done.append(res)
                 if not quiet:
                     click.echo(f"wrote {quoted(res.target / 'index.html')}", err=True)
 
     call(consume)
+    index = None
+    if len(items) > 1 and done:  # a page linking every image's report, in the order of the inputs
+        order = {str(getattr(it, "target", "")): i for i, it in enumerate(items)}
+        done.sort(key=lambda r: order.get(str(r.target), len(order)))
+        reports = [(Path(r.source).name, Path(os.path.relpath(os.path.abspath(r.target), os.path.abspath(out_root)))
+                    .as_posix()) for r in done]
+        from ..outputs import WriteError
+
+        try:
+            index = fm.write_index(out_root, reports, [(quoted(n), printable(w)) for n, w in failures])
+        except WriteError as exc:  # a failure of the run, reported with the images' own
+            index = False
+            click.echo(f"cnnfilter: error: {printable(str(exc))}", err=True)
+        if index is None:
+            click.echo(f"cnnfilter: warning: {quoted(out_root / 'index.html')} was not written by cnnfilter; "
+                       "left as it is", err=True)
+        elif index and not quiet:
+            click.echo(f"wrote {quoted(index)} (links {len(done)} reports)", err=True)
     for name, why in failures:
         why = printable(why)
         click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
                    err=True)
     if failures:
-        err.print(f"cnnfilter: {len(failures)} of {done + len(failures)} image(s) failed", markup=False)
+        err.print(f"cnnfilter: {len(failures)} of {len(done) + len(failures)} image(s) failed", markup=False)
         sys.exit(1)
-    if done == 0:
+    if index is False:
+        sys.exit(1)
+    if not done:
         raise click.UsageError("no images found")
 
 
