@@ -71,6 +71,9 @@ def torch_net(arch: str, shape, classes: int):
             c, h, w = out, h + 2 * p - k + 1, w + 2 * p - k + 1
         elif tok == "relu":
             layers.append(torch.nn.ReLU())
+        elif tok == "bn":
+            layers.append(torch.nn.BatchNorm2d(c) if h * w > 1 or not any(
+                isinstance(la, torch.nn.Flatten) for la in layers) else torch.nn.BatchNorm1d(c))
         elif m := re.fullmatch(r"max(\d+)", tok):
             k = int(m[1])
             layers.append(torch.nn.MaxPool2d(k))
@@ -87,7 +90,7 @@ def torch_net(arch: str, shape, classes: int):
     return torch.nn.Sequential(*layers)
 
 
-def pytorch_run(train: Path, test: Path, seed: int, channels: int) -> tuple[float, float]:
+def pytorch_run(train: Path, test: Path, seed: int, channels: int, arch: str | None = None) -> tuple[float, float]:
     import torch
 
     from cnnfilter import nn
@@ -97,7 +100,9 @@ def pytorch_run(train: Path, test: Path, seed: int, channels: int) -> tuple[floa
     start = time.perf_counter()
     prep = nn.prepare(train, channels=channels, val_split=0.2, seed=seed)  # train-tiny's own split
     torch.manual_seed(seed)
-    arch = nn.default_arch(*prep.input_shape[1:], len(prep.classes))
+    default = nn.default_arch(*prep.input_shape[1:], len(prep.classes))
+    arch = default if arch is None else arch + ("" if arch.split("-")[-1].startswith("fc") else
+                                                f"-fc{len(prep.classes)}")
     net = torch_net(arch, prep.input_shape, len(prep.classes))
     opt = torch.optim.Adam(net.parameters(), lr=0.002)
     x, y = torch.from_numpy(prep.x), torch.from_numpy(prep.y.astype(np.int64))
@@ -122,12 +127,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", choices=("shapes", "textures", "digits"))
+    ap.add_argument("--arch", help="an architecture for both instead of train-tiny's default (each keeps its own "
+                    "recipe), e.g. to measure bn")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor())
     import torch
 
-    print(f"# CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; seeds {args.seeds}")
+    print(f"# CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; seeds {args.seeds}"
+          + (f"; cnnfilter --arch {args.arch}" if args.arch else ""))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sets = {"shapes": (generate("shapes", tmp / "shapes", 1000, 0), generate("shapes", tmp / "shapes_t", 400, 100), 1),
@@ -141,9 +149,10 @@ def main() -> None:
                 model = tmp / f"{name}-{seed}.cnnf"
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "cnnfilter", "train-tiny", str(train), "-o", str(model), "--seed",
-                                str(seed), "--channels", str(channels), "-q"], check=True)
+                                str(seed), "--channels", str(channels), "-q",
+                                *(["--arch", args.arch] if args.arch else [])], check=True)
                 ours = (held_out(model, test, channels), time.perf_counter() - t)
-                theirs = pytorch_run(train, test, seed, channels)
+                theirs = pytorch_run(train, test, seed, channels, args.arch)
                 results[name, seed] = (ours, theirs)
                 print(f"  {name:9s} seed {seed}  cnnfilter {100 * ours[0]:6.2f} % {ours[1]:6.1f} s   "
                       f"pytorch {100 * theirs[0]:6.2f} % {theirs[1]:6.1f} s", flush=True)

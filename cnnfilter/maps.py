@@ -417,7 +417,7 @@ def write_bank_report(out_dir, image, kernels=DEFAULT_BANK, *, title: str, borde
         written.add("activations.npz")
     responses = [p for _, _, kind, _, _, p in shown if kind != "image"]
     shared = max(responses, default=1.0) if normalize == "layer" else 1.0
-    cards = [_Card("input", f"{H}x{W}", "input.png", "the photo" + (f", shown at 1/{factor} of its size"
+    cards = [_Card("input", f"{W}x{H} pixels", "input.png", "the photo" + (f", shown at 1/{factor} of its size"
                    if factor > 1 else ""), photo=up == 1)]
     peaks = {}
     for name, k, kind, gain, disp, peak in shown:

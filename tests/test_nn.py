@@ -198,6 +198,86 @@ def test_simple_layers_backward(rng, layer):
     check_layer(layer, x, rng)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (7, 5), (1, 2, 1, 3)])
+def test_batchnorm_training_gradient_is_the_gradient_of_the_batch_statistics(rng, shape):
+    """In training the output depends on the batch's mean and variance: the gradient of ``sum(w * bn(x))`` with
+    respect to x, weight and bias equals central differences through those statistics (float64)."""
+    bn = L.BatchNorm(shape[1], dtype=np.float64)
+    bn.weight[:] = rng.uniform(0.5, 2, shape[1])
+    bn.bias[:] = rng.standard_normal(shape[1])
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(shape)
+    bn.forward(x, train=True)
+    dx = bn.backward(w)
+    loss = lambda: float(np.sum(w * bn.forward(x, train=True)))  # noqa: E731
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-6)
+    for p, g in zip(bn.params(), bn.grads()):
+        np.testing.assert_allclose(g, numeric_grad(loss, p), rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_statistics_follow_pytorchs_rules(rng):
+    """Training: each channel normalised by the batch's mean and biased variance; running averages move by 0.1
+    towards the batch's mean and unbiased variance (PyTorch's BatchNorm2d); inference uses the running ones."""
+    bn = L.BatchNorm(3, eps=1e-3, dtype=np.float64)
+    bn.weight[:], bn.bias[:] = [1.0, 2.0, 0.5], [0.0, -1.0, 3.0]
+    rm, rv = np.zeros(3), np.ones(3)
+    for step in range(3):
+        x = rng.normal(step, 2.0, (5, 3, 4, 2))
+        y = bn.forward(x, train=True)
+        for c in range(3):
+            v = x[:, c].ravel()
+            ref = (x[:, c] - v.mean()) / np.sqrt(v.var() + 1e-3) * bn.weight[c] + bn.bias[c]
+            np.testing.assert_allclose(y[:, c], ref, rtol=1e-10)
+            rm[c] = 0.9 * rm[c] + 0.1 * v.mean()
+            rv[c] = 0.9 * rv[c] + 0.1 * v.var(ddof=1)
+        np.testing.assert_allclose(bn.running_mean, rm, rtol=1e-12)
+        np.testing.assert_allclose(bn.running_var, rv, rtol=1e-12)
+    x = rng.standard_normal((2, 3, 2, 2))
+    ref = (x - rm[None, :, None, None]) / np.sqrt(rv[None, :, None, None] + 1e-3) * bn.weight[None, :, None, None] \
+        + bn.bias[None, :, None, None]
+    np.testing.assert_allclose(bn.forward(x), ref, rtol=1e-10)
+
+
+def test_network_gradient_through_batchnorm_in_training(rng):
+    """Convolution, BatchNorm over channels and over dense features, in one network: every parameter's gradient
+    of the training loss (batch statistics) equals central differences (float64)."""
+    net = build("c3k3p1-bn-relu-max2-c4k3-bn-relu-fc5-bn-relu-fc3", (1, 8, 8), rng=np.random.default_rng(1),
+                dtype=np.float64)
+    x, y = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 3, 6)
+    _, _, g = L.cross_entropy(net.forward(x, train=True), y)
+    net.backward(g)
+    f = lambda: L.cross_entropy(net.forward(x, train=True), y)[0]  # noqa: E731
+    for name, p, grad in zip(net.param_names(), net.params(), net.grads()):
+        np.testing.assert_allclose(grad, numeric_grad(f, p), rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+def test_a_network_with_batchnorm_learns_and_its_running_statistics_are_saved(tmp_path, rng):
+    """'bn' in the grammar: named bn1, bn2; training lowers the loss; the model file keeps the running
+    statistics (inference after loading is the same to the bit), and the best epoch restores them too."""
+    from cnnfilter import nn
+
+    net = build("c4k3p1-bn-relu-max2-fc8-bn-relu-fc3", (1, 6, 6), rng=np.random.default_rng(0))
+    assert [n for n in net.names if n.startswith("bn")] == ["bn1", "bn2"]
+    assert to_string(parse("c4k3p1-BN-relu-fc3")) == "c4k3p1-bn-relu-fc3"
+    x = rng.standard_normal((24, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    x[np.arange(24), 0, y, y] += 3  # learnable
+    first = None
+    opt = nn.optim.Adam(net.params(), lr=1e-2)
+    for _ in range(30):
+        loss, _, g = L.cross_entropy(net.forward(x, train=True), y)
+        first = loss if first is None else first
+        net.backward(g)
+        opt.step(net.grads())
+    assert loss < 0.5 * first
+    assert not np.allclose(net.layers[1].running_mean, 0) and not np.allclose(net.layers[1].running_var, 1)
+    model = nn.Model(net, ["a", "b", "c"], np.zeros(1, np.float32), np.ones(1, np.float32))
+    nn.save_model(model, tmp_path / "m.cnnf")
+    back = nn.load_model(tmp_path / "m.cnnf")
+    np.testing.assert_array_equal(back.net.forward(x), net.forward(x))
+    assert back.net.state_names()[2:6] == ["bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]
+
+
 def test_dropout_scales_kept_values_and_is_off_in_inference(rng):
     """Inverted dropout: kept values scaled by 1/(1-p), dropped ones 0, about p dropped; identity at inference."""
     layer = L.Dropout(0.25, rng=np.random.default_rng(3))

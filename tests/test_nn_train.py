@@ -584,3 +584,20 @@ def test_plot_ticks_are_round_and_the_log_scale_draws():
     flat, logged = plot_curves(history), plot_curves(history, log=True)
     assert flat.size == logged.size == (960, 380)
     assert np.abs(np.asarray(flat, np.int16) - np.asarray(logged, np.int16)).sum() > 0
+
+
+def test_batchnorm_state_in_a_model_file_is_checked(tmp_path):
+    """A BatchNorm's running variance must not be negative, and its epsilon must be in (0, 1): a tampered file
+    is refused with the reason."""
+    net = nn.build("c4k3p1-bn-relu-fc3", (1, 6, 6), 3)
+    good = tmp_path / "good.cnnf"
+    nn.save_model(nn.Model(net, ["a", "b", "c"], np.zeros(1, np.float32), np.ones(1, np.float32)), good)
+    bad = tmp_path / "bad.cnnf"
+    _rewrite(good, bad, replace={"bn1.running_var.npy": _npy(np.array([1, -1, 1, 1], np.float32))})
+    with pytest.raises(nn.ModelError, match="parameter 'bn1.running_var' holds a negative variance"):
+        nn.load_model(bad)
+    graph = json.loads(zipfile.ZipFile(good).read("header.json"))["graph"]
+    next(n for n in graph["nodes"] if n["name"] == "bn1")["attrs"]["epsilon"] = -1
+    _rewrite(good, bad, header={"graph": graph})
+    with pytest.raises(nn.ModelError, match="node 'bn1' \\(BatchNormalization\\): epsilon -1 is not in \\(0, 1\\)"):
+        nn.load_model(bad)

@@ -412,6 +412,33 @@ def test_export_round_trip_runs_in_onnxruntime(arch, tmp_path, rng):
     assert meta["arch"] == net.arch and '"epochs": 3' in meta["training"]
 
 
+def test_batchnorm_is_folded_into_the_convolution_before_it_at_export(tmp_path, rng):
+    """A BatchNorm right after a convolution leaves as that Conv's weights and bias (the Conv makes bn1); one
+    after a ReLU or a dense layer as a BatchNormalization node. onnxruntime gives the network's inference
+    activations (running statistics), and the file loads back."""
+    net = nn.build("c4k3p1-bn-relu-max2-c8k3p1-relu-bn-fc12-bn-relu-fc5", (3, 9, 7), 5, rng=rng)
+    x = rng.standard_normal((6, 3, 9, 7)).astype(np.float32)
+    for _ in range(3):  # running statistics away from 0 and 1
+        net.forward(x + rng.normal(1, 0.5), train=True)
+    for layer in net.layers:
+        if isinstance(layer, nn.layers.BatchNorm):
+            layer.weight[:] = rng.uniform(0.5, 2, layer.weight.shape)
+            layer.bias[:] = rng.standard_normal(layer.bias.shape)
+    model = nn.Model(net, list("abcde"), np.zeros(3, np.float32), np.ones(3, np.float32))
+    nn.save_onnx(model, tmp_path / "bn.onnx")
+    proto = onnx.load(tmp_path / "bn.onnx")
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Conv") == 2 and ops.count("BatchNormalization") == 2
+    assert next(n for n in proto.graph.node if n.op_type == "Conv").output == ["bn1"]
+    ref, ours = _ort_all(proto, x), net.activations(x)
+    names = [n for n in net.names if n != "conv1"]
+    for name in names:
+        np.testing.assert_allclose(ref[name], ours[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    back = nn.load_onnx(tmp_path / "bn.onnx")
+    assert back.net.names == names
+    np.testing.assert_allclose(back.net.forward(x), net.forward(x), rtol=1e-4, atol=1e-4)
+
+
 def test_a_residual_graph_is_exported_and_saved(tmp_path, rng):
     """A network whose graph the grammar cannot write (a residual Add, a grouped convolution) leaves as ONNX that
     onnxruntime runs to the same activations, and goes through a .cnnf file (version 2: the graph) unchanged."""

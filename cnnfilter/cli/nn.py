@@ -172,13 +172,13 @@ def train_tiny(data, output, arch, epochs, batch_size, lr, optimizer, momentum, 
                 "seconds": round(time.perf_counter() - start, 2), "cnnfilter": __version__}
 
     def save(use_best: bool, final: bool) -> None:
-        current = [p.copy() for p in net.params()] if use_best else None
+        current = [p.copy() for p in net.state()] if use_best else None
         if use_best:
             trainer.restore_best()
         model = nn.Model(net, prep.classes, prep.mean, prep.std, meta(final))
         call(lambda: nn.save_model(model, out))
         if current is not None:  # training goes on from where it was
-            for p, c in zip(net.params(), current):
+            for p, c in zip(net.state(), current):
                 p[...] = c
 
     bar = _Bar(show=not quiet and sys.stderr.isatty(), console=err)

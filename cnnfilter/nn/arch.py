@@ -9,6 +9,9 @@ Grammar (tokens joined by ``-``, case-insensitive)::
                                     hold a pixel), dilation
     avg<k>[s<s>][p<p>]              AvgPool2d (padding counted as zeros), the same
     fc<n>                           Dense layer of <n> outputs (a Flatten is inserted before the first one)
+    bn                              BatchNorm of each channel (or feature, after a dense layer): the batch's
+                                    statistics in training, running averages at inference; folded into the
+                                    convolution before it when exported to ONNX
     drop<p>                         Dropout with probability <p> (0 <= p < 1), active in training only
     flatten                         Flatten, explicitly
 
@@ -43,6 +46,7 @@ _TOKENS = [
     ("fc", re.compile(rf"fc{_N}")),
     ("drop", re.compile(r"drop(0(?:\.\d*)?|\.\d+)")),
     ("flatten", re.compile(r"flatten")),
+    ("bn", re.compile(r"bn")),
 ]
 
 class ArchError(ValueError):
@@ -84,7 +88,8 @@ def parse(arch: str) -> list[tuple]:
                 break
         else:
             msg = (f"architecture token {pos} {printable(tok)[:40]!r} is not one of "
-                   "c<out>k<k>[s<s>][p<p>][d<d>][g<g>], relu, max<k>, avg<k>, fc<n>, drop<p>, flatten; see --arch help")
+                   "c<out>k<k>[s<s>][p<p>][d<d>][g<g>], relu, max<k>, avg<k>, fc<n>, drop<p>, flatten, bn; see --arch "
+                   "help")
             raise ArchError(msg)
         g = m.groups()
         if kind == "conv":
@@ -181,6 +186,8 @@ def chain(spec: list[tuple], input_name: str = "input") -> list[Node]:
         elif kind == "flatten":
             op, attrs = "Flatten", {"axis": 1}
             flat = True
+        elif kind == "bn":
+            op, attrs = "BatchNormalization", {"epsilon": 1e-5, "momentum": 0.9}
         else:
             op, attrs = "Relu", {}
         nodes.append(Node(name, op, (x,), (name,), attrs))
@@ -211,8 +218,17 @@ OPS = {
     "Gemm": {"out"},
     "Dropout": {"ratio"},
     "Add": set(),
+    "BatchNormalization": {"epsilon", "momentum"},  # ONNX's: running = running * momentum + batch * (1 - momentum)
 }
-_FRESH = {"Conv", "MaxPool", "AveragePool", "Gemm", "Add", "Relu"}  # ops whose output is an array of their own
+_FRESH = {"Conv", "MaxPool", "AveragePool", "Gemm", "Add", "Relu", "BatchNormalization"}  # ops whose output is an
+# array of their own
+PARTS = {"BatchNormalization": ("weight", "bias", "running_mean", "running_var")}  # saved arrays, by operator
+# (others: weight and bias)
+
+
+def parts(op: str) -> tuple[str, ...]:
+    """The names of the arrays a node of ``op`` saves: its parameters, then its buffers."""
+    return PARTS.get(op, ("weight", "bias"))
 
 
 @dataclass
@@ -318,7 +334,15 @@ class Network(Listing):
 
     def param_names(self) -> list[str]:
         return [f"{node.name}.{part}" for node, layer in zip(self.nodes, self.layers)
-                for part in ("weight", "bias")[: len(layer.params())]]
+                for part in parts(node.op)[: len(layer.params())]]
+
+    def state(self) -> list[np.ndarray]:
+        """Every array a model file saves: each layer's parameters, then its buffers (running statistics)."""
+        return [a for layer in self.layers for a in (*layer.params(), *layer.buffers())]
+
+    def state_names(self) -> list[str]:
+        return [f"{node.name}.{part}" for node, layer in zip(self.nodes, self.layers)
+                for part in parts(node.op)[: len(layer.params()) + len(layer.buffers())]]
 
     def __repr__(self):
         return f"Network({self.arch or 'graph'!r}, input {self.input_shape}, {self.count()} parameters)"
@@ -439,6 +463,16 @@ def plan(nodes: list[Node], input_shape: tuple, input_name: str = "input") -> li
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
                 raise ArchError(f"{_describe(node)}: ratio {printable(repr(ratio))[:40]} is not in [0, 1)")
             new = shape
+        elif node.op == "BatchNormalization":
+            for key, default, lo, hi in (("epsilon", 1e-5, 0.0, 1.0), ("momentum", 0.9, 0.0, 1.0)):
+                v = node.attrs.get(key, default)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < hi or (
+                        key == "epsilon" and v <= 0):
+                    raise ArchError(f"{_describe(node)}: {key} {printable(repr(v))[:40]} is not in "
+                                    f"{'(' if key == 'epsilon' else '['}{lo:g}, {hi:g})")
+            new = shape
+            params = [(shape[0],)] * 4  # weight, bias, running mean and variance
+            work = 2 * math.prod(shape)
         else:
             new = shape
         if min(new) < 1:
@@ -492,6 +526,9 @@ def network(planned: list[Planned], input_shape: tuple, *, arch: str = "", rng: 
             layer = L.Flatten()
         elif node.op == "Add":
             layer = L.Add()
+        elif node.op == "BatchNormalization":
+            layer = L.BatchNorm(p.shape[0], eps=float(node.attrs.get("epsilon", 1e-5)),
+                                momentum=1.0 - float(node.attrs.get("momentum", 0.9)), dtype=dtype)
         else:
             layer = L.Dense(shape[0], p.shape[0], rng=rng, dtype=dtype)
         layers.append(layer)

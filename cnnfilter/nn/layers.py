@@ -58,6 +58,11 @@ class Layer:
     def grads(self) -> list[np.ndarray]:
         return []
 
+    def buffers(self) -> list[np.ndarray]:
+        """State that is saved with the parameters but not trained by the optimiser (a BatchNorm's running
+        statistics)."""
+        return []
+
     def out_shape(self, shape: tuple) -> tuple:
         return shape
 
@@ -288,6 +293,73 @@ class Dense(Layer):
 
     def __repr__(self):
         return f"Dense({self.nin}->{self.nout})"
+
+
+class BatchNorm(Layer):
+    """Batch normalisation of each channel (axis 1 of ``(N, C, H, W)`` or ``(N, C)``), PyTorch's BatchNorm2d and
+    BatchNorm1d: in training ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the batch's mean and biased
+    variance, and running averages updated as ``running = (1 - m) * running + m * batch`` (the unbiased variance,
+    ``m`` = ``momentum``, 0.1); at inference the running averages stand for the batch's. ``weight`` starts at 1
+    and ``bias`` at 0."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
+        self.channels, self.eps, self.momentum = channels, float(eps), float(momentum)
+        self.weight = np.ones(channels, dtype)
+        self.bias = np.zeros(channels, dtype)
+        self.running_mean = np.zeros(channels, dtype)
+        self.running_var = np.ones(channels, dtype)
+        self.dweight = np.zeros_like(self.weight)
+        self.dbias = np.zeros_like(self.bias)
+        self._xhat = self._inv = None
+
+    def params(self):
+        return [self.weight, self.bias]
+
+    def grads(self):
+        return [self.dweight, self.dbias]
+
+    def buffers(self):
+        return [self.running_mean, self.running_var]
+
+    def _axes(self, x):
+        return (0, 2, 3) if x.ndim == 4 else (0,)
+
+    def _per_channel(self, v, x):
+        return v.reshape((1, -1, 1, 1) if x.ndim == 4 else (1, -1))
+
+    def forward(self, x, train=False):
+        if not train:
+            scale = self.weight / np.sqrt(self.running_var + np.asarray(self.eps, x.dtype))
+            shift = self.bias - self.running_mean * scale
+            return x * self._per_channel(scale.astype(x.dtype), x) + self._per_channel(shift.astype(x.dtype), x)
+        axes = self._axes(x)
+        n = x.size // x.shape[1]
+        mean = x.mean(axis=axes, dtype=np.float64)
+        centred = x - self._per_channel(mean.astype(x.dtype), x)
+        var = np.square(centred).mean(axis=axes, dtype=np.float64)
+        m = self.momentum
+        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+        self.running_var[...] = (1 - m) * self.running_var + m * var * (n / max(n - 1, 1))
+        inv = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        self._inv = inv
+        self._xhat = centred * self._per_channel(inv, x)
+        return self._xhat * self._per_channel(self.weight.astype(x.dtype), x) + self._per_channel(
+            self.bias.astype(x.dtype), x)
+
+    def backward(self, dy):
+        axes = self._axes(dy)
+        xhat = self._xhat
+        n = dy.size // dy.shape[1]
+        self.dbias[...] = dy.sum(axis=axes, dtype=np.float64)
+        self.dweight[...] = (dy * xhat).sum(axis=axes, dtype=np.float64)
+        g = self._per_channel((self.weight * self._inv).astype(dy.dtype), dy)
+        # dx = weight * inv / n * (n dy - sum(dy) - xhat * sum(dy * xhat))
+        mean_dy = self._per_channel((self.dbias / n).astype(dy.dtype), dy)
+        mean_dyx = self._per_channel((self.dweight / n).astype(dy.dtype), dy)
+        return g * (dy - mean_dy - xhat * mean_dyx)
+
+    def __repr__(self):
+        return f"BatchNorm({self.channels})"
 
 
 class Add(Layer):

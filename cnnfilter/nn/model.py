@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..limits import MAX_HEADER_BYTES, fmt_bytes, printable
-from .arch import ArchError, chain, check_size, network, parse, plan
+from .arch import ArchError, chain, check_size, network, parse, parts, plan
 from .core import Model, ModelError, Node, loader_failure, open_model
 
 FORMAT = "cnnfilter-model"
@@ -32,7 +32,7 @@ def save_model(model: Model, path) -> None:
     from ..io import atomic_file
 
     net = model.net
-    names = net.param_names()
+    names = net.state_names()  # parameters and running statistics
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -44,13 +44,13 @@ def save_model(model: Model, path) -> None:
         "classes": list(model.classes),
         "mean": [float(v) for v in model.mean],
         "std": [float(v) for v in model.std],
-        "params": {n: list(p.shape) for n, p in zip(names, net.params())},
+        "params": {n: list(p.shape) for n, p in zip(names, net.state())},
         "layers": [{"name": n, "layer": r, "output": list(s)} for n, r, s, _ in net.summary()],
         "training": model.meta,
     }
     with atomic_file(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(HEADER, json.dumps(header, indent=1))
-        for name, p in zip(names, net.params()):
+        for name, p in zip(names, net.state()):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(p, np.float32), allow_pickle=False)
             zf.writestr(f"{name}.npy", buf.getvalue())
@@ -185,7 +185,7 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
         fail(f"the graph's output {printable(repr(output))[:60]} is not its last node in topological order")
     if layers[-1].node.op != "Gemm" or layers[-1].shape != (len(classes),):
         fail(f"the network's last node must be a dense layer of {len(classes)} outputs, one per class")
-    expected = {f"{layer.name}.{part}": p for layer in layers for part, p in zip(("weight", "bias"), layer.params)}
+    expected = {f"{layer.name}.{part}": p for layer in layers for part, p in zip(parts(layer.node.op), layer.params)}
     extra = set(infos) - {HEADER} - {f"{n}.npy" for n in expected}
     if extra:
         fail(f"unexpected member {printable(sorted(extra)[0])!r}")
@@ -218,9 +218,11 @@ def _load(zf: zipfile.ZipFile, fail) -> Model:
             arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             fail(f"parameter {pname!r} holds NaN or infinite values, or values beyond float32's range")
+        if pname.endswith(".running_var") and (arr < 0).any():
+            fail(f"parameter {pname!r} holds a negative variance")
         arrays[pname] = arr
     net = network(layers, shape, arch=arch, image_bytes=image_bytes, input_name=input_name)
-    for pname, p in zip(net.param_names(), net.params()):
+    for pname, p in zip(net.state_names(), net.state()):
         p[...] = arrays[pname]
     return Model(net, classes, mean, std, meta)
 

@@ -294,26 +294,41 @@ IR_VERSION = 8  # opset 17's IR version: read by onnxruntime 1.13 and later
 def to_onnx(model: Model):
     """``model`` (a network built by train-tiny or from an architecture string) as an ONNX ``ModelProto``, opset
     17: each layer one node whose output tensor has the layer's name (conv1, relu1, ...), so that the feature
-    maps of the exported model carry the same names; dropout is an Identity. Class names, normalisation (mean
-    and std in 0..1 units), the architecture and the training metadata are ``metadata_props`` (JSON values)."""
+    maps of the exported model carry the same names; dropout is an Identity; a BatchNorm whose input only a
+    convolution makes is folded into it (the Conv node, named as the convolution, makes the BatchNorm's tensor),
+    others are BatchNormalization nodes. Class names, normalisation (mean and std in 0..1 units), the
+    architecture and the training metadata are ``metadata_props`` (JSON values)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from .. import __version__
+    from .arch import parts
 
     net = model.net
     if not hasattr(net, "nodes") or isinstance(net, Graph):
         raise GraphError("only a network built by cnnfilter (train-tiny, an architecture string) is exported; "
                          "an imported ONNX graph is an ONNX file already")
     nodes, inits = [], []
+    folded = _foldable(net)
     for node, layer in zip(net.nodes, net.layers):
+        if node.name in folded.values():
+            continue  # a BatchNorm folded into the convolution before it
         name, attrs = node.name, {k: v for k, v in node.attrs.items() if k != "out"}
-        inputs = list(node.inputs)
-        if layer.params():
-            inits += [numpy_helper.from_array(p.astype(np.float32), f"{name}.{part}")
-                      for p, part in zip(layer.params(), ("weight", "bias"))]
-            inputs += [f"{name}.weight", f"{name}.bias"]
+        inputs, outputs = list(node.inputs), list(node.outputs)
+        arrays = [*layer.params(), *layer.buffers()]
+        if node.name in folded:  # the Conv takes the BatchNorm's scale and shift, and makes its output
+            bn = net.layers[net.names.index(folded[node.name])]
+            scale = bn.weight.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+            arrays = [layer.weight * scale[:, None, None, None],
+                      (layer.bias - bn.running_mean.astype(np.float64)) * scale + bn.bias]
+            outputs = [folded[node.name]]
+        if arrays:
+            names = [f"{name}.{part}" for part in parts(node.op)[: len(arrays)]]
+            inits += [numpy_helper.from_array(np.asarray(p, np.float32), n) for p, n in zip(arrays, names)]
+            inputs += names
         op = node.op
+        if op == "BatchNormalization":  # inference: the running statistics
+            attrs = {"epsilon": float(attrs.get("epsilon", 1e-5)), "momentum": float(attrs.get("momentum", 0.9))}
         if op == "Gemm":
             attrs = {"transB": 1}
         elif op == "Dropout":  # inference: the identity
@@ -322,7 +337,7 @@ def to_onnx(model: Model):
             attrs["count_include_pad"] = 1  # padding counts as zeros
             if attrs.get("dilations", [1, 1]) == [1, 1]:  # AveragePool has dilations from opset 19 only
                 attrs.pop("dilations", None)
-        nodes.append(helper.make_node(op, inputs, list(node.outputs), name=name, **attrs))
+        nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
     x = net.output
     C, H, W = net.input_shape
     graph = helper.make_graph(
@@ -337,6 +352,23 @@ def to_onnx(model: Model):
         proto.metadata_props.add(key=key, value=json.dumps(value) if not isinstance(value, str) else value)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _foldable(net) -> dict[str, str]:
+    """Convolutions whose only reader is a BatchNorm, to the BatchNorm: at inference the BatchNorm is a scale and
+    shift per channel, which the convolution's weights and bias take (the exported Conv makes the BatchNorm's
+    output tensor)."""
+    readers: dict[str, list] = {}
+    for node in net.nodes:
+        for t in node.inputs:
+            readers.setdefault(t, []).append(node)
+    out = {}
+    for node in net.nodes:
+        after = readers.get(node.outputs[0], [])
+        if node.op == "Conv" and len(after) == 1 and after[0].op == "BatchNormalization" \
+                and node.outputs[0] != net.output:
+            out[node.name] = after[0].name
+    return out
 
 
 def save_onnx(model: Model, path) -> None:

@@ -122,7 +122,7 @@ class Trainer:
             best = score > self.best_score
             if best:
                 self.best_score, self.best_epoch = score, epoch
-                self.best_params = [p.copy() for p in self.net.params()]
+                self.best_params = [p.copy() for p in self.net.state()]  # running statistics too
             event = EpochEvent(epoch, self.epochs, total / seen, correct / seen, val_loss, val_acc,
                                time.perf_counter() - start, best)
             self.history.append(event)
@@ -134,7 +134,7 @@ class Trainer:
     def restore_best(self) -> None:
         """Put the best epoch's parameters back into the network."""
         if self.best_params is not None:
-            for p, best in zip(self.net.params(), self.best_params):
+            for p, best in zip(self.net.state(), self.best_params):
                 p[...] = best
 
 
