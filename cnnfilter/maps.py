@@ -16,6 +16,7 @@ import html
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,8 +56,9 @@ def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
         from .nn.predict import load_input
 
         image = load_input(image)
-        if isinstance(image, np.ndarray):  # a 16-bit colour PNG: 8 bits are plenty for a model's input
-            image = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8), "RGB")
+        if isinstance(image, np.ndarray):  # a 16-bit PNG Pillow cannot hold: 8 bits are plenty for a model
+            eight = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+            image = Image.fromarray(eight, "RGB" if eight.ndim == 3 else "L")
     if isinstance(image, Image.Image):
         pil = image
     else:
@@ -90,9 +92,14 @@ def select_layers(model, layers) -> list[str]:
         return list(names)
     items = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
     ops, nodes = {}, {}
+    made = {n.outputs[0]: n for n in getattr(model.net, "nodes", [])}
     for name, lay in zip(names, model.net.layers):
-        node = getattr(lay, "node", None)
-        ops.setdefault((node.op if node is not None else type(lay).__name__).lower(), []).append(name)
+        node = getattr(lay, "node", None) or made.get(name)
+        kinds = {type(lay).__name__.lower()} - {"_layer"}  # a train-tiny layer's class (conv2d), its operator (conv)
+        if node is not None:
+            kinds.add(node.op.lower())
+        for kind in kinds:
+            ops.setdefault(kind, []).append(name)
         if node is not None and node.name:
             nodes[node.name] = name
     stems = {stem: name for name, stem in file_stems(names).items()}  # the report's file names work too
@@ -137,7 +144,11 @@ def featuremaps(model, image, layers=None, *, resize: str = "stretch") -> dict[s
 def _bank_kernels(kernels) -> list[tuple[str, object]]:
     from .kernels import resolve_kernel
 
-    names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else list(kernels)
+    names = [k.strip() for k in kernels.split(",")] if isinstance(kernels, str) else [str(k).strip() for k in kernels]
+    names = list(dict.fromkeys(n for n in names if n))  # each kernel once, in the order given
+    if not names:
+        msg = "the kernel bank is empty: name at least one kernel"
+        raise ValueError(msg)
     return [(name, resolve_kernel(name)[1]) for name in names]
 
 
@@ -154,8 +165,21 @@ def _grey_levels(image) -> tuple[np.ndarray, np.ndarray, float]:
     scale = 65535.0 if px.dtype == np.uint16 else (255.0 if px.dtype == np.uint8 else 1.0)
     grey = to_gray(Picture(colour)).pixels
     if px.dtype.kind in "ui" and grey.dtype.kind == "f":
-        grey = np.rint(grey).astype(px.dtype)
+        grey = np.rint(grey, out=grey).astype(px.dtype)
     return colour, grey, scale
+
+
+def _eight_bit(colour: np.ndarray, scale: float) -> np.ndarray:
+    """The photo as 8-bit samples for ``input.png``, converted a band of rows at a time (a 16-bit or float photo
+    is never copied whole as floats); NaN is black."""
+    if colour.dtype == np.uint8:
+        return colour
+    out = np.empty(colour.shape, np.uint8)
+    band = max(1, (4 << 20) // max(1, 8 * colour[0].size))
+    for r in range(0, colour.shape[0], band):
+        v = colour[r : r + band].astype(np.float32) * np.float32(255.0 / scale)
+        np.copyto(out[r : r + band], np.clip(np.rint(np.nan_to_num(v, copy=False)), 0, 255), casting="unsafe")
+    return out
 
 
 def _bank_map(grey: np.ndarray, scale: float, kernel, border: str) -> np.ndarray:
@@ -202,8 +226,24 @@ def summarize(acts: dict[str, np.ndarray]) -> list[dict]:
 
 
 def _stats(name: str, a: np.ndarray) -> dict:
-    return {"layer": name, "shape": list(a.shape), "min": float(a.min()), "max": float(a.max()),
-            "mean": float(a.mean(dtype=np.float64)), "zero_fraction": float(np.count_nonzero(a == 0) / max(a.size, 1))}
+    """A layer's shape, min, max, mean and fraction of zeros; NaN is left out of them (``nan`` counts them), so
+    that summary.json stays JSON (no bare NaN or Infinity: a value that is not finite is null)."""
+    a = np.asarray(a)
+    finite = np.isfinite(a)
+    bad = int(a.size - np.count_nonzero(finite))
+    v = a[finite] if bad else a
+
+    def num(x):
+        x = float(x)
+        return x if np.isfinite(x) else None
+
+    out = {"layer": name, "shape": list(a.shape),
+           "min": num(v.min()) if v.size else None, "max": num(v.max()) if v.size else None,
+           "mean": num(v.mean(dtype=np.float64)) if v.size else None,
+           "zero_fraction": float(np.count_nonzero(a == 0) / max(a.size, 1))}
+    if bad:
+        out["not_finite"] = bad
+    return out
 
 
 def _png(img: Image.Image, path: Path) -> None:
@@ -316,14 +356,15 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         O, C = w.shape[:2]
         tl = [f"{o}" if C == 1 else f"{o}.{c}" for o, c in
               itertools.islice(((o, c) for o in range(O) for c in range(C)), MAX_TILES)]
+        rows = 1 < C <= 32  # one row per output channel, when a row of its input channels fits a page
         fig = montage_figure(w.reshape(O * C, *w.shape[2:]), tile_size=48, normalize="layer",
-                             colormap_name=colormap_name, signed=True, labels=tl,
-                             columns=max(C, 8) if C > 1 else None)
+                             colormap_name=colormap_name, signed=True, labels=tl, columns=C if rows else None)
         src = f"weights-{stems[name]}.png"
         _png(fig.image, out / src)
         written.add(src)
         cards.append(_Card(f"{name} filters", "x".join(map(str, w.shape)), src, "each output channel's weights"
-                           + (" (one row per output channel)" if C > 1 else "") + "; " + fig.caption,
+                           + (" (one row per output channel, a tile per input channel)" if rows else
+                              " (tiles labelled output.input)" if C > 1 else "") + "; " + fig.caption,
                            wide=fig.image.width > 720))
     for name, a in drawn.items():
         signed = None if signed_layers is None else name in signed_layers
@@ -347,12 +388,14 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         summary["same_values"] = dict(same)
     if prediction is not None:
         summary["prediction"] = prediction
+    if npz:
+        written.add("activations.npz")
+    summary["written"] = sorted(written - {"summary.json", "index.html"})  # what a later report may replace
     _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
     if npz:
         with _Npz(out / "activations.npz") as store:
             for n, a in acts.items():
                 store.add(stems[n], a)
-        written.add("activations.npz")
     notes = [f"{', '.join(html.escape(n) for n in group)}: the values of {html.escape(src)}, "
              "not drawn again" for src, group in _groups(same).items()]
     _text(_page(f"Feature maps of {title}", _prediction_html(prediction), cards, notes, npz), out / "index.html")
@@ -389,17 +432,18 @@ def write_bank_report(out_dir, image, kernels=DEFAULT_BANK, *, title: str, borde
     ks = _bank_kernels(kernels)
     colour, grey, scale = _grey_levels(image)
     H, W = grey.shape
-    check_memory(4.0 * 4 * H * W, f"the maps of a {H}x{W} image")  # a map, the filter's and display's scratch
+    # the grey image, a map, the filter's scratch and the display's reduction (4 bytes a pixel each), the 8-bit
+    # photo: checked after the photo itself is read (its decoder checks that)
+    check_memory(4.0 * 4 * H * W + 3.0 * H * W, f"the maps of a {H}x{W} image")
     factor = max(1, math.ceil(max(H, W) / MAX_DISPLAY))
     up = max(1, math.ceil(SMALL_DISPLAY / max(H, W))) if factor == 1 else 1
     out, earlier = _start(out_dir, separate)
     stems = file_stems(["input", *(n for n, _ in ks)])
     written = {"input.png", "summary.json", "index.html"}
-    display = colour if colour.dtype == np.uint8 else np.clip(np.rint(colour / scale * 255), 0, 255).astype(np.uint8)
-    pic = Image.fromarray(np.ascontiguousarray(display))
+    pic = Image.fromarray(np.ascontiguousarray(_eight_bit(colour, scale)))
     pic = pic.reduce(factor) if factor > 1 else pic.resize((W * up, H * up), Image.Resampling.NEAREST) if up > 1 else pic
     _png(pic, out / "input.png")
-    del display
+    del pic
     shown, stats = [], []
     with _Npz(out / "activations.npz") if npz else contextlib.nullcontext() as store:
         for name, k in ks:
@@ -446,6 +490,7 @@ def write_bank_report(out_dir, image, kernels=DEFAULT_BANK, *, title: str, borde
     summary = {"image": title, "size": [H, W], "shown_reduced": factor, "layers": stats}
     if any(stems[n] != n for n, _ in ks):
         summary["files"] = {n: f"{stems[n]}.png" for n, _ in ks}
+    summary["written"] = sorted(written - {"summary.json", "index.html"})  # what a later report may replace
     _text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
     top = ([f"The photo is {W}x{H}: its maps are shown at 1/{factor} of that size (block means; the strongest "
             "response of each block for signed maps)" + ("; activations.npz holds them at full size" if npz else
@@ -500,22 +545,25 @@ def _bank_caption(kind: str, gain: float, peak: float, normalize: str, cmap: str
     return f"signed response: {mid} 0, {high} +{peak:.3g}, {low} -{peak:.3g} ({how})"
 
 
+_WRITTEN = re.compile(r"(channels/)?[^./\\][^/\\]{0,200}\.(png|npz)")
+
+
 def _earlier_report(out: Path) -> set[str]:
-    """The files of an earlier report in ``out`` (recognised by its index.html): its PNGs, channel PNGs and
-    activations, relative to ``out``. A folder that is no report gives nothing: files cnnfilter did not write are
-    never removed."""
-    index = out / "index.html"
+    """The files of an earlier report in ``out``, relative to ``out``: those its summary.json lists as written
+    (PNGs, channel PNGs, activations), when its index.html is a report's. Anything else is never removed: a folder
+    that is no report, a report of a cnnfilter that kept no list, a file the user put in the folder."""
     try:
-        with open(index, "rb") as fh:
+        with open(out / "index.html", "rb") as fh:
             if b"<title>cnnfilter feature maps" not in fh.read(4096):
                 return set()
-    except OSError:
+        with open(out / "summary.json", "rb") as fh:
+            listed = json.loads(fh.read(64 << 20)).get("written", [])
+    except (OSError, ValueError, AttributeError):
         return set()
-    found = {p.name for p in out.glob("*.png") if p.is_file() and not p.is_symlink()}
-    found |= {f"channels/{p.name}" for p in out.glob("channels/*.png") if p.is_file() and not p.is_symlink()}
-    if (out / "activations.npz").is_file():
-        found.add("activations.npz")
-    return found
+    if not isinstance(listed, list):
+        return set()
+    return {rel for rel in listed if isinstance(rel, str) and _WRITTEN.fullmatch(rel) and ".." not in rel
+            and (out / rel).is_file() and not (out / rel).is_symlink()}
 
 
 _RESERVED = {"input", "index", "summary", "activations", "channels"}
@@ -524,14 +572,15 @@ _RESERVED = {"input", "index", "summary", "activations", "channels"}
 def file_stems(names) -> dict[str, str]:
     """A file name stem per layer name, unique and safe: a name is data from a model file (an ONNX tensor is
     called '/layer1/conv1/Conv_output_0'), so separators, control characters, leading dots and names of the
-    report's own files are replaced, and it is cut to 100 characters."""
+    report's own files are replaced, and it is cut to 100 bytes of UTF-8 (a file name may hold 255)."""
     from .outputs import safe_part
 
     out, taken = {}, set()
     for name in names:
         if name in out:
             continue
-        stem = safe_part(str(name).strip("/\\").replace("/", "_").replace("\\", "_"))[:100]
+        stem = safe_part(str(name).strip("/\\").replace("/", "_").replace("\\", "_"))
+        stem = stem.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore") or "layer"
         if stem.lower() in _RESERVED or stem.lower().startswith("weights-"):
             stem = "layer-" + stem
         base, k = stem, 2
@@ -666,10 +715,7 @@ class Report:
         self.resize, self.normalize, self.colormap, self.tile_size = resize, normalize, colormap, tile_size
         self.separate, self.npz, self.all_weights = separate, npz, all_weights
         if model is None:
-            from .kernels import resolve_kernel
-
-            for k in self.bank:
-                resolve_kernel(k)
+            _bank_kernels(self.bank)  # every kernel exists, at least one
         else:
             self.wanted()
 

@@ -24,10 +24,16 @@ ALPHA_MODES = ("keep", "filter")
 
 
 def to_gray(pic: Picture) -> Picture:
-    """Greyscale by ITU-R 601 luma (``0.299 R + 0.587 G + 0.114 B``, as Pillow's ``convert("L")``), unrounded."""
+    """Greyscale by ITU-R 601 luma (``0.299 R + 0.587 G + 0.114 B``, as Pillow's ``convert("L")``), unrounded
+    float32, made a band of rows at a time (memory: the result, not a float copy of the colour image)."""
     if pic.pixels.ndim == 2:
         return pic
-    luma = pic.pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    px = pic.pixels
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    luma = np.empty(px.shape[:2], np.float32)
+    band = max(1, (4 << 20) // max(1, 12 * px.shape[1]))  # rows of about 4 MiB of float32 colour
+    for r in range(0, px.shape[0], band):
+        np.matmul(px[r : r + band].astype(np.float32), weights, out=luma[r : r + band])
     return Picture(luma, pic.alpha, pic.depth, dict(pic.info))
 
 

@@ -77,7 +77,7 @@ def _palette(luts: tuple[str, ...]) -> bytes:
     return pal.tobytes()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # labels repeat (channel numbers, class names); a bounded cache
 def _text_mask(text: str, size: int) -> np.ndarray:
     """The text shade (0 = none, 1.._SHADES) of each pixel of ``text`` in the default font of ``size`` px."""
     font = _font(size)
@@ -169,7 +169,9 @@ def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
     return np.clip(out, 0, 1), rng, sg
 
 
-def _caption(rng, signed, normalize: str, mixed: bool, luts: tuple[str, str]) -> str:
+def _caption(rng, sg: np.ndarray, normalize: str, luts: tuple[str, str], forced: bool) -> str:
+    """How the colours of a montage map to values: the range (each tile's, the layer's, or raw) and the colormap;
+    tiles with negative values are centred at 0, the others run from their minimum to their maximum."""
     cold, warm = luts
     if rng is None:
         text = "each tile scaled to its own range"
@@ -177,13 +179,14 @@ def _caption(rng, signed, normalize: str, mixed: bool, luts: tuple[str, str]) ->
         text = f"one range for the layer: {rng[0]:.3g} to {rng[1]:.3g}"
     else:
         text = f"raw values, {rng[0]:.3g} to {rng[1]:.3g}"
-    if mixed:
-        text += f"; tiles with negative values in {cold} (0 in the middle), the others in {warm}"
-    elif signed:
-        text += f"; {cold}, 0 in the middle" if rng is None or rng[0] < 0 else f"; {cold}"
-    else:
-        text += f"; {warm}"
-    return text
+    if sg.any() and not sg.all():  # some tiles signed, some not (each its own range)
+        if forced:
+            return text + f"; {cold}: tiles with negative values with 0 in the middle, the others from their " \
+                          "minimum to their maximum"
+        return text + f"; tiles with negative values in {cold} (0 in the middle), the others in {warm}"
+    if sg.all():
+        return text + (f"; {cold}, 0 in the middle" if rng is None or rng[0] < 0 else f"; {cold}")
+    return text + f"; {warm}"
 
 
 def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
@@ -222,7 +225,7 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
     target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
     factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
     shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
-    th, tw = (H * factor) // shrink, (W * factor) // shrink
+    th, tw = max(1, (H * factor) // shrink), max(1, (W * factor) // shrink)  # a 2x3000 map keeps a row
     if shrink > 1:  # subsample before scaling and colouring: memory and time follow the tiles, not the maps
         m, shrink = m[:, ::shrink, ::shrink], 1
     rows, cols = _grid(C, columns)
@@ -230,6 +233,8 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
 
     check_memory(2.0 * (rows * (th + 20) + 70) * max(cols * (tw + GUTTER), 260) + 24.0 * m.size,
                  f"a montage of {C} tiles of {th}x{tw} pixels")
+    if normalize == "map" and H * W == 1:  # one value per channel: scale_maps compares the channels on one range
+        normalize = "layer"
     scaled, rng, sg = scale_maps(m, normalize, signed)
     names = (colormap_name or "coolwarm", colormap_name or "viridis")
     mixed = bool(sg.any() and not sg.all()) and colormap_name is None
@@ -254,12 +259,12 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
     for c in range(C):
         r, k = divmod(c, cols)
         _put_text(canvas, GUTTER + k * cell_w + 1, head + r * cell_h + 1, labels[c] if labels else str(c),
-                  limit=cell_w - 1)
+                  limit=cell_w - 4)
     if title:
         _put_text(canvas, GUTTER + 2, 4, title, size=14, limit=width - 8)
     kind = bool(sg.mean() >= 0.5)  # the bar of the majority; the caption names the other when both occur
     ramp_base = 0 if (kind or not mixed) else n
-    caption = _caption(rng, kind, normalize, mixed, names) + more
+    caption = _caption(rng, sg, normalize, names, colormap_name is not None) + more
     _colour_bar(canvas, ramp_base, n, rng, kind, y=height - bar_h + 6, width=width)
     return Figure(_image(canvas, luts), caption)
 
@@ -297,6 +302,9 @@ def bars(values, *, labels: list[str] | None = None, title: str | None = None) -
         msg = "a bar chart needs at least one value"
         raise ValueError(msg)
     total = v.size
+    best = int(np.argmax(v))  # over every unit, drawn or not
+    best_name = str(labels[best])[:24] if labels is not None and best < len(labels) else str(best)
+    best_text = f"largest: {best_name} ({v[best]:.3g})"
     if total > MAX_TILES:
         v = v[:MAX_TILES]
     names = [str(s)[:24] for s in labels][: v.size] if labels is not None else [str(i) for i in range(v.size)]
@@ -304,7 +312,6 @@ def bars(values, *, labels: list[str] | None = None, title: str | None = None) -
     lo, hi = min(0.0, float(v.min())), max(0.0, float(v.max()))
     span = (hi - lo) or 1.0
     head = 24 if title else 6
-    best = int(np.argmax(v))
     if v.size <= 40:
         row, size = 22, 13
         lab_w = min(170, max(text_width(s, size) for s in names) + 8)
@@ -322,49 +329,54 @@ def bars(values, *, labels: list[str] | None = None, title: str | None = None) -
             canvas[y + 4 : y + row - 4, a : max(b, a + 1)] = _POS if val >= 0 else _NEG
             _put_text(canvas, lab_w, y + 3, name, size, anchor="right", limit=lab_w - 2)
             _put_text(canvas, width - 4, y + 3, f"{val:.3g}", size, anchor="right")
-        caption = f"{total} values; largest: {names[best]} ({v[best]:.3g})"
+        caption = f"{total} values; {best_text}"
     else:
         px = max(1, 720 // v.size)
         plot_w = px * v.size
-        width = max(plot_w + 60, 300)
         plot_h = 140
+        y_zero = head + int(round(hi / span * plot_h))
+        marks = [(head - 5, f"{hi:.3g}")]  # the value axis: the top, 0, the bottom; none over another
+        for y, text in ((y_zero - 6, "0"), (head + plot_h - 8, f"{lo:.3g}" if lo < 0 else None)):
+            if text is not None and all(abs(y - yy) >= 12 for yy, _ in marks):
+                marks.append((y, text))
+        x0 = max(text_width(t, 11) for _, t in marks) + 8
+        width = max(x0 + plot_w + 10, 300)
         height = head + plot_h + 24
         canvas = np.full((height, width), _BG, np.uint8)
-        x0 = 50
-        y_zero = head + int(round(hi / span * plot_h))
         cols = x0 + np.arange(v.size) * px
         tops = head + np.rint((hi - v) / span * plot_h).astype(int)
         for i in range(v.size):
             a, b = sorted((y_zero, int(tops[i])))
             canvas[a : max(b, a + 1), cols[i] : cols[i] + px] = _POS if v[i] >= 0 else _NEG
         canvas[y_zero, x0 : x0 + plot_w] = _AXIS
-        _put_text(canvas, x0 - 4, head - 5, f"{hi:.3g}", anchor="right")
-        if lo < 0:
-            _put_text(canvas, x0 - 4, head + plot_h - 8, f"{lo:.3g}", anchor="right")
-        _put_text(canvas, x0 - 4, y_zero - 6, "0", anchor="right")
+        for y, text in marks:
+            _put_text(canvas, x0 - 4, y, text, anchor="right")
         for t in _ticks(v.size):
             canvas[head + plot_h + 2 : head + plot_h + 6, x0 + t * px] = _AXIS
             _put_text(canvas, x0 + t * px, head + plot_h + 7, str(t), anchor="middle")
         caption = (f"{total} values" + (f" (the first {MAX_TILES} drawn)" if total > v.size else "")
-                   + f"; largest: {names[best]} ({v[best]:.3g})")
+                   + f"; {best_text}")
     if title:
         _put_text(canvas, 4, 4, title, size=14, limit=width - 8)
     return Figure(_image(canvas, ("coolwarm",)), caption)
 
 
 def reduce_for_display(values: np.ndarray, factor: int, *, signed: bool) -> np.ndarray:
-    """A 2-D map made ``factor`` times smaller: each block's mean (an image), or, for a signed response, the
-    block's value of largest magnitude (an edge one pixel wide survives: averaging would cancel it). The last
-    partial row and column of blocks are dropped."""
+    """A 2-D map made ``factor`` times smaller, ``ceil(H / factor) x ceil(W / factor)`` (the size Pillow's
+    ``reduce`` gives): each block's mean (an image), or, for a signed response, the block's value of largest
+    magnitude (an edge one pixel wide survives: averaging would cancel it). The blocks of the last row and column
+    may be partial: they take the pixels they have."""
     a = np.asarray(values)
     if factor <= 1:
         return a.astype(np.float32, copy=False)
-    h, w = a.shape[0] // factor, a.shape[1] // factor
-    blocks = a[: h * factor, : w * factor].reshape(h, factor, w, factor)
+    rows = np.arange(0, a.shape[0], factor)
+    cols = np.arange(0, a.shape[1], factor)
     if not signed:
-        return blocks.mean(axis=(1, 3), dtype=np.float32)
-    top = blocks.max(axis=(1, 3))
-    bottom = blocks.min(axis=(1, 3))
+        sums = np.add.reduceat(np.add.reduceat(a, rows, axis=0, dtype=np.float64), cols, axis=1)
+        counts = np.outer(np.diff(np.r_[rows, a.shape[0]]), np.diff(np.r_[cols, a.shape[1]]))
+        return (sums / counts).astype(np.float32)
+    top = np.maximum.reduceat(np.maximum.reduceat(a, rows, axis=0), cols, axis=1)
+    bottom = np.minimum.reduceat(np.minimum.reduceat(a, rows, axis=0), cols, axis=1)
     return np.where(top >= -bottom, top, bottom).astype(np.float32)
 
 

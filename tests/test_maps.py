@@ -234,11 +234,12 @@ def test_bank_report_reduces_a_large_photo_and_keeps_full_resolution(tmp_path, m
     out = maps.write_bank_report(tmp_path / "r", tmp_path / "p.png", ["identity", "laplacian"], title="p.png",
                                  npz=True, separate=True)
     _, ref, _ = maps.bank(tmp_path / "p.png", ["identity", "laplacian"])
-    assert Image.open(out / "identity.png").size == (50, 32)  # 200x130 / 4, partial blocks dropped
-    assert Image.open(out / "input.png").size == (50, 33)  # Pillow's reduce keeps a partial block
+    assert Image.open(out / "identity.png").size == (50, 33)  # 200x130 / 4, the last row of blocks partial
+    assert Image.open(out / "input.png").size == (50, 33)  # as Pillow's reduce makes the photo
     shown = np.asarray(Image.open(out / "identity.png")).astype(float)
-    np.testing.assert_allclose(shown, ref[0][:128].reshape(32, 4, 50, 4).mean(axis=(1, 3)) * 255, atol=0.51)
-    lap = np.asarray(Image.open(out / "laplacian.png")).astype(int) - 128
+    np.testing.assert_allclose(shown[:32], ref[0][:128].reshape(32, 4, 50, 4).mean(axis=(1, 3)) * 255, atol=0.51)
+    np.testing.assert_allclose(shown[32], ref[0][128:].reshape(2, 50, 4).mean(axis=(0, 2)) * 255, atol=0.51)
+    lap = np.asarray(Image.open(out / "laplacian.png")).astype(int)[:32] - 128
     blocks = ref[1][:128].reshape(32, 4, 50, 4)
     strongest = np.where(blocks.max(axis=(1, 3)) >= -blocks.min(axis=(1, 3)), blocks.max(axis=(1, 3)),
                          blocks.min(axis=(1, 3)))
@@ -326,3 +327,62 @@ def test_folder_run_writes_an_index_linking_every_report(tmp_path):
     assert (out / "index.html").read_text() == "<p>mine</p>"
     res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(tmp_path / "one"), "-q"])
     assert res.exit_code == 0 and not (tmp_path / "one" / "index.html").exists()
+
+
+def test_thin_photos_duplicate_and_empty_kernel_lists(tmp_path):
+    """A 5000x1 photo is reduced to 1000x1 (not to nothing); a kernel named twice is drawn and stored once; an
+    empty bank is a usage error."""
+    Image.fromarray(np.arange(5000, dtype=np.uint8).reshape(1, -1) % 251).save(tmp_path / "line.png")
+    out = maps.write_bank_report(tmp_path / "r", tmp_path / "line.png", ["edge", "blur", "edge"], title="line",
+                                 npz=True)
+    assert Image.open(out / "edge.png").size == (1000, 1) == Image.open(out / "input.png").size
+    with np.load(out / "activations.npz") as z:
+        assert sorted(z.files) == ["blur", "edge"]
+    assert (out / "index.html").read_text().count("<h2>edge ") == 1
+    res = CliRunner().invoke(cli, ["featuremaps", str(tmp_path / "line.png"), "--kernels", ",", "-o",
+                                   str(tmp_path / "x")])
+    assert res.exit_code == 2 and "the kernel bank is empty" in res.stderr
+
+
+def test_a_users_own_file_in_a_report_folder_survives_a_rerun(tmp_path):
+    """--overwrite replaces the files the earlier report lists as its own (summary.json's "written"): layers it
+    no longer draws go, a PNG the user put in the folder stays."""
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(out), "-q"])
+    assert res.exit_code == 0
+    Image.new("RGB", (4, 4)).save(out / "0003" / "mine.png")
+    res = CliRunner().invoke(cli, ["featuremaps", str(DIGIT), "-m", "digits", "-o", str(out), "-q", "--overwrite",
+                                   "--layers", "conv1"])
+    assert res.exit_code == 0
+    left = {p.name for p in (out / "0003").iterdir()}
+    assert left == {"mine.png", "conv1.png", "weights-conv1.png", "input.png", "summary.json", "index.html"}
+
+
+def test_layer_choice_by_operator_names_and_odd_layer_names(tmp_path):
+    """--layers takes ONNX operator names (Conv, Relu) for cnnfilter's own models too; a layer name of 100 CJK
+    characters becomes a file name of at most 100 bytes; a map with NaN gives a summary that is JSON."""
+    assert list(cnnfilter.featuremaps("digits", DIGIT, layers="Conv,Relu")) == ["conv1", "relu1", "conv2", "relu2"]
+    name = "層" * 100
+    stem = maps.file_stems([name])[name]
+    assert len(stem.encode()) <= 100 and stem.startswith("層")
+    acts = {name: np.array([[[np.nan, 1.0], [2.0, np.inf]]], np.float32)}
+    out = maps.write_report(tmp_path / "r", input_image=np.zeros((1, 2, 2), np.float32), acts=acts, title="t")
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    layer = json.loads(text)["layers"][0]
+    assert layer["min"] == 1.0 and layer["max"] == 2.0 and layer["not_finite"] == 2
+
+
+def test_filters_of_an_rgb_model_one_row_per_output_channel(tmp_path):
+    """A first convolution over 3 channels is drawn 3 tiles to a row: row o holds output channel o's filters."""
+    net = nn.build("c4k3p1-relu-fc2", (3, 6, 6), 2, rng=np.random.default_rng(0))
+    model = nn.Model(net, ["a", "b"], np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
+    nn.save_model(model, tmp_path / "rgb.cnnf")
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(cli, ["featuremaps", str(ROOT / "samples" / "coffee.png"), "-m", str(tmp_path / "rgb.cnnf"),
+                                   "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.stderr
+    img = Image.open(out / "coffee" / "weights-conv1.png")
+    expected = pictures.montage(np.zeros((12, 3, 3)), tile_size=48, columns=3)
+    assert img.size == expected.size
+    assert "one row per output channel" in (out / "coffee" / "index.html").read_text()

@@ -490,3 +490,18 @@ def test_graph_errors(rng, change, message):
     nodes[i] = change(nodes)
     with pytest.raises(ArchError, match=message):
         plan(nodes, (2, 5, 5))
+
+
+def test_batchnorm_refuses_one_value_per_channel_and_training_skips_a_last_single_sample(rng):
+    """A dense BatchNorm given one sample has nothing to normalise (PyTorch refuses it): an error naming
+    --batch-size; a training set of 2k+1 samples in batches of 2 drops the last one-sample batch."""
+    from cnnfilter import nn
+
+    bn = L.BatchNorm(3)
+    with pytest.raises(ValueError, match="more than one value per channel.*--batch-size"):
+        bn.forward(np.ones((1, 3), np.float32), train=True)
+    net = build("fc4-bn-relu-fc2", (1, 2, 2), rng=np.random.default_rng(0))
+    x = rng.standard_normal((5, 1, 2, 2)).astype(np.float32)
+    trainer = nn.Trainer(net, x, np.array([0, 1, 0, 1, 0]), epochs=2, batch_size=2, augment=None)
+    events = [e for e in trainer.run() if isinstance(e, nn.EpochEvent)]
+    assert len(events) == 2 and all(np.isfinite(e.train_loss) for e in events)

@@ -102,7 +102,7 @@ def test_bars_for_long_vectors_and_hostile_values():
 
 
 def _reduce_naive(a, f, signed):
-    h, w = a.shape[0] // f, a.shape[1] // f
+    h, w = -(-a.shape[0] // f), -(-a.shape[1] // f)  # partial blocks at the bottom and right kept
     out = np.empty((h, w), np.float64)
     for i in range(h):
         for j in range(w):
@@ -120,7 +120,8 @@ def _reduce_naive(a, f, signed):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 7), st.booleans(), st.integers(0, 2**32 - 1))
 def test_reduce_for_display_against_naive_blocks(h, w, f, signed, seed):
-    """Block means (pictures) or the block's value of largest magnitude (signed responses), odd sizes too."""
+    """Block means (pictures) or the block's value of largest magnitude (signed responses), odd sizes too, the
+    last blocks partial (a 1-pixel-high map reduced 7 times stays 1 pixel high)."""
     a = np.random.default_rng(seed).normal(size=(h, w)).astype(np.float32)
     got = pictures.reduce_for_display(a, f, signed=signed)
     ref = _reduce_naive(a.astype(np.float64), f, signed) if f > 1 else a
@@ -135,3 +136,21 @@ def test_grey_picture_levels():
     assert np.asarray(pictures.grey_picture(v, signed=True, peak=2.0)).tolist() == [[64, 128, 159, 191, 255]]
     img = pictures.grey_picture(v, signed=True, peak=2.0, colormap_name="coolwarm", upscale=3)
     assert img.size == (15, 3) and _rgb(img)[0, 3].tolist() == pictures.colormap("coolwarm")[128].tolist()
+
+
+def test_captions_say_what_is_drawn():
+    """One value per channel: a shared range, said so; a forced colormap over mixed-sign tiles says which tiles
+    are centred at 0; a long vector's largest unit is found beyond the drawn ones; the value axis keeps its sign."""
+    rng = np.random.default_rng(0)
+    assert pictures.montage_figure(rng.normal(size=(4, 1, 1))).caption.startswith("one range for the layer")
+    m = rng.normal(size=(3, 4, 4))
+    m[1] = np.abs(m[1])
+    assert "the others from their minimum to their maximum" in pictures.montage_figure(m, colormap_name="gray").caption
+    v = np.zeros(3000)
+    v[2500] = 9.0
+    assert "largest: 2500 (9)" in pictures.bars(v).caption
+    fig = pictures.bars(np.linspace(-12345.6, 0.001, 60))
+    left = _rgb(fig.image)[:, :40]
+    assert (left != pictures.BACKGROUND).any(axis=2).sum() > 20  # the axis labels, '-1.23e+04' whole, left of it
+    thin = pictures.montage(rng.normal(size=(4, 2, 3000)))
+    assert thin.height > 40 and thin.width > 100

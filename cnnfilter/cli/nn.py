@@ -798,7 +798,10 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         rel = getattr(src, "rel", None)
         if rel is not None and rel.parent != Path("."):
             stem = str(Path(*[safe_part(p) for p in rel.parent.parts], stem))
-        while stem in seen_stems or stem.lower() == "index.html":  # DIR/index.html links a folder run's reports
+        top = Path(stem).parts[0]
+        if top.lower() == "index.html":  # DIR/index.html links a folder run's reports
+            stem = str(Path(top + "_", *Path(stem).parts[1:]))
+        while stem in seen_stems:
             stem += "_"
         seen_stems.add(stem)
         target = out_root / stem

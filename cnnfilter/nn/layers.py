@@ -334,6 +334,10 @@ class BatchNorm(Layer):
             return x * self._per_channel(scale.astype(x.dtype), x) + self._per_channel(shift.astype(x.dtype), x)
         axes = self._axes(x)
         n = x.size // x.shape[1]
+        if n < 2:  # the batch's variance is 0 and the output its bias: nothing to learn (PyTorch refuses it too)
+            msg = (f"a BatchNorm in training needs more than one value per channel; it got a batch of {x.shape[0]} "
+                   f"of shape {x.shape[1:]}: use a larger --batch-size")
+            raise ValueError(msg)
         mean = x.mean(axis=axes, dtype=np.float64)
         centred = x - self._per_channel(mean.astype(x.dtype), x)
         var = np.square(centred).mean(axis=axes, dtype=np.float64)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .arch import Network
 from .data import affine_batch, shift_batch
-from .layers import cross_entropy
+from .layers import BatchNorm, cross_entropy
 from .optim import DEFAULT_LR, OPTIMIZERS
 
 SCHEDULES = ("constant", "cosine")
@@ -89,6 +89,8 @@ class Trainer:
     def run(self):
         n = len(self.x)
         batches = -(-n // self.batch_size)
+        if batches > 1 and n % self.batch_size == 1 and any(isinstance(la, BatchNorm) for la in self.net.layers):
+            batches -= 1  # a last batch of one sample teaches a BatchNorm nothing; each epoch leaves out another
         max_shift = max(1, round(0.1 * min(self.x.shape[2:])))
         for epoch in range(1, self.epochs + 1):
             start = time.perf_counter()
