@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from .pictures import (COLORMAPS, MAX_TILES, NORMALIZE, bars, colormap, grey_picture, montage, montage_figure,
-                       reduce_for_display, scale_maps)
+from .pictures import (COLORMAPS, MAX_TILES, NORMALIZE, bars, colormap, colour_filters, grey_picture, montage,
+                       montage_figure, reduce_for_display, scale_maps)
 
 __all__ = ["COLORMAPS", "DEFAULT_BANK", "NORMALIZE", "Report", "bank", "bars", "colormap", "featuremaps",
            "montage", "report_file", "scale_maps", "select_layers", "write_bank_report", "write_index",
@@ -356,15 +356,19 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         O, C = w.shape[:2]
         tl = [f"{o}" if C == 1 else f"{o}.{c}" for o, c in
               itertools.islice(((o, c) for o in range(O) for c in range(C)), MAX_TILES)]
-        rows = 1 < C <= 32  # one row per output channel, when a row of its input channels fits a page
-        fig = montage_figure(w.reshape(O * C, *w.shape[2:]), tile_size=48, normalize="layer",
-                             colormap_name=colormap_name, signed=True, labels=tl, columns=C if rows else None)
+        rows = 3 < C <= 32  # one row per output channel, when a row of its input channels fits a page
+        if C == 3 and colormap_name is None:  # an RGB input's filters: one colour tile each
+            fig = colour_filters(w)
+        else:
+            fig = montage_figure(w.reshape(O * C, *w.shape[2:]), tile_size=48, normalize="layer",
+                                 colormap_name=colormap_name, signed=True, labels=tl, columns=C if rows else None)
         src = f"weights-{stems[name]}.png"
         _png(fig.image, out / src)
         written.add(src)
-        cards.append(_Card(f"{name} filters", "x".join(map(str, w.shape)), src, "each output channel's weights"
-                           + (" (one row per output channel, a tile per input channel)" if rows else
-                              " (tiles labelled output.input)" if C > 1 else "") + "; " + fig.caption,
+        how = ("each output channel's weights" + (" (one row per output channel, a tile per input channel)" if rows
+                                                  else " (tiles labelled output.input)" if C > 1 else "") + "; ")
+        cards.append(_Card(f"{name} filters", "x".join(map(str, w.shape)), src,
+                           (how if C != 3 or colormap_name is not None else "") + fig.caption,
                            wide=fig.image.width > 720))
     for name, a in drawn.items():
         signed = None if signed_layers is None else name in signed_layers
@@ -375,8 +379,8 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
         written.add(src)
         cards.append(_Card(name, "x".join(map(str, a.shape)), src, fig.caption, about.get(name, ""),
                            wide=fig.image.width > 720))
-        if separate and a.ndim == 3:
-            scaled, _, sg = scale_maps(a, normalize, signed)
+        if separate and a.ndim == 3:  # the montage's colours: one colormap for the layer
+            scaled, _, sg = scale_maps(a, normalize, bool((a < 0).any()) if signed is None else signed)
             for c in range(min(a.shape[0], MAX_TILES)):
                 rel = f"channels/{stems[name]}-{c}.png"
                 _channel_png(scaled[c], colormap_name or ("coolwarm" if sg[c] else "viridis"), out / rel)

@@ -169,24 +169,16 @@ def scale_maps(maps: np.ndarray, normalize: str = "map", signed=None):
     return np.clip(out, 0, 1), rng, sg
 
 
-def _caption(rng, sg: np.ndarray, normalize: str, luts: tuple[str, str], forced: bool) -> str:
-    """How the colours of a montage map to values: the range (each tile's, the layer's, or raw) and the colormap;
-    tiles with negative values are centred at 0, the others run from their minimum to their maximum."""
-    cold, warm = luts
+def _caption(rng, signed: bool, normalize: str, lut: str) -> str:
+    """How the colours of a montage map to values: the range (each tile's, the layer's, or raw) and the
+    colormap; a layer with negative values is centred at 0 (each tile symmetric around it)."""
     if rng is None:
         text = "each tile scaled to its own range"
     elif normalize == "layer":
         text = f"one range for the layer: {rng[0]:.3g} to {rng[1]:.3g}"
     else:
         text = f"raw values, {rng[0]:.3g} to {rng[1]:.3g}"
-    if sg.any() and not sg.all():  # some tiles signed, some not (each its own range)
-        if forced:
-            return text + f"; {cold}: tiles with negative values with 0 in the middle, the others from their " \
-                          "minimum to their maximum"
-        return text + f"; tiles with negative values in {cold} (0 in the middle), the others in {warm}"
-    if sg.all():
-        return text + (f"; {cold}, 0 in the middle" if rng is None or rng[0] < 0 else f"; {cold}")
-    return text + f"; {warm}"
+    return text + (f"; {lut}, 0 in the middle" if signed and (rng is None or rng[0] < 0) else f"; {lut}")
 
 
 def montage(maps, *, tile_size: int | None = None, normalize: str = "map", colormap_name: str | None = None,
@@ -205,17 +197,20 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
     Each tile is the channel upscaled with nearest-neighbour by the integer factor that brings its longer side to
     at least ``tile_size`` (default 96 px, 64 above 16 channels, 48 above 64; maps larger than 4 * tile_size are
     subsampled), with the channel index (or ``labels``) above it; ``title`` (if given) goes on top and a colour
-    bar with the range below. Signed maps get the diverging ``coolwarm`` centred at 0, others ``viridis``,
-    unless ``colormap_name``. The caption says how colours map to values.
+    bar with the range below. A layer with a negative value (``signed`` None: decided from the maps) gets the
+    diverging ``coolwarm``, each tile centred at 0; others ``viridis``, unless ``colormap_name``. One value per
+    channel (C, 1, 1) is a vector: a bar chart. The caption says how colours map to values.
     """
     m = np.asarray(maps, np.float32)
-    if m.ndim == 1:
-        return bars(m, labels=labels, title=title)
+    if m.ndim == 1 or (m.ndim == 3 and m.shape[1] * m.shape[2] == 1 and m.shape[0] > 1):
+        return bars(m.ravel(), labels=labels, title=title)  # a vector (a dense layer, a global pooling)
     if m.ndim == 2:
         m = m[None]
     if m.ndim != 3 or m.size == 0:
         msg = f"maps have shape {np.shape(maps)}; expected (C, H, W), (H, W) or (N,)"
         raise ValueError(msg)
+    if signed is None:  # one colormap for the layer: diverging when any of its values is negative
+        signed = bool((m < 0).any())
     if m.shape[0] > MAX_TILES:  # a layer of 100,000 channels: its first tiles, and the caption says so
         more = f" (the first {MAX_TILES} of {m.shape[0]} channels)"
         m, labels = m[:MAX_TILES], None if labels is None else list(labels)[:MAX_TILES]
@@ -223,7 +218,7 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
         more = ""
     C, H, W = m.shape
     target = tile_size or (96 if C <= 16 else 64 if C <= 64 else 48)  # big grids get smaller tiles
-    factor = max(1, target // max(H, W)) if max(H, W) <= target else 1
+    factor = max(1, round(target / max(H, W))) if max(H, W) <= target else 1  # whole times, near the target
     shrink = max(1, math.ceil(max(H, W) / (4 * target))) if max(H, W) > 4 * target else 1
     th, tw = max(1, (H * factor) // shrink), max(1, (W * factor) // shrink)  # a 2x3000 map keeps a row
     if shrink > 1:  # subsample before scaling and colouring: memory and time follow the tiles, not the maps
@@ -235,18 +230,15 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
                  f"a montage of {C} tiles of {th}x{tw} pixels")
     if normalize == "map" and H * W == 1:  # one value per channel: scale_maps compares the channels on one range
         normalize = "layer"
-    scaled, rng, sg = scale_maps(m, normalize, signed)
-    names = (colormap_name or "coolwarm", colormap_name or "viridis")
-    mixed = bool(sg.any() and not sg.all()) and colormap_name is None
-    luts = names if mixed else ((names[0],) if sg.all() else (names[1],))
-    n = _LEVELS // len(luts)
-    base = np.where(sg, 0, n if mixed else 0).astype(np.int32)
+    scaled, rng, _ = scale_maps(m, normalize, signed)
+    lut = colormap_name or ("coolwarm" if signed else "viridis")
+    n = _LEVELS
     label_h = 14
     head = 24 if title else 4
     bar_h = 34
     width = max(cols * (tw + GUTTER) + GUTTER, 260)
     height = head + rows * (th + label_h + GUTTER) + GUTTER + bar_h
-    idx = (np.rint(scaled * (n - 1)).astype(np.int32) + base[:, None, None]).astype(np.uint8)
+    idx = np.rint(scaled * (n - 1)).astype(np.uint8)
     if factor > 1:
         idx = idx.repeat(factor, axis=1).repeat(factor, axis=2)
     idx = idx[:, :th, :tw]
@@ -262,11 +254,9 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
                   limit=cell_w - 4)
     if title:
         _put_text(canvas, GUTTER + 2, 4, title, size=14, limit=width - 8)
-    kind = bool(sg.mean() >= 0.5)  # the bar of the majority; the caption names the other when both occur
-    ramp_base = 0 if (kind or not mixed) else n
-    caption = _caption(rng, sg, normalize, names, colormap_name is not None) + more
-    _colour_bar(canvas, ramp_base, n, rng, kind, y=height - bar_h + 6, width=width)
-    return Figure(_image(canvas, luts), caption)
+    caption = _caption(rng, signed, normalize, lut) + more
+    _colour_bar(canvas, 0, n, rng, signed, y=height - bar_h + 6, width=width)
+    return Figure(_image(canvas, (lut,)), caption)
 
 
 def _colour_bar(canvas: np.ndarray, base: int, n: int, rng, signed: bool, *, y: int, width: int) -> None:
@@ -280,6 +270,34 @@ def _colour_bar(canvas: np.ndarray, base: int, n: int, rng, signed: bool, *, y: 
     _put_text(canvas, x1, y + 12, right, anchor="right")
     if signed:
         _put_text(canvas, (x0 + x1) // 2, y + 12, "0", anchor="middle")
+
+
+def colour_filters(weights, *, tile_size: int = 48) -> Figure:
+    """A first convolution's filters over an RGB input ``(O, 3, kh, kw)``, each drawn as one colour tile (its
+    three input channels as red, green and blue: what colour and orientation it responds to), on one range for
+    the layer: mid-grey 0, +-max|w| the ends of each channel."""
+    w = np.nan_to_num(np.asarray(weights, np.float32))[:MAX_TILES]
+    O, _, kh, kw = w.shape
+    peak = float(np.abs(w).max()) or 1.0
+    rgb = np.rint(127.5 + 127.5 * np.clip(w / peak, -1, 1)).astype(np.uint8).transpose(0, 2, 3, 1)
+    factor = max(1, tile_size // max(kh, kw))
+    rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
+    th, tw = rgb.shape[1:3]
+    rows, cols = _grid(O)
+    label_h, cell_h, cell_w = 14, th + 14 + GUTTER, tw + GUTTER
+    width = max(cols * cell_w + GUTTER, 160)
+    canvas = np.full((4 + rows * cell_h, width), _BG, np.uint8)  # the labels, drawn on the palette canvas
+    for o in range(O):
+        r, k = divmod(o, cols)
+        _put_text(canvas, GUTTER + k * cell_w + 1, 4 + r * cell_h + 1, str(o), limit=cell_w - 4)
+    img = np.asarray(_image(canvas, ("coolwarm",)).convert("RGB")).copy()
+    for o in range(O):
+        r, k = divmod(o, cols)
+        y, x = 4 + r * cell_h + label_h, GUTTER + k * cell_w
+        img[y : y + th, x : x + tw] = rgb[o]
+    caption = (f"each filter's three input channels as red, green and blue; mid-grey 0, one range for the "
+               f"layer: +-{peak:.3g}" + (f" (the first {MAX_TILES} of {len(weights)})" if len(weights) > O else ""))
+    return Figure(Image.fromarray(img), caption)
 
 
 def _ticks(n: int, most: int = 8) -> list[int]:

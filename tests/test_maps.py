@@ -373,8 +373,9 @@ def test_layer_choice_by_operator_names_and_odd_layer_names(tmp_path):
     assert layer["min"] == 1.0 and layer["max"] == 2.0 and layer["not_finite"] == 2
 
 
-def test_filters_of_an_rgb_model_one_row_per_output_channel(tmp_path):
-    """A first convolution over 3 channels is drawn 3 tiles to a row: row o holds output channel o's filters."""
+def test_filters_of_an_rgb_model_are_colour_tiles(tmp_path):
+    """A first convolution over RGB is drawn one colour tile per filter: its red, green and blue weights as the
+    tile's channels, mid-grey at 0 on one range for the layer."""
     net = nn.build("c4k3p1-relu-fc2", (3, 6, 6), 2, rng=np.random.default_rng(0))
     model = nn.Model(net, ["a", "b"], np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
     nn.save_model(model, tmp_path / "rgb.cnnf")
@@ -382,7 +383,13 @@ def test_filters_of_an_rgb_model_one_row_per_output_channel(tmp_path):
     res = CliRunner().invoke(cli, ["featuremaps", str(ROOT / "samples" / "coffee.png"), "-m", str(tmp_path / "rgb.cnnf"),
                                    "-o", str(out), "-q"])
     assert res.exit_code == 0, res.stderr
-    img = Image.open(out / "coffee" / "weights-conv1.png")
-    expected = pictures.montage(np.zeros((12, 3, 3)), tile_size=48, columns=3)
-    assert img.size == expected.size
-    assert "one row per output channel" in (out / "coffee" / "index.html").read_text()
+    img = np.asarray(Image.open(out / "coffee" / "weights-conv1.png").convert("RGB"))
+    w = net.layers[0].weight  # (4, 3, 3, 3)
+    peak = np.abs(w).max()
+    f = 48 // 3
+    for o in range(4):
+        r, k = divmod(o, 2)  # 4 tiles: a 2x2 grid
+        y, x = 4 + r * (3 * f + 16) + 14, 2 + k * (3 * f + 2)
+        tile = img[y : y + 3 * f : f, x : x + 3 * f : f]
+        np.testing.assert_array_equal(tile, np.rint(127.5 + 127.5 * w[o].transpose(1, 2, 0) / peak).astype(np.uint8))
+    assert "three input channels as red, green and blue" in (out / "coffee" / "index.html").read_text()

@@ -51,8 +51,11 @@ def test_montage_without_title_has_no_text_on_top_and_a_caption():
     fig = pictures.montage_figure(m)
     assert (_rgb(fig.image)[:4] == pictures.BACKGROUND).all()
     assert "each tile scaled to its own range" in fig.caption and "coolwarm" in fig.caption
-    mixed = pictures.montage_figure(np.stack([m[0], np.abs(m[1])]))
-    assert "the others in viridis" in mixed.caption
+    mixed = pictures.montage_figure(np.stack([m[0], np.abs(m[1])]))  # one colormap for the layer
+    assert mixed.caption == "each tile scaled to its own range; coolwarm, 0 in the middle"
+    warm = {tuple(c) for c in pictures.colormap("coolwarm")[120:]}  # the all-positive tile: the warm half
+    tile = _rgb(mixed.image)[4 + 14 : 4 + 14 + 95, 2 + 97 : 2 + 97 + 95]  # 5x5 maps, 19 times: 95-px tiles
+    assert {tuple(p) for p in tile.reshape(-1, 3)} <= warm
     shared = pictures.montage_figure(np.abs(m), normalize="layer")
     assert "one range for the layer: 0" in shared.caption
 
@@ -139,13 +142,12 @@ def test_grey_picture_levels():
 
 
 def test_captions_say_what_is_drawn():
-    """One value per channel: a shared range, said so; a forced colormap over mixed-sign tiles says which tiles
-    are centred at 0; a long vector's largest unit is found beyond the drawn ones; the value axis keeps its sign."""
+    """One value per channel (a global pooling) is a bar chart; a forced colormap is named; a long vector's
+    largest unit is found beyond the drawn ones; the value axis keeps its sign; a 2x3000 map is drawn."""
     rng = np.random.default_rng(0)
-    assert pictures.montage_figure(rng.normal(size=(4, 1, 1))).caption.startswith("one range for the layer")
-    m = rng.normal(size=(3, 4, 4))
-    m[1] = np.abs(m[1])
-    assert "the others from their minimum to their maximum" in pictures.montage_figure(m, colormap_name="gray").caption
+    assert pictures.montage_figure(rng.normal(size=(4, 1, 1))).caption == "4 values; largest: 2 (0.64)"
+    m = np.abs(rng.normal(size=(3, 4, 4)))
+    assert pictures.montage_figure(m, colormap_name="gray").caption == "each tile scaled to its own range; gray"
     v = np.zeros(3000)
     v[2500] = 9.0
     assert "largest: 2500 (9)" in pictures.bars(v).caption
