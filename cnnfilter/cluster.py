@@ -52,9 +52,22 @@ def check_address(address: str) -> str:
     raise ValueError(msg)
 
 
+MAX_CHUNK = 64  # files per task at most: a task costs the scheduler and the client about 12 ms of CPU, which on
+# a 2-vCPU VM (two hyperthreads of one core) the workers pay: 8 files a task cost a local:1 batch of 800 photos
+# 15-17 % more time per image than cnnfilter's own pool, 32-100 files 7-8 % (whole commands, fixed start-up
+# taken out; benchmarks/cluster.py)
+
+
+def chunk_size(count: int, workers: int | None) -> int:
+    """Files per task for a batch of ``count`` files on ``workers`` worker processes (None: a cluster elsewhere,
+    taken as 8): enough tasks for every worker to have four, at most :data:`MAX_CHUNK` files each, so that a
+    dead worker's task costs little to run again and progress moves."""
+    return max(1, min(MAX_CHUNK, count // (4 * (workers or 8))))
+
+
 class DaskRunner(NamedTuple):
     """Jobs on the workers of the cluster at ``address`` (see :func:`check_address`), each under ``settings``,
-    ``chunk`` jobs per task (a task costs the scheduler a few milliseconds; a photo's filter about ten)."""
+    ``chunk`` jobs per task (:func:`chunk_size`)."""
 
     address: str
     settings: Settings = Settings()

@@ -169,3 +169,14 @@ def test_fail_fast_reports_every_file_it_wrote_and_an_unreachable_cluster_is_a_f
     res = CliRunner().invoke(cli, ["convolve", str(src / "a"), "-k", "edge", "-o", str(tmp_path / "x"),
                                    "--scheduler", "tcp://127.0.0.1:9"])
     assert res.exit_code == 1 and "cannot reach the scheduler" in res.output
+
+
+def test_tasks_carry_up_to_64_files_and_every_worker_gets_four():
+    """The task size: a batch splits into at least four tasks per worker, each of 1 to 64 files; a cluster
+    elsewhere counts as 8 workers."""
+    assert cluster.chunk_size(1600, 2) == 64 and cluster.chunk_size(400, 2) == 50
+    assert cluster.chunk_size(3, 2) == 1 and cluster.chunk_size(100, None) == 3
+    for count in (1, 7, 64, 999, 10**6):
+        for workers in (1, 2, 16, None):
+            size = cluster.chunk_size(count, workers)
+            assert 1 <= size <= 64 and (size == 1 or count // size >= 4 * (workers or 8))

@@ -145,8 +145,7 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
         workers = int(address.split(":")[1]) if address.startswith("local:") else None
         budget = max_memory if workers is None else (max_memory or default_memory()) // workers
         settings = batch.Settings(max_pixels, budget, batch.engine_for(count, workers or 1, exact=exact))
-        # a few files per task where there are enough for every worker to have several tasks
-        runner = cluster.DaskRunner(address, settings, chunk=max(1, min(8, count // (4 * (workers or 8)))))
+        runner = cluster.DaskRunner(address, settings, chunk=cluster.chunk_size(count, workers))
     else:
         processes = min(jobs or batch.default_jobs(), max_jobs())
         if jobs is not None and jobs > processes and not quiet:
