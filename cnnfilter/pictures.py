@@ -28,7 +28,7 @@ ROBUST_PIXELS = 4096  # maps larger than this are scaled to their 0.5..99.5 perc
 MAX_TILES = 1024  # tiles of one montage (bars of one chart): enough to see a layer, few enough to draw in bounded
 # memory and time
 
-_LEVELS = 240  # palette entries for colormap levels (shared by the colormaps of one picture)
+_LEVELS = 240  # palette entries for the colormap's levels
 _SHADES = 8  # text anti-aliasing: shades between background and text
 _BG = 240  # palette index of the background; text shades follow it, then the bar chart's own colours
 _SHADE0 = _BG + 1
@@ -61,13 +61,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _palette(luts: tuple[str, ...]) -> bytes:
-    """The 256-entry palette: ``_LEVELS // len(luts)`` levels of each colormap, the background, the text shades,
-    then the bar chart's axis and its positive and negative bars."""
-    n = _LEVELS // len(luts)
+@functools.cache
+def _palette(lut: str) -> bytes:
+    """The 256-entry palette: ``_LEVELS`` levels of the colormap ``lut``, the background, the text shades, then
+    the bar chart's axis and its positive and negative bars."""
     pal = np.zeros((256, 3), np.uint8)
-    for i, name in enumerate(luts):
-        pal[i * n : (i + 1) * n] = colormap(name)[np.rint(np.linspace(0, 255, n)).astype(int)]
+    pal[:_LEVELS] = colormap(lut)[np.rint(np.linspace(0, 255, _LEVELS)).astype(int)]
     bg, fg = np.array(BACKGROUND, float), np.array(TEXT, float)
     pal[_BG] = BACKGROUND
     for j in range(_SHADES):
@@ -112,9 +111,9 @@ def _put_text(canvas: np.ndarray, x: int, y: int, text: str, size: int = 11, anc
     np.copyto(region, (_SHADE0 - 1 + m).astype(np.uint8), where=m > 0)
 
 
-def _image(canvas: np.ndarray, luts: tuple[str, ...]) -> Image.Image:
+def _image(canvas: np.ndarray, lut: str) -> Image.Image:
     img = Image.fromarray(canvas, "P")
-    img.putpalette(_palette(luts))
+    img.putpalette(_palette(lut))
     return img
 
 
@@ -255,13 +254,13 @@ def montage_figure(maps, *, tile_size: int | None = None, normalize: str = "map"
     if title:
         _put_text(canvas, GUTTER + 2, 4, title, size=14, limit=width - 8)
     caption = _caption(rng, signed, normalize, lut) + more
-    _colour_bar(canvas, 0, n, rng, signed, y=height - bar_h + 6, width=width)
-    return Figure(_image(canvas, (lut,)), caption)
+    _colour_bar(canvas, n, rng, signed, y=height - bar_h + 6, width=width)
+    return Figure(_image(canvas, lut), caption)
 
 
-def _colour_bar(canvas: np.ndarray, base: int, n: int, rng, signed: bool, *, y: int, width: int) -> None:
+def _colour_bar(canvas: np.ndarray, n: int, rng, signed: bool, *, y: int, width: int) -> None:
     x0, x1 = 10, min(width - 10, 250)
-    canvas[y : y + 10, x0:x1] = (base + np.rint(np.linspace(0, n - 1, x1 - x0))).astype(np.uint8)
+    canvas[y : y + 10, x0:x1] = np.rint(np.linspace(0, n - 1, x1 - x0)).astype(np.uint8)
     if rng is None:
         left, right = ("-max|v|", "+max|v|") if signed else ("min", "max")
     else:
@@ -290,7 +289,7 @@ def colour_filters(weights, *, tile_size: int = 48) -> Figure:
     for o in range(O):
         r, k = divmod(o, cols)
         _put_text(canvas, GUTTER + k * cell_w + 1, 4 + r * cell_h + 1, str(o), limit=cell_w - 4)
-    img = np.asarray(_image(canvas, ("coolwarm",)).convert("RGB")).copy()
+    img = np.asarray(_image(canvas, "coolwarm").convert("RGB")).copy()
     for o in range(O):
         r, k = divmod(o, cols)
         y, x = 4 + r * cell_h + label_h, GUTTER + k * cell_w
@@ -376,7 +375,7 @@ def bars(values, *, labels: list[str] | None = None, title: str | None = None) -
                    + f"; {best_text}")
     if title:
         _put_text(canvas, 4, 4, title, size=14, limit=width - 8)
-    return Figure(_image(canvas, ("coolwarm",)), caption)
+    return Figure(_image(canvas, "coolwarm"), caption)
 
 
 def reduce_for_display(values: np.ndarray, factor: int, *, signed: bool) -> np.ndarray:
