@@ -722,8 +722,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, a
     colour bar below; a dense layer as a bar chart), the first convolution's filters, summary.json (per layer:
     shape, min, max, mean, fraction of zeros; the prediction) and index.html, which shows them in a browser with
-    each layer's name, shape and how its colours map to values. Signed maps (before a ReLU) are drawn with a
-    diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results in grey,
+    each layer's name, shape and how its colours map to values. A layer with negative values (before a ReLU) is
+    drawn with a diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results in grey,
     edges and Laplacian on mid-grey at 0, a large photo reduced for display. Several images also get
     DIR/index.html linking every report. Unreadable images are reported and skipped; the exit code is 1 if any
     failed.
