@@ -110,8 +110,13 @@ def _connect(address: str):
         # between sets them again). Thread counts go to the workers alone: in this process they would make
         # numba's pool disagree with its own configuration.
         saved = dict(os.environ)
+        # the cluster's periodic chores wake less often: its event loops' tick (every 20 ms), the workers'
+        # statistical profiler (a sample every 10 ms) and memory monitors (every 100 ms) took turns on the cores
+        # the workers filter on (local:2, 800 photos: 8.8-9.0 s against 9.2-9.5 s, 0.9 s less CPU)
+        quiet = {"distributed.admin.tick.interval": "1s", "distributed.worker.profile.enabled": False,
+                 "distributed.worker.memory.monitor-interval": "1s"}
         try:
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn, **quiet}):
                 # its log lines (a worker restarted) stay quiet: the batch reports per file
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        dashboard_address=None, silence_logs=logging.ERROR,

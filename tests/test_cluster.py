@@ -180,3 +180,26 @@ def test_tasks_carry_up_to_64_files_and_every_worker_gets_four():
         for workers in (1, 2, 16, None):
             size = cluster.chunk_size(count, workers)
             assert 1 <= size <= 64 and (size == 1 or count // size >= 4 * (workers or 8))
+
+
+def _worker_settings(source, target):
+    import dask
+
+    keys = ("distributed.admin.tick.interval", "distributed.worker.profile.enabled",
+            "distributed.worker.memory.monitor-interval")
+    Path(target).write_text(repr([dask.config.get(k) for k in keys]))
+
+
+def test_a_local_clusters_workers_wake_less_often(tmp_path):
+    """local:N workers run with the event loop's tick at 1 s, no statistical profiler and a memory monitor every
+    second (their periodic chores took turns on the cores the filters use); this process's dask configuration is
+    left as it was."""
+    import dask
+
+    before = dask.config.get("distributed.worker.profile.enabled")
+    src = _folder(tmp_path / "in", 1)
+    jobs = [Job(p, tmp_path / "out.txt") for p in sorted(src.rglob("*.png"))]
+    results = list(cluster.DaskRunner("local:1").run(jobs, _worker_settings))
+    assert [r.status for r in results] == ["done"]
+    assert (tmp_path / "out.txt").read_text() == "['1s', False, '1s']"
+    assert dask.config.get("distributed.worker.profile.enabled") == before
