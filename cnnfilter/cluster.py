@@ -10,8 +10,9 @@ differs is where ``work`` runs:
   never the whole list as futures; results are yielded as their futures complete.
 - A worker that dies costs nothing: the scheduler runs its task again on another worker (dask's own retry,
   ``distributed.scheduler.allowed-failures``); a task that kills every worker it meets is split, each of its files
-  run alone, and a file that still does is reported as that file's failure. Outputs are written through temporary files renamed once complete, so a killed worker leaves no
-  half-written output; its temporaries are removed when the batch ends.
+  run alone, and a file that still does is reported as that file's failure. Outputs are written through temporary
+  files renamed once complete, so a killed worker leaves no half-written output; its temporaries are removed when
+  the batch ends.
 - Paths are sent absolute, and must mean the same files on every worker (a shared file system): a worker that
   cannot see an input reports it as that file's failure.
 

@@ -313,12 +313,6 @@ def _finish(out: Path, earlier: set[str], written: set[str]) -> None:
         (out / rel).unlink(missing_ok=True)
 
 
-def _channel_png(scaled: np.ndarray, lut_name: str, path: Path) -> None:
-    img = Image.fromarray(np.rint(scaled * 255).astype(np.uint8), "P")
-    img.putpalette(colormap(lut_name).tobytes())
-    _png(img, path)
-
-
 def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray], title: str,
                  prediction: dict | None = None, weights: dict[str, np.ndarray] | None = None,
                  labels: dict[str, list[str]] | None = None, tile_size: int | None = None, normalize: str = "map",
@@ -383,7 +377,8 @@ def write_report(out_dir, *, input_image: np.ndarray, acts: dict[str, np.ndarray
             scaled, _, sg = scale_maps(a, normalize, bool((a < 0).any()) if signed is None else signed)
             for c in range(min(a.shape[0], MAX_TILES)):
                 rel = f"channels/{stems[name]}-{c}.png"
-                _channel_png(scaled[c], colormap_name or ("coolwarm" if sg[c] else "viridis"), out / rel)
+                _png(grey_picture(scaled[c], signed=False, colormap_name=colormap_name or
+                                  ("coolwarm" if sg[c] else "viridis")), out / rel)
                 written.add(rel)
     summary = {"image": title, "layers": summarize(acts)}
     if any(stems[n] != n for n in drawn):  # names that are no file names (ONNX's '/conv1/Conv_output_0')
@@ -445,7 +440,10 @@ def write_bank_report(out_dir, image, kernels=DEFAULT_BANK, *, title: str, borde
     stems = file_stems(["input", *(n for n, _ in ks)])
     written = {"input.png", "summary.json", "index.html"}
     pic = Image.fromarray(np.ascontiguousarray(_eight_bit(colour, scale)))
-    pic = pic.reduce(factor) if factor > 1 else pic.resize((W * up, H * up), Image.Resampling.NEAREST) if up > 1 else pic
+    if factor > 1:
+        pic = pic.reduce(factor)
+    elif up > 1:
+        pic = pic.resize((W * up, H * up), Image.Resampling.NEAREST)
     _png(pic, out / "input.png")
     del pic
     shown, stats = [], []
@@ -625,16 +623,15 @@ _STYLE = ("body{background:#181818;color:#eee;font-family:system-ui,sans-serif;m
 
 
 def _prediction_html(prediction: dict | None) -> str:
+    from .nn.predict import probability_text
+
     if prediction is None:
         return ""
     e = html.escape
-    top = ", ".join(f"{e(str(c))} {_prob(p)}" for c, p in prediction.get("top", []))
-    return (f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> ({_prob(prediction["probability"])})'
+    top = ", ".join(f"{e(str(c))} {probability_text(p)}" for c, p in prediction.get("top", []))
+    best = probability_text(prediction["probability"])
+    return (f'<p class="pred">prediction: <b>{e(str(prediction["class"]))}</b> ({best})'
             + (f"; top: {top}" if top else "") + "</p>")
-
-
-def _prob(p: float) -> str:
-    return "<0.001" if 0 < p < 0.0005 else f"{p:.3f}"
 
 
 def _page(heading: str, lead: str, cards: list[_Card], notes: list[str], npz: bool) -> str:
@@ -690,7 +687,9 @@ def write_index(out_dir, reports: list[tuple[str, str]], failures: list[tuple[st
             with open(out / rel / "summary.json", "rb") as fh:
                 p = json.loads(fh.read(1 << 20)).get("prediction")
             if isinstance(p, dict) and "class" in p:
-                pred = f"{p['class']} ({_prob(float(p.get('probability', 0)))})"
+                from .nn.predict import probability_text
+
+                pred = f"{p['class']} ({probability_text(float(p.get('probability', 0)))})"
         except (OSError, ValueError, TypeError):
             pass
         href = quote(Path(rel).as_posix())

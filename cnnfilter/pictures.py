@@ -299,14 +299,33 @@ def colour_filters(weights, *, tile_size: int = 48) -> Figure:
     return Figure(Image.fromarray(img), caption)
 
 
-def _ticks(n: int, most: int = 8) -> list[int]:
-    """Unit indices from 0 at the smallest step of 1, 2 or 5 times a power of ten giving at most ``most``."""
-    power = 1
-    while True:
-        for m in (1, 2, 5):
-            if math.ceil(n / (m * power)) <= most:
-                return list(range(0, n, m * power))
-        power *= 10
+def nice_step(span: float, most: int = 6) -> float:
+    """The smallest step of 1, 2 or 5 times a power of ten that cuts ``span`` into at most ``most`` intervals."""
+    span = max(span, 1e-12)
+    power = 10.0 ** math.floor(math.log10(span / most))
+    for m in (1, 2, 5, 10):
+        if span / (m * power) <= most + 1e-9:
+            return m * power
+    return 10 * power
+
+
+def nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Round tick values (1-2-5 steps) covering ``lo..hi``: the first at or below ``lo``, the last at or above
+    ``hi``."""
+    step = nice_step(hi - lo, most)
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [round(k * step, 12) for k in range(first, last + 1)]
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks of a log axis from ``lo`` to ``hi`` (both > 0): 1, 2 and 5 times the powers of ten between (only the
+    powers when they span more than three decades), with one tick beyond each end."""
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    mults = (1,) if b - a > 3 else (1, 2, 5)
+    ticks = [m * 10.0**e for e in range(a, b + 1) for m in mults]
+    below = [t for t in ticks if t <= lo]
+    above = [t for t in ticks if t >= hi]
+    return [t for t in ticks if (below and t >= below[-1] or not below) and (above and t <= above[0] or not above)]
 
 
 def bars(values, *, labels: list[str] | None = None, title: str | None = None) -> Figure:
@@ -368,7 +387,7 @@ def bars(values, *, labels: list[str] | None = None, title: str | None = None) -
         canvas[y_zero, x0 : x0 + plot_w] = _AXIS
         for y, text in marks:
             _put_text(canvas, x0 - 4, y, text, anchor="right")
-        for t in _ticks(v.size):
+        for t in range(0, v.size, max(1, int(nice_step(v.size, 8)))):  # unit indices at a 1-2-5 step
             canvas[head + plot_h + 2 : head + plot_h + 6, x0 + t * px] = _AXIS
             _put_text(canvas, x0 + t * px, head + plot_h + 7, str(t), anchor="middle")
         caption = (f"{total} values" + (f" (the first {MAX_TILES} drawn)" if total > v.size else "")

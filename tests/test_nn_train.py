@@ -566,7 +566,8 @@ def test_train_tiny_keeps_the_best_epoch_unless_no_best(tmp_path):
 def test_plot_ticks_are_round_and_the_log_scale_draws():
     """Axis ticks at 1-2-5 steps that cover the data (the plot's 0.486, 0.972 and 52 % are gone); a log axis for
     the loss at 1, 2 and 5 times powers of ten."""
-    from cnnfilter.nn.plot import log_ticks, nice_step, nice_ticks, plot_curves
+    from cnnfilter.nn.plot import plot_curves
+    from cnnfilter.pictures import log_ticks, nice_step, nice_ticks
 
     assert nice_ticks(0, 0.972) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0.52, 1.0) == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

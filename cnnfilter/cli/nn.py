@@ -344,8 +344,6 @@ def _load_model(spec, input_size=None, mean=None, std=None, channels=None, class
 def _absolute(spec) -> str:
     """A file named on the command line as an absolute path (a cluster's workers run elsewhere); a name such as
     'digits' as it is."""
-    import os
-
     return os.path.abspath(spec) if Path(spec).exists() else str(spec)
 
 
@@ -442,6 +440,7 @@ def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std,
       cnnfilter predict resnet18.onnx photo.jpg --mean imagenet --std imagenet --classes imagenet.txt
     """
     from ..limits import printable
+    from ..nn.predict import probability_text
 
     if sys.stdout is None:
         raise click.ClickException("standard output is closed; predict prints its results there")
@@ -482,7 +481,7 @@ def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std,
         if as_json:
             click.echo(json.dumps({"image": str(path), **_json_top(top)}))
         elif quiet:
-            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{_p(top[0][1], 4)}")
+            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{probability_text(top[0][1], 4)}")
         else:
             rows.append((str(path), top))
             if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
@@ -508,12 +507,6 @@ def _json_top(top) -> dict:
 
     return {"class": top[0][0], "probability": sig(top[0][1]),
             "top": [{"class": c, "probability": sig(p)} for c, p in top]}
-
-
-def _p(p: float, digits: int = 3) -> str:
-    """A probability for people: ``0.972``, or ``<0.001`` where the digits would show 0."""
-    floor = 10.0 ** -digits
-    return f"<{floor:.{digits}f}" if p < floor else f"{p:.{digits}f}"
 
 
 class _FitNotes:
@@ -563,6 +556,7 @@ def _table(rows, k: int) -> None:
     from rich.table import Table
 
     from ..limits import printable
+    from ..nn.predict import probability_text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("image")
@@ -571,8 +565,8 @@ def _table(rows, k: int) -> None:
     if k > 1:
         table.add_column("next")
     for name, top in rows:
-        rest = ", ".join(f"{printable(c)} {_p(p)}" for c, p in top[1:])
-        table.add_row(printable(name), printable(top[0][0]), _p(top[0][1]), *([rest] if k > 1 else []))
+        rest = ", ".join(f"{printable(c)} {probability_text(p)}" for c, p in top[1:])
+        table.add_row(printable(name), printable(top[0][0]), probability_text(top[0][1]), *([rest] if k > 1 else []))
     Console(highlight=False, soft_wrap=True).print(table, markup=False)
 
 
@@ -586,6 +580,7 @@ def _wrong_table(wrong, count: int) -> None:
     from rich.table import Table
 
     from ..limits import printable
+    from ..nn.predict import probability_text
 
     widest = max((len(printable(name)) for name, _, _ in wrong), default=0)
     out = Console(highlight=False, soft_wrap=True, width=max(80, widest + 60))  # no path cut short
@@ -599,8 +594,8 @@ def _wrong_table(wrong, count: int) -> None:
     for name in ("image", "true", "predicted", "probability", "next"):
         table.add_column(name, justify="right" if name == "probability" else "left")
     for name, truth, top in wrong:
-        rest = ", ".join(f"{printable(c)} {_p(p)}" for c, p in top[1:])
-        table.add_row(printable(name), printable(truth), printable(top[0][0]), _p(top[0][1]), rest)
+        rest = ", ".join(f"{printable(c)} {probability_text(p)}" for c, p in top[1:])
+        table.add_row(printable(name), printable(truth), printable(top[0][0]), probability_text(top[0][1]), rest)
     out.print(table, markup=False)
 
 
@@ -723,8 +718,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     colour bar below; a dense layer as a bar chart), the first convolution's filters, summary.json (per layer:
     shape, min, max, mean, fraction of zeros; the prediction) and index.html, which shows them in a browser with
     each layer's name, shape and how its colours map to values. A layer with negative values (before a ReLU) is
-    drawn with a diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results in grey,
-    edges and Laplacian on mid-grey at 0, a large photo reduced for display. Several images also get
+    drawn with a diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results
+    in grey, edges and Laplacian on mid-grey at 0, a large photo reduced for display. Several images also get
     DIR/index.html linking every report. Unreadable images are reported and skipped; the exit code is 1 if any
     failed.
 
@@ -844,8 +839,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             index = False
             click.echo(f"cnnfilter: error: {printable(str(exc))}", err=True)
         if index is None:
-            click.echo(f"cnnfilter: warning: {quoted(out_root / 'index.html')} was not written by cnnfilter; "
-                       "left as it is", err=True)
+            warn(f"{quoted(out_root / 'index.html')} was not written by cnnfilter; left as it is")
         elif index and not quiet:
             click.echo(f"wrote {quoted(index)} (links {len(done)} reports)", err=True)
     for name, why in failures:

@@ -6,6 +6,8 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..pictures import log_ticks, nice_ticks
+
 TRAIN = (31, 119, 180)  # blue
 VAL = (255, 127, 14)  # orange
 
@@ -15,35 +17,6 @@ def _font(size: int):
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
-
-
-def nice_step(span: float, most: int = 6) -> float:
-    """The smallest step of 1, 2 or 5 times a power of ten that cuts ``span`` into at most ``most`` intervals."""
-    span = max(span, 1e-12)
-    power = 10.0 ** math.floor(math.log10(span / most))
-    for m in (1, 2, 5, 10):
-        if span / (m * power) <= most + 1e-9:
-            return m * power
-    return 10 * power
-
-
-def nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
-    """Round tick values (1-2-5 steps) covering ``lo..hi``: the first at or below ``lo``, the last at or above
-    ``hi``."""
-    step = nice_step(hi - lo, most)
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-    return [round(k * step, 12) for k in range(first, last + 1)]
-
-
-def log_ticks(lo: float, hi: float) -> list[float]:
-    """Ticks of a log axis from ``lo`` to ``hi`` (both > 0): 1, 2 and 5 times the powers of ten between (only the
-    powers when they span more than three decades), with one tick beyond each end."""
-    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    mults = (1,) if b - a > 3 else (1, 2, 5)
-    ticks = [m * 10.0**e for e in range(a, b + 1) for m in mults]
-    below = [t for t in ticks if t <= lo]
-    above = [t for t in ticks if t >= hi]
-    return [t for t in ticks if (below and t >= below[-1] or not below) and (above and t <= above[0] or not above)]
 
 
 def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, list, tuple]], percent: bool,

@@ -71,6 +71,12 @@ def predict(model: Model, images) -> np.ndarray:
     return np.stack(out)
 
 
+def probability_text(p: float, digits: int = 3) -> str:
+    """A probability for people: ``0.972``, or ``<0.001`` where the digits would show 0."""
+    floor = 10.0 ** -digits
+    return f"<{floor:.{digits}f}" if p < floor else f"{p:.{digits}f}"
+
+
 def fit_note(model: Model, image) -> str | None:
     """What :func:`prepare` does to ``image`` (a Pillow image or an array) to meet the model's input, in words
     (``"640x480 RGB, the model takes 8x8 greyscale: converted to greyscale, resized to 8x8 (bilinear)"``), or None
