@@ -58,8 +58,8 @@ def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, l
         else:
             label = f"{v:g}"
         draw.text((left - 6, y), label, fill=(80, 80, 80), font=small, anchor="rm")
-    for k in nice_ticks(1, n, 8) if n > 1 else [1]:  # epoch ticks at round epochs
-        if 1 <= k <= n:
+    for k in nice_ticks(1, n, 8) if n > 1 else [1]:  # epoch ticks at round epochs, whole ones only
+        if 1 <= k <= n and k == int(k):
             x = left + (right - left) * ((k - 1) / max(n - 1, 1))
             draw.text((x, bottom + 4), f"{k:g}", fill=(80, 80, 80), font=small, anchor="mt")
     draw.text(((left + right) / 2, bottom + 16), "epoch" + ("   (loss on a log scale)" if log else ""),
