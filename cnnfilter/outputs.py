@@ -312,10 +312,11 @@ def safe_part(name: str) -> str:
     return name
 
 
-def inside(target, root) -> Path:
+def inside(target, root, resolver=resolve) -> Path:
     """``target`` resolved, checked to lie under ``root`` (resolved): symbolic links and ``..`` cannot take an
-    output out of the folder the user named. Raises OutputError."""
-    path, base = resolve(target), resolve(root)
+    output out of the folder the user named. Raises OutputError. ``resolver``: a planning's :class:`Resolver`,
+    which resolves each folder once."""
+    path, base = resolver(target), resolver(root)
     if not path.is_relative_to(base):
         raise OutputError(f"output {quoted(target)} would be written outside the output folder {quoted(root)}")
     return path

@@ -152,8 +152,59 @@ def test_run_keeps_a_bounded_number_of_jobs_in_flight(tmp_path):
     assert seen == 40
 
 
+def test_run_sends_jobs_in_chunks_and_keeps_them_bounded(tmp_path):
+    """Three jobs per message: every job is done exactly once, in any order, and at most 2 * processes messages
+    (of three jobs) are taken ahead of the results."""
+    consumed = []
+
+    def jobs():
+        for n in range(41):
+            consumed.append(n)
+            yield batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out")
+
+    seen = []
+    for res in batch.run(jobs(), _touch_pid, processes=2, chunk=3):
+        seen.append(str(res.source))
+        assert res.status == "done"
+        assert len(consumed) <= len(seen) + 2 * 2 * 3
+    assert sorted(seen) == sorted(f"{n}.png" for n in range(41))
+    written = [(tmp_path / f"{n}.out").read_text().split() for n in range(41)]
+    assert [name for name, _ in written] == [f"{n}.png" for n in range(41)]
+    for first in range(0, 41, 3):  # a message's jobs run in one worker
+        assert len({pid for _, pid in written[first : first + 3]}) == 1
+
+
+def test_chunk_size_gives_every_worker_eight_messages():
+    assert batch.chunk_size(1, 2) == 1
+    assert batch.chunk_size(40, 2) == 2
+    assert batch.chunk_size(200, 2) == batch.MAX_CHUNK
+    assert batch.chunk_size(10_000, 16) == batch.MAX_CHUNK
+    assert batch.chunk_size(100, 0) == batch.MAX_CHUNK
+
+
+def test_fail_fast_starts_nothing_after_a_failure_in_a_chunk(tmp_path):
+    """With fail_fast, a message's jobs after the failing one are not started, and no later message is sent."""
+    jobs = [batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out") for n in range(40)]
+    results = list(batch.run(jobs, _fail_on_1, processes=2, chunk=4, fail_fast=True))
+    assert [str(r.source) for r in results if r.status == "failed"] == ["1.png"]
+    assert not (tmp_path / "2.out").exists() and not (tmp_path / "3.out").exists()
+    assert len(results) <= 2 * 2 * 4 and not (tmp_path / "39.out").exists()
+
+
+def _fail_on_1(src, dst):
+    if Path(src).name == "1.png":
+        raise ValueError("bad file")
+    Path(dst).write_text("ok")
+
+
 def _touch(src, dst):  # module level: picklable for the worker processes
     Path(dst).write_text(str(src))
+
+
+def _touch_pid(src, dst):
+    import os
+
+    Path(dst).write_text(f"{src} {os.getpid()}")
 
 
 def test_plan_refuses_to_overwrite_the_input(tmp_path):
@@ -240,11 +291,12 @@ def _die(src, dst):  # a worker that dies on one file
     Path(dst).write_text("ok")
 
 
-def test_a_dying_worker_fails_its_file_not_its_siblings(tmp_path):
-    """The files in flight when a worker dies are tried again one at a time: only the file that kills a worker
-    twice fails."""
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_a_dying_worker_fails_its_file_not_its_siblings(tmp_path, chunk):
+    """The files in flight when a worker dies (its own message's and the others') are tried again one at a time:
+    only the file that kills a worker twice fails."""
     jobs = [batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out") for n in range(8)]
-    results = list(batch.run(jobs, _die, processes=2))
+    results = list(batch.run(jobs, _die, processes=2, chunk=chunk))
     assert sorted(str(r.source) for r in results) == sorted(f"{n}.png" for n in range(8))
     failed = [r for r in results if r.status == "failed"]
     assert [str(r.source) for r in failed] == ["1.png"] and "worker process failed" in failed[0].message

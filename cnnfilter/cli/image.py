@@ -152,7 +152,7 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
             warn(f"-j {jobs} is more than {processes} (4 per core); using {processes}")
         budget = (max_memory or default_memory()) // max(processes, 1)
         settings = batch.Settings(max_pixels, budget, batch.engine_for(count, processes, exact=exact))
-        runner = batch.ProcessPool(processes, settings)
+        runner = batch.ProcessPool(processes, settings, chunk=batch.chunk_size(count, processes))
     counts = {"done": 0, "skipped": 0, "ignored": 0, "failed": 0}
     failures = []
 
