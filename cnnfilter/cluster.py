@@ -6,8 +6,8 @@ The batch is the local one: the same file list, output names, formats, atomic wr
 and failure summary, because the jobs and the unit of work (``work(source, target)``) are the batch module's. What
 differs is where ``work`` runs:
 
-- Jobs are sent in tasks of a few (``chunk``), a window of tasks at a time (twice the cluster's worker threads),
-  never the whole list as futures; results are yielded as their futures complete.
+- Jobs are sent in tasks of a few (``chunk``, fewer towards the end), a window of tasks at a time (twice the
+  cluster's worker threads), never the whole list as futures; results are yielded as their futures complete.
 - A worker that dies costs nothing: the scheduler runs its task again on another worker (dask's own retry,
   ``distributed.scheduler.allowed-failures``); a task that kills every worker it meets is split, each of its files
   run alone, and a file that still does is reported as that file's failure. Outputs are written through temporary
@@ -160,6 +160,9 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
     numbers = itertools.count()
     tasks: dict = {}  # future -> the jobs it runs, as the caller gave them
     done = as_completed()
+    # tasks shrink towards the end (a quarter of what is left per worker thread, as OpenMP's "guided" schedule
+    # does), so that no worker is left waiting for another's last long task
+    left = len(items) if hasattr(items, "__len__") else None
     it = iter(items)
     alone: list = []  # the jobs of a task whose workers died: each runs again in a task of its own
     targets = []
@@ -172,7 +175,7 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
         done.add(fut)
 
     def fill():
-        nonlocal stop
+        nonlocal stop, left
         passed = []
         while not stop and len(tasks) < window:
             if alone:  # one at a time, nothing else in flight: if it kills its worker again, it takes nothing else
@@ -180,10 +183,13 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
                     send([alone.pop(0)])
                 break
             jobs = []
-            while len(jobs) < chunk:
+            size = chunk if left is None else max(1, min(chunk, -(-left // (4 * threads))))
+            while len(jobs) < size:
                 item = next(it, None)
                 if item is None:
                     break
+                if left is not None:
+                    left -= 1
                 if isinstance(item, Result):
                     passed.append(item)
                     stop = stop or (fail_fast and item.status == "failed")

@@ -1,6 +1,7 @@
 """cnnfilter.cluster: folder batches on a Dask cluster (a LocalCluster of worker processes on loopback) give the local
 batch's files, and a worker that dies costs nothing."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -180,6 +181,24 @@ def test_tasks_carry_up_to_64_files_and_every_worker_gets_four():
         for workers in (1, 2, 16, None):
             size = cluster.chunk_size(count, workers)
             assert 1 <= size <= 64 and (size == 1 or count // size >= 4 * (workers or 8))
+
+
+def _task_key(source, target):
+    from distributed import get_worker
+
+    Path(target).write_text(get_worker().get_current_task())
+
+
+def test_tasks_shrink_towards_the_end_of_a_batch(tmp_path):
+    """A quarter of the files not yet sent per worker thread, at most ``chunk``: no worker waits long for another's
+    last task. Every file runs once."""
+    jobs = [Job(tmp_path / f"{n}.png", tmp_path / f"{n}.key") for n in range(40)]
+    results = list(cluster.DaskRunner("local:1", chunk=8).run(jobs, _task_key))
+    assert [r.status for r in results] == ["done"] * 40
+    keys = [(tmp_path / f"{n}.key").read_text() for n in range(40)]
+    sizes = [len(list(group)) for _, group in itertools.groupby(keys)]
+    assert sizes == [8, 8, 6, 5, 4, 3, 2, 1, 1, 1, 1]
+    assert len(set(keys)) == len(sizes)  # each task's files ran together, in order
 
 
 def _worker_settings(source, target):
