@@ -434,7 +434,10 @@ def test_export_writes_onnx_that_predicts_as_the_model_does(run, tmp_path):
     out = tmp_path / "digits.onnx"
     res = run("export", "digits", "-o", out)
     assert res.exit_code == 0 and out.exists()
-    assert run("export", "digits", "-o", out).exit_code == 2  # exists: --overwrite
+    res = run("export", "digits", "-o", out)  # exists: exit 1, as for every command's outputs (README)
+    assert res.exit_code == 1 and "exists; use --overwrite" in res.output
+    res = run("export", "digits", "-o", tmp_path / "no" / "d.onnx")
+    assert res.exit_code == 1 and "does not exist" in res.output
     assert run("export", "digits", "-o", out, "--overwrite", "-q").output == ""
     assert run("export", out, "-o", tmp_path / "again.onnx").exit_code == 2  # ONNX already
     assert run("export", "digits", "-o", tmp_path / "x.cnnf").exit_code == 2

@@ -400,10 +400,13 @@ def export_command(model, output, overwrite, quiet):
             raise click.UsageError(f"-o {output!r}: an ONNX file ends in .onnx")
         if target.is_dir():
             raise click.UsageError(f"-o {output!r} is a folder")
-        if target.exists() and not overwrite:
-            raise click.UsageError(f"{quoted(target)} exists; add --overwrite to replace it")
-        if target.resolve() == nn.resolve_model(model).resolve():
-            raise click.UsageError("-o names the model file itself")
+        # the policy every command's outputs follow: never the input (exit 2), never an existing file without
+        # --overwrite, a folder that exists and is writable (exit 1)
+        from ..outputs import OutputPolicy
+
+        policy = OutputPolicy(overwrite=overwrite)
+        call(lambda: policy.add_input(nn.resolve_model(model)))
+        call(lambda: policy.claim(output, "-o"))
     elif sys.stdout is None or sys.stdout.isatty():
         raise click.UsageError("-o -: standard output is a terminal (or closed); redirect it to a file")
     mdl = call(lambda: nn.load_model(nn.resolve_model(model)))
