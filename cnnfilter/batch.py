@@ -65,7 +65,12 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False, exclude: Path 
     for arg in args:
         p = Path(arg)
         try:
-            if p.is_dir():
+            if p.is_dir() and _inside(p, skip):  # said, not silently empty: "-o ." with photos/ is a common try
+                where = "is" if _resolved(p) == skip else "is inside"
+                yield Result(p, None, "failed", f"{quoted(arg)} {where} the output folder {quoted(exclude)}, which "
+                             "a batch never reads (its results would be read back as inputs); write to a folder "
+                             "outside the inputs, or leave out -o to write next to them", usage=True)
+            elif p.is_dir():
                 for src in _walk(p, recursive, IMAGE_SUFFIXES, skip):
                     yield _unless_output(src, outputs)
             elif p.exists() or p.is_symlink():
@@ -466,6 +471,8 @@ def prepare(req: Request) -> Plan:
     if several:
         if not items:
             raise OutputError(f"no images found in {', '.join(map(repr, images))}")
+        if all(isinstance(i, Result) and i.usage for i in items):  # the command line contradicts itself: exit 2
+            raise OutputError(items[0].message, usage=True)
         return Plan(True, items)
     if output == "-":
         claim(req.raw, images[0], None, req.overwrite, req.other_inputs)

@@ -396,3 +396,17 @@ def test_engine_for_a_batch(monkeypatch):
     with batch.Settings(engine="compiled").applied():
         assert config.ENGINE == "compiled"
     assert config.ENGINE == "numpy"
+
+
+@pytest.mark.parametrize("command", [("convolve", "-k", "box"), ("pool",), ("featuremaps", "-m", "digits")])
+def test_a_folder_inside_its_output_folder_is_a_usage_error_that_says_so(folder, tmp_path, command, monkeypatch):
+    """-o naming the input folder, or a folder holding it ('-o .'), is one line naming the conflict and exit 2,
+    where it said 'no images found'; nothing is written."""
+    before = sorted(p.name for p in folder.rglob("*"))
+    res = _run(*command[:1], folder, *command[1:], "-o", folder)
+    assert res.exit_code == 2 and f"{str(folder)!r} is the output folder" in res.output
+    monkeypatch.chdir(tmp_path)
+    res = _run(*command[:1], "in", *command[1:], "-o", ".")
+    assert res.exit_code == 2 and "'in' is inside the output folder '.'" in res.output
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -782,6 +782,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
+    if sources and all(getattr(s, "usage", False) for s in sources):  # the command line contradicts itself
+        raise click.UsageError(sources[0].message)
     bank_files = [kernel_file(k) for k in (names if source is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
         resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
