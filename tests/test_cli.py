@@ -40,6 +40,19 @@ def test_help_has_examples(run, command):
         assert "Examples:" in res.output and "cnnfilter" in res.output
 
 
+def test_the_command_collects_garbage_less_often_and_not_at_exit():
+    """The command's process (not the library's host: importing cnnfilter.cli changes nothing) waits for 100,000
+    new objects between collections and freezes every object before the interpreter's last collection."""
+    import gc
+
+    before = gc.get_threshold()
+    code = ("import atexit, gc, sys; atexit.register(lambda: print(gc.get_threshold()[0], gc.get_freeze_count() > 0));"
+            " sys.argv = ['cnnfilter', 'kernels']; from cnnfilter.cli import main; main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "100000 True"
+    assert gc.get_threshold() == before
+
+
 def test_version(run):
     res = run("--version")
     assert res.exit_code == 0 and __version__ in res.output
