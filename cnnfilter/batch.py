@@ -296,8 +296,20 @@ class Result(NamedTuple):
 
 
 class Job(NamedTuple):
+    """``source`` to be written to ``target``. An ``--in-place`` job carries ``stamp``, the file's identity when
+    the batch was planned (:func:`stamp_of`): a job run again after a worker died is not run twice on a file that
+    worker had already replaced (filtering it twice)."""
+
     source: Path
     target: Path
+    stamp: tuple | None = None
+
+
+def stamp_of(path) -> tuple:
+    """What changes when a file is replaced (a new inode by the atomic rename) or rewritten: (device, inode, size,
+    modification time in ns)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path], *, overwrite: bool = False,
@@ -344,7 +356,7 @@ def _plan_one(src: Source, name_for, policy, skip_existing: bool, in_place: bool
         if own in policy.claimed:
             return Result(src.path, own, "failed", f"{quoted(src.path)} is named twice")
         policy.claimed[own] = f"the result of {quoted(src.path)}"
-        return Job(src.path, own)
+        return Job(src.path, own, stamp_of(own))
     dst = name_for(src)
     key = policy.resolve(dst)
     if key == own:
@@ -591,7 +603,7 @@ class InProcess(NamedTuple):
     def run(self, items, work, *, fail_fast=False):
         with self.settings.applied():
             for item in items:
-                res = item if isinstance(item, Result) else attempt(work, item.source, item.target)
+                res = item if isinstance(item, Result) else attempt(work, item.source, item.target, item.stamp)
                 yield res
                 if fail_fast and res.status == "failed":
                     return
@@ -681,7 +693,7 @@ def run(items: Iterable[Job | Result], work: Callable[[Path, Path], None], *, pr
                     if not jobs:
                         break
                     tries = 1
-                pairs = [(job.source, job.target) for job in jobs]
+                pairs = [(job.source, job.target, job.stamp) for job in jobs]
                 try:
                     fut = pool.submit(_attempt_each, work, pairs, fail_fast)
                 except BrokenProcessPool:  # a worker died earlier: start a fresh pool for the rest
@@ -722,8 +734,8 @@ def _attempt_each(work: Callable[[Path, Path], None], pairs: list, fail_fast: bo
     """:func:`attempt` for each (source, target) of one message, in a worker; with ``fail_fast`` the jobs after a
     failure are not started."""
     out = []
-    for src, dst in pairs:
-        out.append(attempt(work, src, dst))
+    for src, dst, stamp in pairs:
+        out.append(attempt(work, src, dst, stamp))
         if fail_fast and out[-1].status == "failed":
             break
     return out
@@ -774,12 +786,16 @@ def _worker_start(parent: int, initializer, initargs) -> None:
         initializer(*initargs)
 
 
-def attempt(work: Callable[[Path, Path], None], src: Path, dst: Path) -> Result:
+def attempt(work: Callable[[Path, Path], None], src: Path, dst: Path, stamp: tuple | None = None) -> Result:
     """``work(src, dst)`` as a :class:`Result`: what it raised becomes the file's failure message, never the batch's
-    end. Every runner runs its jobs through this."""
+    end. Every runner runs its jobs through this. With ``stamp`` (an in-place job, see :class:`Job`) a file that
+    is no longer the one planned is skipped, not filtered again."""
     from .io import ImageReadError, ImageWriteError
 
     try:
+        if stamp is not None and stamp_of(dst) != stamp:
+            return Result(src, dst, "skipped", "already replaced (by a worker that died before it could report), "
+                          "or changed since the batch began")
         work(src, dst)
     except (ImageReadError, ImageWriteError, ValueError, TypeError) as exc:
         return Result(src, dst, "failed", str(exc))

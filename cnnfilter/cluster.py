@@ -169,7 +169,7 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
     stop = False
 
     def send(jobs):
-        paths = [(_absolute(j.source), _absolute(j.target)) for j in jobs]
+        paths = [(_absolute(j.source), _absolute(j.target), j.stamp) for j in jobs]
         fut = client.submit(_remote, work, paths, settings, key=f"{batch}-{next(numbers)}", pure=False)
         tasks[fut] = jobs
         done.add(fut)
@@ -248,7 +248,7 @@ def _remote(work, paths, settings: Settings) -> list[Result]:
         runtime.tune()
         _TUNED.append(True)
     with settings.applied():
-        return [attempt(work, source, target) for source, target in paths]
+        return [attempt(work, source, target, stamp) for source, target, stamp in paths]
 
 
 __all__ = ["DaskRunner", "Job", "check_address"]

@@ -410,3 +410,43 @@ def test_a_folder_inside_its_output_folder_is_a_usage_error_that_says_so(folder,
     assert res.exit_code == 2 and "'in' is inside the output folder '.'" in res.output
     assert sorted(p.name for p in folder.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def _bump_or_die(marker, src, dst):
+    """An in-place job: the number in the file goes up by one, replaced atomically (a new inode, as cnnfilter's
+    writes); the worker dies once, on 5.txt, after its message's first job has been written."""
+    import os
+
+    if Path(src).name == "5.txt" and not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(3)
+    tmp = Path(f"{dst}.tmp")
+    tmp.write_text(str(int(Path(dst).read_text()) + 1))
+    os.replace(tmp, dst)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_an_in_place_job_run_again_after_a_worker_died_is_not_run_twice(tmp_path, chunk):
+    """After a worker dies, every job in flight is tried again: an in-place job whose file the dead worker (or a
+    worker torn down with it) had already replaced is skipped, so no file is filtered twice; each is reported once."""
+    from functools import partial
+
+    files = []
+    for n in range(24):
+        (tmp_path / f"{n}.txt").write_text("0")
+        files.append(tmp_path / f"{n}.txt")
+    jobs = [batch.Job(f, f, batch.stamp_of(f)) for f in files]
+    results = list(batch.run(jobs, partial(_bump_or_die, tmp_path / "marker"), processes=2, chunk=chunk))
+    assert sorted(str(r.source) for r in results) == sorted(map(str, files))
+    assert [f.read_text() for f in files] == ["1"] * 24
+    assert {r.status for r in results} <= {"done", "skipped"}
+    assert all("already replaced" in r.message for r in results if r.status == "skipped")
+
+
+def test_an_in_place_job_on_a_file_changed_since_planning_is_skipped(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("0")
+    job = batch.Job(f, f, batch.stamp_of(f))
+    f.write_text("10")  # changed after planning (size differs)
+    (res,) = batch.run([job], _touch)
+    assert res.status == "skipped" and f.read_text() == "10"

@@ -222,3 +222,32 @@ def test_a_local_clusters_workers_wake_less_often(tmp_path):
     assert [r.status for r in results] == ["done"]
     assert (tmp_path / "out.txt").read_text() == "['1s', False, '1s']"
     assert dask.config.get("distributed.worker.profile.enabled") == before
+
+
+def _bump_or_die(marker: Path, source, target):
+    """An in-place job (the number in the file up by one, replaced atomically); the worker is killed once, on
+    3.txt, after its task's earlier files were written."""
+    if Path(source).name == "3.txt" and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    tmp = Path(f"{target}.tmp")
+    tmp.write_text(str(int(Path(target).read_text()) + 1))
+    os.replace(tmp, target)
+
+
+def test_a_task_run_again_after_its_worker_died_does_not_redo_its_in_place_files(tmp_path):
+    """Dask runs a dead worker's whole task again: the in-place files it had already replaced are skipped, not
+    filtered twice."""
+    from functools import partial
+
+    from cnnfilter.batch import stamp_of
+
+    files = []
+    for n in range(8):
+        (tmp_path / f"{n}.txt").write_text("0")
+        files.append(tmp_path / f"{n}.txt")
+    jobs = [Job(f, f, stamp_of(f)) for f in files]
+    results = list(cluster.DaskRunner("local:1", chunk=8).run(jobs, partial(_bump_or_die, tmp_path / "marker")))
+    assert sorted(r.source.name for r in results) == sorted(f.name for f in files)
+    assert [f.read_text() for f in files] == ["1"] * 8
+    assert [r.status for r in results].count("skipped") >= 1  # 0.txt .. 2.txt were written before the death

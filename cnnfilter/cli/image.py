@@ -168,6 +168,8 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
     if failures or not quiet:
         words = {"skipped": "skipped (outputs exist; --overwrite replaces them)",
                  "ignored": "ignored (named like this command's outputs)"}
+        if request.in_place:  # never skipped for existing: only a file already replaced, or changed meanwhile
+            words["skipped"] = "skipped (already replaced by a worker that died, or changed during the batch)"
         summary = ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items() if n or k == "done")
         click.echo(f"cnnfilter: {summary}", err=True)
         for res in failures:
