@@ -133,7 +133,7 @@ class OutputPolicy:
                 return OutputError(f"cannot write the report folder {quoted(folder)}: a file is in its place")
             if path.exists() and any(path.iterdir()):
                 if not self.overwrite:
-                    return OutputError(f"{quoted(folder)} exists; use --overwrite", exists=True)
+                    return OutputError(f"{quoted(folder)} exists; use --overwrite or --skip-existing", exists=True)
                 odd = next((p for p in path.rglob("*") if p.is_symlink() or not (p.is_file() or p.is_dir())), None)
                 if odd is not None:
                     return OutputError(f"the report folder {quoted(folder)} holds {quoted(odd)}, a link, pipe or "

@@ -329,6 +329,35 @@ def test_folder_run_writes_an_index_linking_every_report(tmp_path):
     assert res.exit_code == 0 and not (tmp_path / "one" / "index.html").exists()
 
 
+def test_a_folder_run_again_leaves_the_reports_alone_and_links_new_ones(tmp_path):
+    """As convolve: a folder's re-run redraws nothing and says so in one line (exit 0); a new image gets its report
+    and the index links all; a single image's existing report is an error unless --skip-existing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("0003.png", "0013.png"):
+        (src / name).write_bytes((DIGIT.parent / name).read_bytes())
+    out = tmp_path / "maps"
+    args = ["featuremaps", str(src), "-m", "digits", "-o", str(out)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and "2 skipped (reports exist; --overwrite replaces them)" in res.stderr
+    assert "wrote" not in res.stderr and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert CliRunner().invoke(cli, [*args, "-q"]).stderr == ""
+    (src / "0023.png").write_bytes((DIGIT.parent / "0023.png").read_bytes())
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and "2 skipped" in res.stderr and "0023" in res.stderr
+    parser = _Refs()
+    parser.feed((out / "index.html").read_text())
+    assert {r.split("/")[0] for r in parser.srcs} == {"0003", "0013", "0023"}
+    one = ["featuremaps", str(src / "0003.png"), "-m", "digits", "-o", str(out)]
+    res = CliRunner().invoke(cli, one)
+    assert res.exit_code == 1 and "exists; use --overwrite or --skip-existing" in res.stderr
+    res = CliRunner().invoke(cli, [*one, "--skip-existing"])
+    assert res.exit_code == 0 and "1 skipped" in res.stderr
+    assert CliRunner().invoke(cli, [*one, "--skip-existing", "--overwrite"]).exit_code == 2
+
+
 def test_thin_photos_duplicate_and_empty_kernel_lists(tmp_path):
     """A 5000x1 photo is reduced to 1000x1 (not to nothing); a kernel named twice is drawn and stored once; an
     empty bank is a usage error."""

@@ -704,6 +704,8 @@ def _evaluate(mdl, folder, as_json, errors: bool, k: int, notes) -> None:
 @click.option("--weights", "all_weights", is_flag=True, help="Draw every convolution's filters, not only the first's.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for images in sub-folders too.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in DIR.")
+@click.option("--skip-existing", is_flag=True, help="Leave reports that exist alone (a folder run does this unless "
+              "--overwrite; a single image's existing report is an error without it).")
 @click.option("--max-memory", metavar="SIZE", callback=size_option,
               help="Refuse an image whose maps or montages would need more "
               "[default: half the RAM; CNNFILTER_MAX_MEMORY].")
@@ -713,8 +715,8 @@ def _evaluate(mdl, folder, as_json, errors: bool, k: int, notes) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @model_options
 def featuremaps_command(images, model, output, layers, list_layers, bank, resize, normalize, cmap, tile_size,
-                        separate, npz, all_weights, recursive, overwrite, max_memory, scheduler, quiet, input_size,
-                        mean, std, channels, classes_file):
+                        separate, npz, all_weights, recursive, overwrite, skip_existing, max_memory, scheduler, quiet,
+                        input_size, mean, std, channels, classes_file):
     """Draw what a network, or a bank of kernels, sees in images.
 
     For each IMAGE (files, folders, globs), writes DIR/STEM/: a montage PNG per layer (every channel a tile, a
@@ -724,7 +726,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     drawn with a diverging colormap centred at 0. Without -m, a kernel bank on a photo: smoothing kernels' results
     in grey, edges and Laplacian on mid-grey at 0, a large photo reduced for display. Several images also get
     DIR/index.html linking every report. Unreadable images are reported and skipped; the exit code is 1 if any
-    failed.
+    failed. Run again on a folder, it leaves the reports that exist alone (one summary line; --overwrite redraws
+    them).
 
     \b
     Examples:
@@ -781,9 +784,14 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     out_root = Path(output or "featuremaps")
     if out_root.exists() and not out_root.is_dir():
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing contradict each other; give one")
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
     if sources and all(getattr(s, "usage", False) for s in sources):  # the command line contradicts itself
         raise click.UsageError(sources[0].message)
+    # as convolve: a folder, a glob or several images is a batch, whose re-run leaves existing reports alone
+    several = len(sources) > 1 or not all(Path(a).is_file() for a in images)
+    skip = skip_existing or (several and not overwrite)
     bank_files = [kernel_file(k) for k in (names if source is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
         resolve(p) for p in [*(getattr(s, "path", None) for s in sources), model and Path(model), *bank_files]
@@ -806,7 +814,12 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         seen_stems.add(stem)
         target = out_root / stem
         problem = policy.report_conflict(target, out_root)
-        items.append(Job(path, target) if problem is None else Result(path, target, "failed", str(problem)))
+        if problem is None:
+            items.append(Job(path, target))
+        elif problem.exists and skip:
+            items.append(Result(path, target, "skipped", "report exists"))
+        else:
+            items.append(Result(path, target, "failed", str(problem)))
     if scheduler is not None:
         from .. import cluster
 
@@ -815,7 +828,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     else:
         runner = InProcess(Settings(None, max_memory))
     work = functools.partial(fm.report_file, report=report)
-    failures, done = [], []
+    failures, done, skipped = [], [], []
     err = _err()
 
     def consume():
@@ -825,17 +838,20 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                 if res.status == "failed":
                     failures.append((str(res.source), res.message))
                     continue
+                if res.status == "skipped":
+                    skipped.append(res)
+                    continue
                 done.append(res)
                 if not quiet:
                     click.echo(f"wrote {quoted(res.target / 'index.html')}", err=True)
 
     call(consume)
     index = None
-    if len(items) > 1 and done:  # a page linking every image's report, in the order of the inputs
+    if len(items) > 1 and done:  # a page linking every image's report (an earlier run's too), in the inputs' order
         order = {str(getattr(it, "target", "")): i for i, it in enumerate(items)}
-        done.sort(key=lambda r: order.get(str(r.target), len(order)))
+        linked = sorted(done + skipped, key=lambda r: order.get(str(r.target), len(order)))
         reports = [(Path(r.source).name, Path(os.path.relpath(os.path.abspath(r.target), os.path.abspath(out_root)))
-                    .as_posix()) for r in done]
+                    .as_posix()) for r in linked]
         from ..outputs import WriteError
 
         try:
@@ -846,7 +862,9 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         if index is None:
             warn(f"{quoted(out_root / 'index.html')} was not written by cnnfilter; left as it is")
         elif index and not quiet:
-            click.echo(f"wrote {quoted(index)} (links {len(done)} reports)", err=True)
+            click.echo(f"wrote {quoted(index)} (links {len(reports)} reports)", err=True)
+    if skipped and not quiet:
+        click.echo(f"cnnfilter: {len(skipped)} skipped (reports exist; --overwrite replaces them)", err=True)
     for name, why in failures:
         why = printable(why)
         click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
@@ -856,7 +874,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         sys.exit(1)
     if index is False:
         sys.exit(1)
-    if not done:
+    if not done and not skipped:
         raise click.UsageError("no images found")
 
 
