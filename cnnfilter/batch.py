@@ -67,9 +67,7 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False, exclude: Path 
         try:
             if p.is_dir() and _inside(p, skip):  # said, not silently empty: "-o ." with photos/ is a common try
                 where = "is" if _resolved(p) == skip else "is inside"
-                yield Result(p, None, "failed", f"{quoted(arg)} {where} the output folder {quoted(exclude)}, which "
-                             "a batch never reads (its results would be read back as inputs); write to a folder "
-                             "outside the inputs, or leave out -o to write next to them", usage=True)
+                yield _in_output_folder(p, f"{quoted(arg)} {where}", exclude)
             elif p.is_dir():
                 for src in _walk(p, recursive, IMAGE_SUFFIXES, skip):
                     yield _unless_output(src, outputs)
@@ -77,20 +75,29 @@ def iter_sources(args: Iterable[str], *, recursive: bool = False, exclude: Path 
                 yield Source(p, Path(_safe_name(p.name)))
             elif GLOB_CHARS & set(arg):
                 root = Path(_glob_root(arg))
-                found = False
+                found = excluded = False
                 for m in _glob(arg, root, recursive):
                     mp = Path(m)
-                    if mp.is_file() and not _inside(mp, skip):
+                    if mp.is_file() and _inside(mp, skip):
+                        excluded = True
+                    elif mp.is_file():
                         found = True
                         yield _unless_output(Source(mp, _relative(mp, root)), outputs)
                 if not found:
-                    yield Result(p, None, "failed", f"no file matches {quoted(arg)}")
+                    yield (_in_output_folder(p, f"every file {quoted(arg)} matches is inside", exclude) if excluded else
+                           Result(p, None, "failed", f"no file matches {quoted(arg)}"))
             else:
                 yield Result(p, None, "failed", f"cannot read {quoted(arg)}: no such file or folder")
         except OSError as exc:  # a name too long, a folder that cannot be listed
             yield Result(p, None, "failed", f"cannot read {quoted(arg)}: {exc.strerror or exc}")
         except ValueError as exc:
             yield Result(p, None, "failed", str(exc))
+
+
+def _in_output_folder(arg: Path, what: str, folder) -> Result:
+    return Result(arg, None, "failed", f"{what} the output folder {quoted(folder)}, which a batch "
+                  "never reads (its results would be read back as inputs); write the results to a folder outside "
+                  "the inputs", usage=True)
 
 
 def _unless_output(src: Source, outputs: re.Pattern | None) -> Source | Result:
@@ -100,8 +107,9 @@ def _unless_output(src: Source, outputs: re.Pattern | None) -> Source | Result:
 
 
 def output_pattern(template: str, label: str, ext: str | None) -> re.Pattern | None:
-    """A regular expression for the names ``template`` gives (``{stem}`` and ``{name}`` any text, ``{kernel}`` and
-    ``{ext}`` as given), so that a re-run does not take its own results as input; None when the template adds
+    """A regular expression for the names ``template`` gives (``{stem}`` and ``{name}`` any text, ``{kernel}`` as
+    given, ``{ext}`` any extension: a run with ``-f png`` after one that kept JPEGs must not sharpen the
+    ``*.sharpen.jpg`` again), so that a re-run does not take its own results as input; None when the template adds
     nothing to a name (``{stem}.{ext}``), since every input would match."""
     import string
 
@@ -115,7 +123,7 @@ def output_pattern(template: str, label: str, ext: str | None) -> re.Pattern | N
             parts.append(re.escape(clean(label)))
             literal += label
         elif field == "ext":
-            parts.append(re.escape(ext) if ext else "[A-Za-z0-9]+")
+            parts.append("[A-Za-z0-9]+")
     if not literal.strip(".") or literal in (".", "." + (ext or "")):
         return None
     return re.compile("".join(parts), re.S)
@@ -442,6 +450,10 @@ def prepare(req: Request) -> Plan:
     to_dir = output is not None and (several or output.endswith(("/", os.sep)) or Path(output).is_dir())
     if output == "-" and several:
         raise usage("-o - (standard output) takes a single input image")
+    if several and output not in (None, "-") and not Path(output).exists() and not output.endswith(("/", os.sep)) \
+            and Path(output).suffix.lower() in IMAGE_SUFFIXES:  # '-o result.jpg' for a folder: not a new folder
+        raise usage(f"-o {output!r} names an image file, but there are several inputs: give a folder (an existing "
+                    "one, or a name ending in /), or one input")
     ext = suffix_for(req.fmt) if req.fmt else None  # None: each output keeps its input's format
     if req.quality is not None and req.fmt and check_target("-", req.fmt) not in LOSSY:
         raise usage(f"--quality is for JPEG and WebP; -f {req.fmt} is lossless")
@@ -484,7 +496,9 @@ def prepare(req: Request) -> Plan:
         if not items:
             raise OutputError(f"no images found in {', '.join(map(repr, images))}")
         if all(isinstance(i, Result) and i.usage for i in items):  # the command line contradicts itself: exit 2
-            raise OutputError(items[0].message, usage=True)
+            first = items[0]
+            msg = first.message if quoted(first.source) in first.message else f"{quoted(first.source)}: {first.message}"
+            raise OutputError(msg + (f" (and {len(items) - 1} more like it)" if len(items) > 1 else ""), usage=True)
         return Plan(True, items)
     if output == "-":
         claim(req.raw, images[0], None, req.overwrite, req.other_inputs)

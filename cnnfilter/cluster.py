@@ -165,6 +165,7 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
     left = len(items) if hasattr(items, "__len__") else None
     it = iter(items)
     alone: list = []  # the jobs of a task whose workers died: each runs again in a task of its own
+    solo: set = set()  # the jobs sent alone: if their worker dies again, it was this file
     targets = []
     stop = False
 
@@ -180,6 +181,7 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
         while not stop and len(tasks) < window:
             if alone:  # one at a time, nothing else in flight: if it kills its worker again, it takes nothing else
                 if not tasks:
+                    solo.add(alone[0])
                     send([alone.pop(0)])
                 break
             jobs = []
@@ -209,7 +211,9 @@ def _submit(client, items, work, settings: Settings, fail_fast: bool, chunk: int
             try:
                 results = fut.result()
             except KilledWorker:
-                if len(jobs) > 1:  # which file it was is not known: each again, alone
+                # which file it was is not known (a task waiting on a worker counts its deaths too, though it never
+                # ran): each again, alone, unless it already was
+                if len(jobs) > 1 or jobs[0] not in solo:
                     alone.extend(jobs)
                     yield from fill()
                     continue

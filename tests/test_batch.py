@@ -97,6 +97,19 @@ def test_a_rerun_never_feeds_on_its_own_results(tmp_path, rng, extra):
             assert len(res.stderr.splitlines()) == 1
 
 
+def test_earlier_results_in_another_format_are_not_inputs_either(tmp_path, rng):
+    """A run that kept PNGs, then one with -f jpeg into another folder: the *.edge.png results are ignored (not
+    made *.edge.edge.jpg)."""
+    src = tmp_path / "p"
+    src.mkdir()
+    for n in range(3):
+        save_image(src / f"IMG_{n}.png", rng.integers(0, 256, (12, 12, 3), np.uint8))
+    assert _run("convolve", src, "-k", "edge", "-j", "1", "-q").exit_code == 0
+    res = _run("convolve", src, "-k", "edge", "-j", "1", "-f", "jpeg", "-o", tmp_path / "j")
+    assert res.exit_code == 0 and "3 done" in res.stderr and "3 ignored" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "j").iterdir()) == [f"IMG_{n}.edge.jpg" for n in range(3)]
+
+
 def test_naming_templates_and_in_place(folder, tmp_path, rng):
     """--name and --suffix name outputs; -f picks the format and extension; --in-place replaces the input."""
     assert _run("convolve", folder / "grey.png", folder / "rgba.png", "-k", "edge",
@@ -126,7 +139,7 @@ def test_fail_fast_stops_at_the_first_failure(folder, tmp_path):
     res = _run("convolve", folder / "notes.png", folder / "grey.png", "-k", "box", "-o", tmp_path / "f", "-j", "1",
                "--fail-fast")
     assert res.exit_code == 1
-    assert "0 done, 1 failed" in res.stderr
+    assert "0 done, 1 failed; stopped at the first failure (--fail-fast), 1 not run" in res.stderr
     assert not (tmp_path / "f" / "grey.box.png").exists()
 
 
@@ -183,12 +196,14 @@ def test_chunk_size_gives_every_worker_eight_messages():
 
 
 def test_fail_fast_starts_nothing_after_a_failure_in_a_chunk(tmp_path):
-    """With fail_fast, a message's jobs after the failing one are not started, and no later message is sent."""
+    """With fail_fast, a message's jobs after the failing one are not started; what the other worker ran before
+    the failure was seen is reported, each file once. (How many messages that is depends on the workers' pace.)"""
     jobs = [batch.Job(Path(f"{n}.png"), tmp_path / f"{n}.out") for n in range(40)]
     results = list(batch.run(jobs, _fail_on_1, processes=2, chunk=4, fail_fast=True))
     assert [str(r.source) for r in results if r.status == "failed"] == ["1.png"]
     assert not (tmp_path / "2.out").exists() and not (tmp_path / "3.out").exists()
-    assert len(results) <= 2 * 2 * 4 and not (tmp_path / "39.out").exists()
+    done = sorted(r.target.name for r in results if r.status == "done")
+    assert done == sorted(p.name for p in tmp_path.glob("*.out")) and len(set(done)) == len(done)
 
 
 def _fail_on_1(src, dst):
@@ -405,6 +420,8 @@ def test_a_folder_inside_its_output_folder_is_a_usage_error_that_says_so(folder,
     before = sorted(p.name for p in folder.rglob("*"))
     res = _run(*command[:1], folder, *command[1:], "-o", folder)
     assert res.exit_code == 2 and f"{str(folder)!r} is the output folder" in res.output
+    res = _run(*command[:1], f"{folder}/*.png", *command[1:], "-o", folder)
+    assert res.exit_code == 2 and "matches is inside the output folder" in res.output
     monkeypatch.chdir(tmp_path)
     res = _run(*command[:1], "in", *command[1:], "-o", ".")
     assert res.exit_code == 2 and "'in' is inside the output folder '.'" in res.output
@@ -450,3 +467,24 @@ def test_an_in_place_job_on_a_file_changed_since_planning_is_skipped(tmp_path):
     f.write_text("10")  # changed after planning (size differs)
     (res,) = batch.run([job], _touch)
     assert res.status == "skipped" and f.read_text() == "10"
+
+
+def test_outputs_that_would_all_overwrite_their_inputs_name_one_and_count_the_rest(tmp_path, rng):
+    src = tmp_path / "p"
+    src.mkdir()
+    for n in range(3):
+        save_image(src / f"IMG_{n}.png", rng.integers(0, 256, (12, 12, 3), np.uint8))
+    res = _run("convolve", src, "-k", "box", "--name", "{name}")
+    assert res.exit_code == 2
+    assert "IMG_0.png': the output would overwrite the input; use --in-place" in res.output
+    assert "(and 2 more like it)" in res.output
+
+
+def test_an_image_file_name_for_several_inputs_is_a_usage_error(folder, tmp_path):
+    """'-o result.jpg' for a folder is refused (exit 2) rather than made a folder called result.jpg; an existing
+    folder of that name, or a trailing slash, is a folder."""
+    res = _run("convolve", folder, "-k", "box", "-o", tmp_path / "result.jpg")
+    assert res.exit_code == 2 and "names an image file, but there are several inputs" in res.output
+    assert not (tmp_path / "result.jpg").exists()
+    res = _run("convolve", folder, "-k", "box", "-o", f"{tmp_path / 'result.jpg'}/", "-q")
+    assert (tmp_path / "result.jpg").is_dir() and any((tmp_path / "result.jpg").iterdir())

@@ -522,3 +522,20 @@ def test_a_network_whose_output_is_a_map_predicts_nothing(run, photo, tmp_path, 
     assert "prediction" not in json.loads((tmp_path / "out" / "photo" / "summary.json").read_text())
     res = run("predict", tmp_path / "maps.onnx", photo)
     assert res.exit_code == 1 and "not one vector of class scores" in res.output
+
+
+def test_standard_output_on_a_terminal_is_refused(tmp_path):
+    """`-o -` with standard output on a terminal: one line and exit 2, not an image's bytes on the screen."""
+    import os
+    import pty
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(img)
+    main, sub = pty.openpty()
+    try:
+        res = subprocess.run([sys.executable, "-m", "cnnfilter", "convolve", str(img), "-k", "edge", "-o", "-"],
+                             stdout=sub, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(sub)
+        os.close(main)
+    assert res.returncode == 2 and "standard output is a terminal" in res.stderr

@@ -527,7 +527,9 @@ def test_fail_fast_or_not(grey, tmp_path):
                                        f"'{tmp_path / 'bad.png'}': not an image (or a format Pillow cannot decode)"]
     assert (tmp_path / "o" / "g.max2.png").is_file()
     res = run("pool", tmp_path / "bad.png", grey, "-o", tmp_path / "f", "-j", "1", "--fail-fast")
-    assert res.exit_code == 1 and res.stderr.splitlines()[0] == "cnnfilter: 0 done, 1 failed"
+    assert res.exit_code == 1
+    assert res.stderr.splitlines()[0] == ("cnnfilter: 0 done, 1 failed; stopped at the first failure (--fail-fast), "
+                                          "1 not run")
     assert not (tmp_path / "f" / "g.max2.png").exists()
 
 

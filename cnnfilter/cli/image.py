@@ -113,6 +113,8 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
     from ..limits import max_memory as default_memory
     from ..outputs import quoted
 
+    if request.output == "-" and sys.stdout is not None and sys.stdout.isatty():  # as export: no image on a terminal
+        raise click.UsageError("-o -: standard output is a terminal; redirect it to a file or a pipe")
     plan = call(lambda: batch.prepare(request))
     if not plan.many:
         item = plan.items[0] if plan.items else None
@@ -171,6 +173,9 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
         if request.in_place:  # never skipped for existing: only a file already replaced, or changed meanwhile
             words["skipped"] = "skipped (already replaced by a worker that died, or changed during the batch)"
         summary = ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items() if n or k == "done")
+        left = len(plan.items) - sum(counts.values())
+        if fail_fast and failures and left > 0:
+            summary += f"; stopped at the first failure (--fail-fast), {left} not run"
         click.echo(f"cnnfilter: {summary}", err=True)
         for res in failures:
             click.echo(f"  failed: {quoted(res.source)}: {printable(res.message)}", err=True)
