@@ -36,6 +36,8 @@ class _ImageSuffixes:
     without loading every plugin (about 30 ms of a batch's start); any other suffix loads them, once."""
 
     def __contains__(self, ext) -> bool:
+        if not ext:  # a name without a suffix (README, a folder's name): never an image, and no plugin to load
+            return False
         Image.preinit()
         fmt = Image.EXTENSION.get(ext)
         return (fmt is not None and fmt in Image.OPEN) or ext in image_suffixes()
