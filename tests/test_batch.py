@@ -506,3 +506,21 @@ def test_planning_a_folder_of_common_images_loads_no_other_pillow_plugin(tmp_pat
             "print(len(plan.items), 'PIL.SgiImagePlugin' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.split() == ["3", "False"], res.stderr
+
+
+def test_a_double_star_without_recursive_says_it_matches_one_level(tmp_path, rng):
+    """'**' without -r is '*' (bash without globstar, Python's glob): the top folder's own files are not matched,
+    and a warning says so (not with -q); with -r every level is, and nothing is said."""
+    (tmp_path / "p" / "sub").mkdir(parents=True)
+    save_image(tmp_path / "p" / "top.png", rng.integers(0, 256, (8, 8), np.uint8))
+    save_image(tmp_path / "p" / "sub" / "low.png", rng.integers(0, 256, (8, 8), np.uint8))
+    glob = f"{tmp_path}/p/**/*.png"
+    res = _run("convolve", glob, "-k", "box", "-o", tmp_path / "a")
+    assert res.exit_code == 0 and "'**' matches one folder level without -r (--recursive)" in res.stderr
+    assert [p.name for p in (tmp_path / "a").rglob("*.png")] == ["low.box.png"]
+    assert _run("convolve", glob, "-k", "box", "-o", tmp_path / "q", "-q").stderr == ""
+    res = _run("convolve", glob, "-k", "box", "-o", tmp_path / "b", "-r")
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    assert sorted(p.name for p in (tmp_path / "b").rglob("*.png")) == ["low.box.png", "top.box.png"]
+    res = _run("featuremaps", glob, "-o", tmp_path / "m", "--kernels", "box")
+    assert res.exit_code == 0 and "'**' matches one folder level" in res.stderr

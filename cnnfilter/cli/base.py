@@ -178,6 +178,16 @@ def warn(message: str) -> None:
     click.echo(f"cnnfilter: warning: {message}", err=True)
 
 
+def double_star_hint(images, recursive: bool, quiet: bool) -> None:
+    """A glob with ``**`` and no ``-r`` matches one folder level (``**`` is ``*`` then, as in bash without
+    globstar and in Python's glob): a user who meant every level is told, unless ``-q``."""
+    if recursive or quiet:
+        return
+    for arg in images:
+        if "**" in str(arg):
+            warn(f"{str(arg)!r}: '**' matches one folder level without -r (--recursive)")
+
+
 def ints(text: str, name: str, minimum: int):
     """``"2"`` -> 2, ``"2,3"`` -> (2, 3)."""
     parts = [p.strip() for p in text.split(",")]

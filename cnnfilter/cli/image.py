@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from .base import CONTEXT, Command, ProgressBar, call, cli, ints, padding, section, shown, size_option, warn
+from .base import (CONTEXT, Command, ProgressBar, call, cli, double_star_hint, ints, padding, section, shown,
+                   size_option, warn)
 
 BORDERS = ("constant", "edge", "reflect", "symmetric", "wrap")
 METHODS = ("auto", "direct", "separable", "fft")
@@ -113,6 +114,7 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
     from ..limits import max_memory as default_memory
     from ..outputs import quoted
 
+    double_star_hint(request.images, request.recursive, quiet)
     if request.output == "-" and sys.stdout is not None and sys.stdout.isatty():  # as export: no image on a terminal
         raise click.UsageError("-o -: standard output is a terminal; redirect it to a file or a pipe")
     plan = call(lambda: batch.prepare(request))

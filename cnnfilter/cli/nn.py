@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .base import CONTEXT, ProgressBar, call, cli, image_size, size_option, warn
+from .base import CONTEXT, ProgressBar, call, cli, double_star_hint, image_size, size_option, warn
 
 def _threads(jobs: int | None) -> None:
     if jobs is None:
@@ -786,6 +786,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         raise click.UsageError(f"-o {str(out_root)!r} is a file; featuremaps writes a folder")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other; give one")
+    double_star_hint(images, recursive, quiet)
     sources = list(iter_sources(images, recursive=recursive, exclude=out_root))
     if sources and all(getattr(s, "usage", False) for s in sources):  # the command line contradicts itself
         raise click.UsageError(sources[0].message)
