@@ -323,17 +323,19 @@ def stamp_of(path) -> tuple:
 
 
 def plan(sources: Iterable[Source | Result], name_for: Callable[[Source], Path], *, overwrite: bool = False,
-         skip_existing: bool = False, in_place: bool = False, other_inputs: Iterable = ()) -> Iterator[Job | Result]:
+         skip_existing: bool = False, in_place: bool = False, other_inputs: Iterable = (),
+         resolver: Resolver | None = None) -> Iterator[Job | Result]:
     """A :class:`Job` per source, or a :class:`Result` when it must not run: its output exists (``skipped`` with
     ``skip_existing``, else ``failed`` unless ``overwrite``), is the input itself (unless ``in_place``), is another
     input of the batch, or another input's output. Every input is listed before any output is chosen. Anything that
     goes wrong for one entry (a symbolic link loop, a name too long) is that entry's failure. Temporaries left by
-    killed runs next to each output are removed."""
+    killed runs next to each output are removed. ``resolver``: the planning's :class:`Resolver`, shared with
+    ``name_for`` (a new one otherwise)."""
     from .outputs import OutputPolicy
 
     sources = list(sources)
     paths = [s.path for s in sources if isinstance(s, Source)] + [Path(p) for p in other_inputs]
-    fast = Resolver()
+    fast = resolver or Resolver()
     policy = OutputPolicy(overwrite=overwrite, input_files={r for r in (_resolved(p, fast) for p in paths)
                                                             if r is not None}, resolve=fast)
     planned = []
@@ -463,6 +465,7 @@ def prepare(req: Request) -> Plan:
     if template is None:
         template = "{stem}" + req.suffix + ".{ext}" if req.suffix is not None else "{stem}.{kernel}.{ext}"
     out_dir = None
+    folders = Resolver()  # this planning's: each folder resolved once, for the outputs and the policy alike
     if output is not None and not to_dir:
         if output != "-" and resolve(output) == resolve(images[0]):
             raise usage(f"output {output!r} is the input image; use --in-place to write over it")
@@ -479,8 +482,6 @@ def prepare(req: Request) -> Plan:
         output_path(Source(Path("x.png"), Path("x.png")), out_dir=out_dir, template=template, label=req.label,
                     ext=ext)  # a template that names no file is a usage error
 
-        folders = Resolver()
-
         def name_for(src):
             return output_path(src, out_dir=out_dir, template=template, label=req.label, ext=ext, resolver=folders)
     # a folder or a glob never feeds a run its own earlier results; in a batch an existing output is skipped unless
@@ -489,7 +490,7 @@ def prepare(req: Request) -> Plan:
     sources = iter_sources(images, recursive=req.recursive, exclude=out_dir, outputs=pattern)
     skip = req.skip_existing or (several and not req.overwrite and not req.in_place)
     items = list(plan(sources, name_for, overwrite=req.overwrite, skip_existing=skip, in_place=req.in_place,
-                      other_inputs=req.other_inputs))
+                      other_inputs=req.other_inputs, resolver=folders))
     jobs = [j for j in items if isinstance(j, Job)]
     if req.quality is not None and not req.fmt and output != "-" and jobs:
         if not any(format_of(j.target) in LOSSY for j in jobs):

@@ -171,14 +171,17 @@ def _grey_levels(image) -> tuple[np.ndarray, np.ndarray, float]:
 
 def _eight_bit(colour: np.ndarray, scale: float) -> np.ndarray:
     """The photo as 8-bit samples for ``input.png``, converted a band of rows at a time (a 16-bit or float photo
-    is never copied whole as floats); NaN is black."""
+    is never copied whole as floats) by the image writer's own rules (``io.to8``, ``io.to_depth``); NaN is black."""
+    from .io import to8, to_depth
+
     if colour.dtype == np.uint8:
         return colour
     out = np.empty(colour.shape, np.uint8)
     band = max(1, (4 << 20) // max(1, 8 * colour[0].size))
     for r in range(0, colour.shape[0], band):
-        v = colour[r : r + band].astype(np.float32) * np.float32(255.0 / scale)
-        np.copyto(out[r : r + band], np.clip(np.rint(np.nan_to_num(v, copy=False)), 0, 255), casting="unsafe")
+        part = colour[r : r + band]
+        out[r : r + band] = to8(part) if part.dtype == np.uint16 else to_depth(
+            part.astype(np.float32) * np.float32(255.0 / scale), 8)
     return out
 
 

@@ -740,7 +740,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
       cnnfilter featuremaps scans/ -r -m model.onnx -o maps --scheduler local:4    # on Dask
     """
     from .. import maps as fm
-    from ..batch import InProcess, Job, Result, Settings, iter_sources
+    from ..batch import InProcess, Job, Result, Settings, iter_sources, many
     from ..limits import printable
     from ..outputs import OutputPolicy, quoted, resolve, safe_part
 
@@ -791,7 +791,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     if sources and all(getattr(s, "usage", False) for s in sources):  # the command line contradicts itself
         raise click.UsageError(sources[0].message)
     # as convolve: a folder, a glob or several images is a batch, whose re-run leaves existing reports alone
-    several = len(sources) > 1 or not all(Path(a).is_file() for a in images)
+    several = many(images)
     skip = skip_existing or (several and not overwrite)
     bank_files = [kernel_file(k) for k in (names if source is None else [])]
     policy = OutputPolicy(overwrite=overwrite, input_files={  # a report folder may hold none of them
