@@ -682,7 +682,8 @@ def write_index(out_dir, reports: list[tuple[str, str]], failures: list[tuple[st
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', INDEX_MARK,
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>cnnfilter: {len(reports)} reports</title>",
-             f"<style>{_STYLE}.grid{{grid-template-columns:repeat(auto-fill,minmax(150px,1fr))}}</style>"
+             f"<style>{_STYLE}.grid{{grid-template-columns:repeat(auto-fill,minmax(150px,1fr))}}"
+             ".index figcaption{overflow-wrap:anywhere}</style>"  # a long file name wraps inside its card
              "</head><body>", f"<h1>Feature maps of {len(reports)} image(s)</h1>", '<main class="grid index">']
     for name, rel in reports:
         pred = ""

@@ -320,6 +320,7 @@ def test_folder_run_writes_an_index_linking_every_report(tmp_path):
             assert (out / ref).is_file(), ref
         page = (out / "index.html").read_text()
         assert "3 (1.000)" in page and "broken.png" in page
+        assert ".index figcaption{overflow-wrap:anywhere}" in page  # a long file name stays inside its card
     (out / "index.html").write_text("<p>mine</p>")
     res = CliRunner().invoke(cli, ["featuremaps", str(src / "0003.png"), str(src / "0013.png"), "-m", "digits",
                                    "-o", str(out), "--overwrite"])
