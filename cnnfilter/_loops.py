@@ -496,6 +496,70 @@ def maxpool_2x2_arg(x, out, arg):
                 g[j] = base + 2 * j + k
 
 
+@njit(cache=True)
+def _first_taps(n_out, stride, k, d, before, n, end):
+    """For each of ``n_out`` windows along an axis (:func:`_window_taps`' rule): its first tap on a real pixel and
+    how many of its taps are (they are consecutive taps, ``d`` apart)."""
+    first = np.empty(n_out, np.int64)
+    count = np.empty(n_out, np.int64)
+    found = np.empty(k, np.int64)
+    for i in range(n_out):
+        real, _ = _window_taps(i * stride - before, k, d, n, end, found)
+        first[i] = found[0]
+        count[i] = real
+    return first, count
+
+
+@njit(parallel=True, cache=True)
+def pool_separable(x, out, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode):
+    """:func:`pool_generic`'s max (``mode`` 0) or min (2) of one-lane planes ``x (P, H, W)`` into ``out (P, Ho,
+    Wo)``, without winners' indices: max and min are separable, so each plane's rows are first pooled along the
+    row, then the results across rows, each pass one vectorised sweep per tap (a network's 3x3 windows at
+    stride 2). The same values: NaN propagates either way. One task per plane."""
+    P, H, W = x.shape
+    Ho, Wo = out.shape[1], out.shape[2]
+    r0, rn = _first_taps(Ho, sh, kh, dh, top, H, hend)
+    c0, cn = _first_taps(Wo, sw, kw, dw, left, W, wend)
+    j0 = 0  # the columns [j0, j1) whose windows lie wholly on the image
+    while j0 < Wo and cn[j0] < kw:
+        j0 += 1
+    j1 = Wo
+    while j1 > j0 and cn[j1 - 1] < kw:
+        j1 -= 1
+    for q in prange(P):
+        h = np.empty((H, Wo), x.dtype)
+        plane = x[q]
+        for r in range(H):
+            row = plane[r]
+            hr = h[r]
+            for j in range(j0):
+                m = row[c0[j]]
+                for v in range(1, cn[j]):
+                    m = _pick(m, row[c0[j] + v * dw], mode)
+                hr[j] = m
+            for j in range(j1, Wo):
+                m = row[c0[j]]
+                for v in range(1, cn[j]):
+                    m = _pick(m, row[c0[j] + v * dw], mode)
+                hr[j] = m
+            if j1 > j0:
+                s = c0[j0]
+                for j in range(j1 - j0):
+                    hr[j0 + j] = row[s + j * sw]
+                for v in range(1, kw):
+                    for j in range(j1 - j0):
+                        hr[j0 + j] = _pick(hr[j0 + j], row[s + j * sw + v * dw], mode)
+        for i in range(Ho):
+            o = out[q, i]
+            first = h[r0[i]]
+            for j in range(Wo):
+                o[j] = first[j]
+            for u in range(1, rn[i]):
+                hu = h[r0[i] + u * dh]
+                for j in range(Wo):
+                    o[j] = _pick(o[j], hu[j], mode)
+
+
 @njit(parallel=True, cache=True)
 def pool_arg_backward(dy, arg, dx):
     """Each output gradient goes to the tap its window took (``arg``); every plane of ``dx`` is overwritten."""
@@ -608,8 +672,9 @@ def _conv3x3_pair(acc0, acc1, xf, w, o0, o1, c, rows, cols, L):
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
-def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
-    """conv2d_forward for 3x3 kernels at stride 1, two filters per task sharing every load of the input."""
+def conv2d_3x3(xp, w, bias, out, dh, dw, groups, relu):
+    """conv2d_forward for 3x3 kernels at stride 1, two filters per task sharing every load of the input; with
+    ``relu``, negative outputs become 0 as they are stored (NaN stays NaN)."""
     N, Cin, Hp, Wp = xp.shape
     O, Cg = w.shape[0], w.shape[1]
     Ho = out.shape[2]
@@ -637,8 +702,34 @@ def conv2d_3x3(xp, w, bias, out, dh, dw, groups):
                 x1 = xp[n, g1 * Cg + c].reshape(Hp * Wp)
                 _conv3x3_pair(scratch, acc1, x1, w, o1, o1, c, dh * Wp, dw, L)
         for i in range(Ho):
-            out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
-            out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]
+            if relu:
+                for j in range(Wo):
+                    v0 = acc0[i * Wp + j]
+                    v1 = acc1[i * Wp + j]
+                    out[n, o0, i, j] = v0 if (v0 > 0.0 or v0 != v0) else 0.0
+                    out[n, o1, i, j] = v1 if (v1 > 0.0 or v1 != v1) else 0.0
+            else:
+                out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
+                out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def bias_relu(o3, bias, relu):
+    """``o3[n, o] += bias[o]`` on a convolution's output ``(N, O, L)``, then, with ``relu``, negatives to 0 (NaN
+    stays NaN, as numpy.maximum leaves it), in one pass over each plane."""
+    N, O, L = o3.shape
+    for t in prange(N * O):
+        n = t // O
+        o = t - n * O
+        row = o3[n, o]
+        b = bias[o]
+        if relu:
+            for j in range(L):
+                v = row[j] + b
+                row[j] = v if (v > 0.0 or v != v) else 0.0
+        else:
+            for j in range(L):
+                row[j] += b
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)

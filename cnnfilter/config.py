@@ -50,6 +50,7 @@ COMPILED_MIN_JOBS_EXACT = 300
 # (from 14x14 up it beat im2col + BLAS on the project's VMs; on 7x7 and smaller planes BLAS won, see
 # benchmarks/onnx_infer.py); im2col's columns are made in chunks of at most this many bytes (a band of output rows
 # of one image, or a block of images), each one matrix product: a ResNet stem (8x3x224x224, 7x7/2) took 24 ms with
-# 32 MiB chunks (page faults of a fresh buffer, columns out of cache) and 10-12 ms from 2 to 8 MiB
+# 32 MiB chunks (page faults of a fresh buffer, columns out of cache) and 10-12 ms from 2 to 8 MiB; at 8 MiB one of
+# its images (7.4 MB of columns) is one product written straight into the output (5.8 against 6.8 ms at 4 MiB)
 CONV_DIRECT_MIN_PLANE = 100
-CONV_COLUMNS_BYTES = 4 << 20
+CONV_COLUMNS_BYTES = 8 << 20

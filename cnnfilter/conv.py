@@ -128,14 +128,15 @@ def _path(x_shape, w_shape, g: Geometry) -> str:
     return "im2col"
 
 
-def run(x, w, b, geometry: Geometry, *, out=None, xp=None) -> np.ndarray:
+def run(x, w, b, geometry: Geometry, *, out=None, xp=None, relu: bool = False) -> np.ndarray:
     """:func:`conv2d` on checked arguments, the one convolution engine (an imported network's Conv nodes and the
     network's Conv2d layers call it): ``x (N, C, H, W)`` and ``w (O, C/groups, kh, kw)`` of one float type, ``b
     (O,)``, a geometry whose output is at least 1x1. ``out`` and ``xp`` may be given as buffers (``xp`` zero in the
     padding: only its interior is written). The loop is :func:`_path`'s choice; im2col's columns are made a block
-    of images at a time, under ``config.CONV_COLUMNS_BYTES``."""
+    of images at a time, under ``config.CONV_COLUMNS_BYTES``. ``relu``: negative outputs become 0 (NaN stays),
+    in the same pass that adds the bias or stores the result (an imported Conv followed by its Relu)."""
     _check(x.shape, w, geometry)
-    return _compute(pad(x, geometry, w.dtype, xp), w, b, geometry, out)
+    return _compute(pad(x, geometry, w.dtype, xp), w, b, geometry, out, relu)
 
 
 def _check(x_shape, w, geometry: Geometry) -> None:
@@ -157,8 +158,8 @@ def _check(x_shape, w, geometry: Geometry) -> None:
     limits.check_work(float(N) * O * Ho * Wo * Cg * kh * kw, what)
 
 
-def _compute(xp, w, b, geometry: Geometry, out=None) -> np.ndarray:
-    """The convolution of the zero-padded batch ``xp``."""
+def _compute(xp, w, b, geometry: Geometry, out=None, relu: bool = False) -> np.ndarray:
+    """The convolution of the zero-padded batch ``xp`` (then ReLU with ``relu``)."""
     from . import _loops, config
 
     N, C, Hp, Wp = xp.shape
@@ -171,15 +172,17 @@ def _compute(xp, w, b, geometry: Geometry, out=None) -> np.ndarray:
     if out is None:
         out = np.empty((N, O, Ho, Wo), dtype)
     if path == "direct3":
-        _loops.conv2d_3x3(xp, w, b, out, dh, dw, groups)
+        _loops.conv2d_3x3(xp, w, b, out, dh, dw, groups, relu)
         return out
-    if path == "direct":
-        _loops.conv2d_forward(xp, w, b, out, sh, sw, dh, dw, groups)
+    if path in ("direct", "taps"):
+        if path == "direct":
+            _loops.conv2d_forward(xp, w, b, out, sh, sw, dh, dw, groups)
+        else:
+            _loops.conv1_forward(xp, w.reshape(O, -1), b, offsets(xp.shape, w.shape, geometry), out, groups)
+        if relu:
+            np.maximum(out, 0, out=out)
         return out
     w2 = w.reshape(O, -1)
-    if path == "taps":
-        _loops.conv1_forward(xp, w2, b, offsets(xp.shape, w.shape, geometry), out, groups)
-        return out
     o3 = out.reshape(N, O, Ho * Wo)
     if path == "1x1":  # the input is its own columns
         np.matmul(w2, xp.reshape(N, C, Ho * Wo), out=o3)
@@ -196,9 +199,12 @@ def _compute(xp, w, b, geometry: Geometry, out=None) -> np.ndarray:
                 r = min(rows, Ho - i)
                 part = cols[:, : m * r * Wo]
                 _loops.im2col_wide(xq[n : n + m], part, kh, kw, dh, dw, i, i + r, Wo)
-                res = np.matmul(w2, part).reshape(O, m, r, Wo)
-                out[n : n + m, :, i : i + r] = res.transpose(1, 0, 2, 3)
-    o3 += b[None, :, None]
+                if m == 1 and r == Ho:  # one whole image: the product is its output
+                    np.matmul(w2, part, out=o3[n])
+                else:
+                    res = np.matmul(w2, part).reshape(O, m, r, Wo)
+                    out[n : n + m, :, i : i + r] = res.transpose(1, 0, 2, 3)
+    _loops.bias_relu(o3, b, relu)
     return out
 
 

@@ -105,3 +105,28 @@ def test_conv2d_paths_and_image_blocks_agree_with_the_definition(columns_bytes, 
         got = conv2d(x, w, b, stride=stride, dilation=dilation, padding=padding, groups=groups)
         ref = naive.conv2d(x, w, b, stride, padding, dilation, groups)
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("min_plane", [1, 10**9])
+def test_relu_in_the_convolution_equals_relu_after_it(min_plane, rng, monkeypatch):
+    """conv.run(relu=True) (an imported Conv and its Relu, fused) gives np.maximum(conv.run(), 0) to the bit on
+    every path (direct 3x3, direct strided and grouped, tap-shift, 1x1, im2col by bands and by whole images), and
+    keeps NaN where the convolution made it."""
+    from cnnfilter import config
+    from cnnfilter.conv import Geometry, run
+
+    monkeypatch.setattr(config, "CONV_DIRECT_MIN_PLANE", min_plane)
+    for (N, C, H, W, O, kh, kw, stride, pads, groups, columns) in [
+        (2, 3, 9, 11, 5, 3, 3, (1, 1), (1, 1, 1, 1), 1, 8 << 20), (2, 4, 9, 9, 4, 3, 3, (2, 2), (1, 1, 1, 1), 2, 1),
+        (2, 3, 11, 10, 4, 2, 5, (1, 1), (1, 0, 2, 1), 1, 3000), (3, 4, 8, 8, 6, 1, 1, (1, 1), (0, 0, 0, 0), 1, 1),
+        (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 8 << 20), (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 4000)]:
+        monkeypatch.setattr(config, "CONV_COLUMNS_BYTES", columns)
+        x = rng.normal(size=(N, C, H, W)).astype(np.float32)
+        x[0, 0, H // 2, W // 2] = np.nan
+        w = rng.normal(size=(O, C // groups, kh, kw)).astype(np.float32)
+        b = rng.normal(size=O).astype(np.float32)
+        g = Geometry(stride, (1, 1), pads, groups)
+        plain = run(x, w, b, g)
+        fused = run(x, w, b, g, relu=True)
+        assert np.isnan(plain).any() and (plain < 0).any()
+        np.testing.assert_array_equal(fused, np.maximum(plain, 0))

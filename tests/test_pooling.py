@@ -149,7 +149,8 @@ def test_numpy_engine_pools_to_the_bit(mode, dtype, rng, monkeypatch):
     ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, True), ((3, 2), (2, 1), (2, 1, 0, 1), (1, 2), True, True)])
 def test_planes_engines_agree_to_the_bit_with_pool2d(mode, k, s, pads, d, ceil, include, monkeypatch):
     """pooling.planes (a batch's (H, W) planes, as a network pools) gives pool2d's values on every plane, whether
-    it takes numpy over all planes at once or the compiled loop (POOL_NUMPY_MIN_LANES moved), NaN included."""
+    it takes the separable compiled loop (max and min once numba is loaded), numpy over all planes at once or the
+    compiled loop's walk of each window (the engine and POOL_NUMPY_MIN_LANES moved), NaN included."""
     from cnnfilter import config, pooling
 
     rng = np.random.default_rng(7)
@@ -157,11 +158,41 @@ def test_planes_engines_agree_to_the_bit_with_pool2d(mode, k, s, pads, d, ceil, 
     x[1, 2, 3, 4] = np.nan
     window = pooling.Window(k, s, pads, d, mode, ceil, include)
     got = {}
-    for lanes in (1, 10**9):
+    for engine, lanes in (("compiled", 1), ("numpy", 1), ("numpy", 10**9)):
+        monkeypatch.setattr(config, "ENGINE", engine)
         monkeypatch.setattr(config, "POOL_NUMPY_MIN_LANES", lanes)
-        got[lanes] = pooling.planes(x, window)
-    np.testing.assert_array_equal(got[1], got[10**9])
+        got[engine, lanes] = pooling.planes(x, window)
+    np.testing.assert_array_equal(got["compiled", 1], got["numpy", 1])
+    np.testing.assert_array_equal(got["compiled", 1], got["numpy", 10**9])
     ref = pool2d(x.transpose(2, 3, 0, 1).reshape(9, 8, 12), k, stride=s,
                  padding=((pads[0], pads[1]), (pads[2], pads[3])),
                  dilation=d, mode=mode, ceil_mode=ceil, count_include_pad=include)
-    np.testing.assert_array_equal(got[1], ref.reshape(*ref.shape[:2], 3, 4).transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(got["compiled", 1], ref.reshape(*ref.shape[:2], 3, 4).transpose(2, 3, 0, 1))
+
+
+def test_separable_max_and_min_equal_the_window_walk_on_random_windows():
+    """The separable loop (rows pooled along, then across) gives the compiled walk of each window's values, to the
+    bit and NaN where it is, on random sizes, strides, dilations, padding and ceil_mode."""
+    from cnnfilter import _loops, pooling
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(400):
+        H, W = (int(v) for v in rng.integers(1, 13, 2))
+        k, s, d = (tuple(int(v) for v in rng.integers(1, hi, 2)) for hi in (5, 4, 3))
+        pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        window = pooling.Window(k, s, pads, d, ("max", "min")[trial % 2], bool(trial % 3 == 0))
+        if not window.fits(H, W):
+            continue
+        x = rng.standard_normal((2, 3, H, W)).astype(np.float32)
+        if trial % 4 == 0:
+            x[rng.integers(0, 2), rng.integers(0, 3), rng.integers(0, H), rng.integers(0, W)] = np.nan
+        Ho, Wo = window.output(H, W)
+        got = np.full((6, Ho, Wo), 7.0, np.float32)
+        ref = np.full((6, Ho, Wo), -7.0, np.float32)
+        args = (*k, *s, *d, pads[0], pads[2], H + pads[1], W + pads[3], pooling.MODES.index(window.mode))
+        _loops.pool_separable(x.reshape(6, H, W), got, *args)
+        _loops.pool_generic(x.reshape(6, H, W), ref, np.empty((0, 0, 0), np.int64), 1, *args[:-1], args[-1], True)
+        np.testing.assert_array_equal(got, ref)
+        checked += 1
+    assert checked > 150

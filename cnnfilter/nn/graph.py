@@ -275,10 +275,7 @@ def _fuse(nodes: list[Node], params: dict, output: str) -> list[Node]:
 
 
 def _conv_fused(node, args, opset):
-    y = _conv(node, args, opset)[0]
-    if node.attrs.get("_relu"):
-        np.maximum(y, 0, out=y)  # the convolution's own fresh output
-    return [y]
+    return _conv(node, args, opset, relu=bool(node.attrs.get("_relu")))
 
 
 # -- operators -----------------------------------------------------------------------------------------------
@@ -342,7 +339,7 @@ def _four_d(node: Node, x) -> None:
         raise GraphError(msg)
 
 
-def _conv(node, args, opset):
+def _conv(node, args, opset, relu: bool = False):
     from ..conv import Geometry, conv2d, run
 
     x, w = args[0], args[1]
@@ -356,8 +353,9 @@ def _conv(node, args, opset):
     top, bottom, left, right = _spatial_pads(node, x.shape[2:], w.shape[2:], strides, dilations)
     groups = int(node.attrs.get("group", 1))
     if not node.attrs.get("_trusted"):  # weights computed by the graph itself: conv2d checks everything
-        return [conv2d(_f32(x), w, b, stride=tuple(strides), padding=((top, bottom), (left, right)),
-                       dilation=tuple(dilations), groups=groups)]
+        y = conv2d(_f32(x), w, b, stride=tuple(strides), padding=((top, bottom), (left, right)),
+                   dilation=tuple(dilations), groups=groups)
+        return [np.maximum(y, 0, out=y) if relu else y]
     # weights from the file, checked finite when the graph was made; the shapes are checked here
     O, Cg, kh, kw = w.shape
     if groups < 1 or O % groups or Cg * groups != x.shape[1] or (b is not None and b.shape != (O,)):
@@ -371,7 +369,7 @@ def _conv(node, args, opset):
     if b is None:
         b = np.zeros(O, np.float32)
     return [run(np.ascontiguousarray(x, np.float32), w, b,
-                Geometry(tuple(strides), tuple(dilations), (top, bottom, left, right), groups))]
+                Geometry(tuple(strides), tuple(dilations), (top, bottom, left, right), groups), relu=relu)]
 
 
 def _inference_only(node, args, position: int) -> None:
