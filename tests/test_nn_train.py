@@ -341,7 +341,9 @@ def test_predict_cli_table_json_and_failures(tmp_path):
     res = run(["predict", "digits", good, str(bad), "--json"])
     assert res.exit_code == 1
     first, second = (json.loads(line) for line in res.stdout.splitlines())
-    assert "1 of 2 image(s) failed" in res.stderr
+    assert "cnnfilter: 1 done, 1 failed\n  failed: " in res.stderr and res.stderr.count("bad.png") == 2
+    one = run(["predict", "digits", str(bad)])  # one image: its error line alone, as convolve's
+    assert one.exit_code == 1 and one.stderr.startswith("cnnfilter: error: cannot read") and "done" not in one.stderr
     assert first["class"] == "7" and len(first["top"]) == 3
     assert second["image"] == str(bad) and "not an image" in second["error"]
 

@@ -178,6 +178,20 @@ def warn(message: str) -> None:
     click.echo(f"cnnfilter: warning: {message}", err=True)
 
 
+def summary(counts: dict, failures, words: dict | None = None, tail: str = "") -> None:
+    """The end of a batch on stderr, the same in every command: ``cnnfilter: 3 done, 1 skipped (why), 1 failed``
+    (``done`` always, the other counts when not 0, ``words`` giving a status its longer name, ``tail`` appended),
+    then one ``  failed: 'SOURCE': WHY`` line per failure (``failures``: ``(source, why)`` pairs)."""
+    from ..limits import printable
+    from ..outputs import quoted
+
+    words = words or {}
+    line = ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items() if n or k == "done")
+    click.echo(f"cnnfilter: {line}{tail}", err=True)
+    for source, why in failures:
+        click.echo(f"  failed: {quoted(source)}: {printable(why)}", err=True)
+
+
 def double_star_hint(images, recursive: bool, quiet: bool) -> None:
     """A glob with ``**`` and no ``-r`` matches one folder level (``**`` is ``*`` then, as in bash without
     globstar and in Python's glob): a user who meant every level is told, unless ``-q``."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .base import (CONTEXT, Command, ProgressBar, call, cli, double_star_hint, ints, padding, section, shown,
-                   size_option, warn)
+                   size_option, summary, warn)
 
 BORDERS = ("constant", "edge", "reflect", "symmetric", "wrap")
 METHODS = ("auto", "direct", "separable", "fft")
@@ -110,9 +110,8 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
     (one file here, many in worker processes) and report: one line per file for one file, one summary line and
     every failure for a batch; exit code 1 when any failed."""
     from .. import batch
-    from ..limits import max_jobs, printable
+    from ..limits import max_jobs
     from ..limits import max_memory as default_memory
-    from ..outputs import quoted
 
     double_star_hint(request.images, request.recursive, quiet)
     if request.output == "-" and sys.stdout is not None and sys.stdout.isatty():  # as export: no image on a terminal
@@ -174,13 +173,11 @@ def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, s
                  "ignored": "ignored (named like this command's outputs)"}
         if request.in_place:  # never skipped for existing: only a file already replaced, or changed meanwhile
             words["skipped"] = "skipped (already replaced by a worker that died, or changed during the batch)"
-        summary = ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items() if n or k == "done")
         left = len(plan.items) - sum(counts.values())
+        stopped = ""
         if fail_fast and failures and left > 0:
-            summary += f"; stopped at the first failure (--fail-fast), {left} not run"
-        click.echo(f"cnnfilter: {summary}", err=True)
-        for res in failures:
-            click.echo(f"  failed: {quoted(res.source)}: {printable(res.message)}", err=True)
+            stopped = f"; stopped at the first failure (--fail-fast), {left} not run"
+        summary(counts, [(res.source, res.message) for res in failures], words, stopped)
     if failures:
         sys.exit(1)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .base import CONTEXT, ProgressBar, call, cli, double_star_hint, image_size, size_option, warn
+from .base import CONTEXT, ProgressBar, call, cli, double_star_hint, image_size, size_option, summary, warn
 
 def _threads(jobs: int | None) -> None:
     if jobs is None:
@@ -461,24 +461,21 @@ def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std,
         raise click.UsageError("--errors needs a folder of class sub-folders (the truth to compare with)")
     from ..batch import iter_sources
 
-    files, missing = [], 0
+    files, failures = [], []  # failures: (source, why), reported at the end
     for src in iter_sources(images):  # files, folders and globs, as the image commands take them
         if getattr(src, "status", None) == "failed":
-            missing += 1
-            click.echo(f"cnnfilter: error: {printable(src.message)}", err=True)
+            failures.append((src.source, src.message))
         else:
             files.append(src.path)
-    failed = missing
-    if not files and not missing:
+    if not files and not failures:
         raise click.UsageError("no images found")
+    unread = len(failures)  # found but not opened (a dangling link, an unreadable folder)
     rows = []
     for path, probs, error in _predictions(mdl, files, notes):
         if error is not None:
-            failed += 1
+            failures.append((path, error))
             if as_json:
                 click.echo(json.dumps({"image": str(path), "error": error}))
-            else:
-                click.echo(f"cnnfilter: error: {printable(error)}", err=True)
             continue
         top = _top(mdl, probs, k)
         if as_json:
@@ -493,8 +490,11 @@ def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std,
     if rows:
         _table(rows, k)
     notes.finish()
-    if failed:
-        click.echo(f"cnnfilter: {failed} of {len(files) + missing} image(s) failed", err=True)
+    if failures:
+        if len(files) + unread > 1:  # a batch: one summary and every failure, as the image commands end
+            summary({"done": len(files) + unread - len(failures), "failed": len(failures)}, failures)
+        else:
+            click.echo(f"cnnfilter: error: {printable(failures[0][1])}", err=True)
         sys.exit(1)
 
 
@@ -830,7 +830,6 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         runner = InProcess(Settings(None, max_memory))
     work = functools.partial(fm.report_file, report=report)
     failures, done, skipped = [], [], []
-    err = _err()
 
     def consume():
         with ProgressBar(not quiet and sys.stderr.isatty(), len(items)) as advance:
@@ -864,14 +863,17 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             warn(f"{quoted(out_root / 'index.html')} was not written by cnnfilter; left as it is")
         elif index and not quiet:
             click.echo(f"wrote {quoted(index)} (links {len(reports)} reports)", err=True)
-    if skipped and not quiet:
-        click.echo(f"cnnfilter: {len(skipped)} skipped (reports exist; --overwrite replaces them)", err=True)
-    for name, why in failures:
-        why = printable(why)
-        click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
-                   err=True)
+    if len(items) > 1 and (failures or not quiet):  # a batch: one summary and every failure, as convolve's
+        summary({"done": len(done), "skipped": len(skipped), "failed": len(failures)}, failures,
+                {"skipped": "skipped (reports exist; --overwrite replaces them)"})
+    else:
+        if skipped and not quiet:
+            click.echo("cnnfilter: 1 skipped (the report exists; --overwrite replaces it)", err=True)
+        for name, why in failures:
+            why = printable(why)
+            click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
+                       err=True)
     if failures:
-        err.print(f"cnnfilter: {len(failures)} of {len(done) + len(failures)} image(s) failed", markup=False)
         sys.exit(1)
     if index is False:
         sys.exit(1)
