@@ -48,11 +48,14 @@ class Unstreamable(StreamError):
 class Streaming:
     """When and how an input streams: ``tile`` N forces streaming in ``N x N`` tiles (a multiple of 16) and 0
     forbids it; by default a TIFF whose first page decodes to more than ``threshold`` bytes streams in :data:`TILE`
-    tiles. ``progress(done, total)`` is called as output tiles are written (never sent to a batch's workers)."""
+    tiles. ``progress(done, total)`` is called as output tiles are written (never sent to a batch's workers).
+    ``max_pixels``: a streamed image with more pixels is refused before any tile is read (streaming exists for
+    images over Pillow's decompression-bomb limit, so that limit applies only when the user sets one)."""
 
     tile: int | None = None
     threshold: int = STREAM_BYTES
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    max_pixels: int | None = None  # the user's own pixel limit (--max-pixels); Pillow's default is not one here
 
     def __post_init__(self):
         if self.tile is not None and (self.tile < 0 or self.tile % 16):
@@ -68,7 +71,7 @@ class Streaming:
         return decoded_bytes(source) > self.threshold
 
     def __getstate__(self):  # a batch's workers get the settings, not this process's progress bar
-        return {"tile": self.tile, "threshold": self.threshold, "progress": None}
+        return {"tile": self.tile, "threshold": self.threshold, "progress": None, "max_pixels": self.max_pixels}
 
     def __setstate__(self, state):
         for k, v in state.items():
@@ -151,7 +154,15 @@ def process(source, target, *, spec, streaming: Streaming, raw=None, fmt: str | 
                 msg = (f"{quoted(source)} has {len(tf.pages)} pages and only the first is filtered: --in-place "
                        "would lose the others")
                 raise ImageWriteError(msg)
-            pic, layout = _open(tf, name, tile)  # a layout it does not take is refused before the output is looked at
+            try:  # a layout it does not take is refused before the output is looked at
+                pic, layout = _open(tf, name, tile)
+            except LimitError as exc:  # that file's failure, as an image too large to decode in memory is
+                raise StreamError(f"cannot read {name!r}: {exc}") from None
+            height, width = pic.pixels.shape[:2]
+            if streaming.max_pixels is not None and height * width > streaming.max_pixels:
+                msg = (f"cannot read {name!r}: {width}x{height} is more pixels than --max-pixels allows "
+                       f"({streaming.max_pixels:,})")
+                raise StreamError(msg)
             _check_output(source, target, raw, fmt)
             result = ops.apply(spec, pic)
             try:
@@ -225,7 +236,7 @@ def _open(tf, name: str, tile: int):
     # one of the file's own pieces (a tile, or a strip of rows) is decoded whole: bounded before any is read
     piece = (page.tilelength * page.tilewidth if page.is_tiled else page.rowsperstrip * page.imagewidth)
     limits.check_memory(float(piece) * samples * dtype.itemsize * 2,
-                        f"{name!r}: one of its {'tiles' if page.is_tiled else 'strips'} ({piece:,} pixels)")
+                        f"one of its {'tiles' if page.is_tiled else 'strips'} ({piece:,} pixels)")
     try:
         z = zarr.open(page.aszarr(), mode="r")
     except Exception as exc:  # noqa: BLE001 - what tifffile cannot map (compression without its codec, ...)

@@ -113,12 +113,36 @@ def test_tiffs_that_cannot_stream_are_one_clear_error(tmp_path):
 
 def test_a_strip_larger_than_the_memory_limit_is_refused_before_it_is_read(tmp_path):
     # one strip of the whole image: a read of any row decodes all of it
-    from cnnfilter.limits import LimitError, memory_limit
+    from cnnfilter.limits import memory_limit
 
     src = tmp_path / "one-strip.tif"
     tifffile.imwrite(src, np.zeros((4000, 3000), np.uint8), rowsperstrip=4000)
-    with memory_limit(10 << 20), pytest.raises(LimitError, match="strips"):
+    # the file's failure (exit 1 in the CLI), as an image too large to decode in memory is
+    with memory_limit(10 << 20), pytest.raises(stream.StreamError, match="cannot read .*one of its strips"):
         ops.process_file(src, tmp_path / "o.tif", spec=ops.PoolSpec(2), stream=stream.Streaming(tile=512))
+    res = CliRunner().invoke(cli, ["pool", str(src), "--tile", "512", "--max-memory", "10M"])
+    assert res.exit_code == 1 and "one of its strips" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_max_pixels_refuses_a_streamed_tiff_in_one_file_and_in_a_batch(tmp_path):
+    """--max-pixels holds a streamed TIFF too (Pillow's default limit does not: streaming is for larger images),
+    before any tile is read; a batch's workers get the limit with the rest of the streaming settings."""
+    big, small = tmp_path / "big.tif", tmp_path / "small.tif"
+    tifffile.imwrite(big, RGB, photometric="rgb", tile=(16, 16))
+    tifffile.imwrite(small, RGB[:20, :20], photometric="rgb", tile=(16, 16))
+    with pytest.raises(stream.StreamError, match="45x70 is more pixels than --max-pixels allows"):
+        ops.process_file(big, tmp_path / "o.tif", spec=ops.PoolSpec(2),
+                         stream=stream.Streaming(tile=16, max_pixels=1000))
+    assert not (tmp_path / "o.tif").exists()
+    runner = CliRunner()
+    one = runner.invoke(cli, ["pool", str(big), "--tile", "16", "--max-pixels", "1000"])
+    assert one.exit_code == 1 and "--max-pixels" in one.output and len(one.output.strip().splitlines()) == 1
+    out = tmp_path / "out"
+    res = runner.invoke(cli, ["pool", str(big), str(small), "--tile", "16", "--max-pixels", "1000", "-j", "2",
+                              "-o", str(out)])
+    assert res.exit_code == 1 and "1 done, 1 failed" in res.output and "--max-pixels" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["small.max2.tif"]
+    assert runner.invoke(cli, ["pool", str(big), "--tile", "16", "-o", str(tmp_path / "p.tif")]).exit_code == 0
 
 
 def test_size_decides_unless_tile_says(tmp_path, monkeypatch):

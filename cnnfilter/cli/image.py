@@ -99,10 +99,10 @@ def _raw(raw: str | None, images) -> str | None:
     return raw
 
 
-def _streaming(tile: int | None):
+def _streaming(tile: int | None, max_pixels: int | None):
     from ..stream import Streaming
 
-    return call(lambda: Streaming(tile))
+    return call(lambda: Streaming(tile, max_pixels=max_pixels))
 
 
 def _process(request, work, *, quiet, jobs, fail_fast, max_pixels, max_memory, scheduler) -> None:
@@ -286,7 +286,7 @@ def convolve(images, kernels, normalize, scale, flip, method, size, sigma, sigma
     spec = call(lambda: FilterSpec(tuple(steps), flip=flip, border=border, cval=cval, method=method, bias=bias,
                                    output_range=output_range, gray=gray, alpha=alpha_mode, depth=depth, **geometry))
     work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
-                             raw=_raw(raw, images), stream=_streaming(tile))
+                             raw=_raw(raw, images), stream=_streaming(tile, batch_opts["max_pixels"]))
     files = [f for f in map(kernel_file, kernels) if f is not None]
     req, run_opts = _request(images, label, output, fmt, quality, raw, files, **batch_opts)
     _process(req, work, quiet=quiet, **run_opts)
@@ -363,7 +363,7 @@ def pool(images, size, mode, exclude_pad, stride, padding_text, ceil_mode, outpu
     spec = call(lambda: PoolSpec(win, None if stride is None else ints(stride, "--stride", 1),
                                  padding(padding_text, words=False), mode, ceil_mode, not exclude_pad))
     work = functools.partial(process_file, spec=spec, save=SaveSpec(fmt, quality, compress_level),
-                             raw=_raw(raw, images), stream=_streaming(tile))
+                             raw=_raw(raw, images), stream=_streaming(tile, batch_opts["max_pixels"]))
     req, run_opts = _request(images, spec.label, output, fmt, quality, raw, **batch_opts)
     _process(req, work, quiet=quiet, **run_opts)
 
