@@ -803,17 +803,18 @@ def _worker_start(parent: int, initializer, initargs) -> None:
         initializer(*initargs)
 
 
-def attempt(work: Callable[[Path, Path], None], src: Path, dst: Path, stamp: tuple | None = None) -> Result:
+def attempt(work: Callable[[Path, Path], str | None], src: Path, dst: Path, stamp: tuple | None = None) -> Result:
     """``work(src, dst)`` as a :class:`Result`: what it raised becomes the file's failure message, never the batch's
-    end. Every runner runs its jobs through this. With ``stamp`` (an in-place job, see :class:`Job`) a file that
-    is no longer the one planned is skipped, not filtered again."""
+    end; a text it returns (a note on what it did, such as how the image was resized) becomes the done Result's
+    message. Every runner runs its jobs through this. With ``stamp`` (an in-place job, see :class:`Job`) a file
+    that is no longer the one planned is skipped, not filtered again."""
     from .io import ImageReadError, ImageWriteError
 
     try:
         if stamp is not None and stamp_of(dst) != stamp:
             return Result(src, dst, "skipped", "already replaced (by a worker that died before it could report), "
                           "or changed since the batch began")
-        work(src, dst)
+        note = work(src, dst)
     except (ImageReadError, ImageWriteError, ValueError, TypeError) as exc:
         return Result(src, dst, "failed", str(exc))
     except OSError as exc:
@@ -825,7 +826,7 @@ def attempt(work: Callable[[Path, Path], None], src: Path, dst: Path, stamp: tup
         return Result(src, dst, "failed", why)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; the message says what it was
         return Result(src, dst, "failed", f"{type(exc).__name__}: {exc}")
-    return Result(src, dst, "done")
+    return Result(src, dst, "done", note if isinstance(note, str) else "")
 
 
 def default_jobs() -> int:

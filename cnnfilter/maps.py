@@ -750,9 +750,22 @@ def same_values(net, names) -> dict[str, str]:
     return out
 
 
-def report_file(source, target, *, report: Report) -> None:
+def _fit_note(mdl, path: Path, resize: str) -> str | None:
+    """:func:`cnnfilter.nn.predict.fit_note` for the image file ``path`` (already read whole, so known to be an
+    image), from its header alone; None when it needs no conversion."""
+    from .nn.predict import fit_note
+
+    try:
+        with Image.open(path) as header:  # the size and mode, without decoding the pixels again
+            return fit_note(mdl, header, resize)
+    except Exception:  # noqa: BLE001 - a note is not worth a failure
+        return None
+
+
+def report_file(source, target, *, report: Report) -> str | None:
     """One image's report: ``target`` (a folder) gets what :func:`write_report` writes, for the model's layers or
-    the kernel bank that ``report`` names. The unit of work of a ``featuremaps`` batch."""
+    the kernel bank that ``report`` names. The unit of work of a ``featuremaps`` batch. Returns how the image was
+    converted or resized to meet the model's input, in words (:func:`cnnfilter.nn.predict.fit_note`), or None."""
     path = Path(source)
     options = {"normalize": report.normalize, "colormap_name": report.colormap, "separate": report.separate,
                "npz": report.npz}
@@ -762,6 +775,7 @@ def report_file(source, target, *, report: Report) -> None:
     mdl = report.opened()
     wanted = report.wanted()
     x = prepare_input(mdl, path, report.resize)
+    note = _fit_note(mdl, path, report.resize)
     net = mdl.for_size(*x.shape[1:]).net  # a free-size model runs at the image's own size
     acts = net.activations(mdl.normalize(x[None]))
     pred = None
@@ -781,3 +795,4 @@ def report_file(source, target, *, report: Report) -> None:
     write_report(target, input_image=x, acts=acts, title=path.name, prediction=pred, weights=weights,
                  labels={mdl.output_name: list(mdl.classes)}, tile_size=report.tile_size,
                  signed_layers=None if report.normalize == "map" else signed, same=same, about=about, **options)
+    return note

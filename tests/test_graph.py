@@ -161,8 +161,12 @@ def test_a_pooling_padded_beyond_memory_is_refused_before_its_copy():
     with pytest.raises(LimitError, match="over the memory limit"):
         Graph(nodes, {}, "x", (8, 1, 1), "y", 17)
     nodes = [_n("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], pads=[3, 0, 3, 0])]
-    with pytest.raises(GraphError, match="does not fit the input"):
+    with pytest.raises(GraphError, match=r"window 2x2 with pads \[3, 0, 3, 0\] does not fit the input"):
         Graph(nodes, {}, "x", (2, 5, 5), "y", 17)
+    # the pads as the file gives them (begins, then ends), and the dilation that makes the window wide
+    nodes = [_n("MaxPool", ["x"], ["y"], kernel_shape=[3, 2], dilations=[2, 1], pads=[5, 0, 0, 0])]
+    with pytest.raises(GraphError, match=r"window 3x2, dilations \[2, 1\] with pads \[5, 0, 0, 0\] does not fit"):
+        Graph(nodes, {}, "x", (2, 2, 2), "y", 17)
 
 
 def test_shape_arithmetic_constant_of_shape_and_expand():
@@ -196,3 +200,15 @@ def test_forward_folds_batchnorm_and_relu_into_the_convolution_only_where_nothin
         g = Graph([conv, bn, *extra], p, "x", (C, 7, 6), "y", 17)
         assert len(g.steps) == fused
         np.testing.assert_allclose(g.forward(x), g.activations(x)["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_listing_shows_how_a_window_walks():
+    """summary() (--list-layers, the report's cards) gives a pooling node's and a Conv's strides, dilations, pads
+    (in the file's order), auto_pad and ceil_mode, each only when it is not the default."""
+    pool = _n("MaxPool", ["x"], ["y"], kernel_shape=[3, 2], strides=[2, 3], dilations=[2, 1], pads=[1, 0, 1, 0],
+              ceil_mode=1)
+    plain = _n("AveragePool", ["y"], ["z"], kernel_shape=[2, 2])
+    same = _n("MaxPool", ["z"], ["u"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
+    rows = Graph([pool, plain, same], {}, "x", (2, 9, 9), "u", 17).summary()
+    assert [r[1] for r in rows] == ["MaxPool 3x2 s2,3 d2,1 p1,0,1,0 ceil [MaxPool_y]", "AveragePool 2x2 [AveragePool_z]",
+                                    "MaxPool 2x2 s2 SAME_UPPER [MaxPool_u]"]

@@ -423,3 +423,24 @@ def test_filters_of_an_rgb_model_are_colour_tiles(tmp_path):
         tile = img[y : y + 3 * f : f, x : x + 3 * f : f]
         np.testing.assert_array_equal(tile, np.rint(127.5 + 127.5 * w[o].transpose(1, 2, 0) / peak).astype(np.uint8))
     assert "three input channels as red, green and blue" in (out / "coffee" / "index.html").read_text()
+
+
+def test_cli_says_how_images_were_fitted_to_the_model_as_predict_does(tmp_path):
+    """An image that the model's fixed input size or channels change gets one warning per kind of change (as
+    predict's), worded for --resize; images the model takes as they are, and -q, get none."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = np.random.default_rng(3).integers(0, 256, (40, 30, 3), np.uint8)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rgb).save(src / name)
+    (src / "d.png").write_bytes(DIGIT.read_bytes())  # 8x8 greyscale: as the model takes it
+    res = CliRunner().invoke(cli, ["featuremaps", str(src), "-m", "digits", "-o", str(tmp_path / "m1")])
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == 2 and "a.png' is 30x40 RGB, the model takes 8x8 greyscale: converted to greyscale, " \
+        "resized to 8x8 (bilinear)" in warnings[0] and "1 more image(s) converted or resized" in warnings[1]
+    res = CliRunner().invoke(cli, ["featuremaps", str(src / "a.png"), "-m", "digits", "-o", str(tmp_path / "m2"),
+                                   "--resize", "pad"])
+    assert res.exit_code == 0 and "centred on a 8x8 black canvas" in res.stderr
+    res = CliRunner().invoke(cli, ["featuremaps", str(src), "-m", "digits", "-o", str(tmp_path / "m3"), "-q"])
+    assert res.exit_code == 0 and res.stderr == ""

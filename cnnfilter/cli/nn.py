@@ -317,7 +317,8 @@ def model_options(f):
     """The options that say how an ONNX model is fed (a .cnnf model carries its own)."""
     options = [
         click.option("--input-size", metavar="HxW", callback=_input_size,
-                     help="ONNX: the size to run a model whose height and width are symbolic at [default: 224x224]."),
+                     help="ONNX: the size to run a model whose height and width are symbolic at [default: each "
+                          "image's own size; --list-layers shows 224x224]."),
         click.option("--mean", metavar="M1,M2,M3|imagenet|none", callback=_channel_values,
                      help="ONNX: per-channel mean in 0..1 units, in the network's channel order, subtracted from "
                           "the input (presets are RGB, reordered for --channels bgr) "
@@ -755,9 +756,10 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             raise click.UsageError("--list-layers needs -m/--model")
         rows = mdl.net.summary()
         width = max([8, *(len(name) for name, *_ in rows)])
-        click.echo(f"{'':>3}  {'layer':{width}s} {'':42s} output")
+        what = max([10, *(len(rep) for _, rep, *_ in rows)])  # the output column stays aligned however long
+        click.echo(f"{'':>3}  {'layer':{width}s} {'':{what}s} output")
         for i, (name, rep, shape, _) in enumerate(rows):
-            click.echo(f"{i:>3}  {name:{width}s} {rep:42s} {'x'.join(map(str, shape))}")
+            click.echo(f"{i:>3}  {name:{width}s} {rep:{what}s} {'x'.join(map(str, shape))}")
         if mdl.free_size:
             _, h, w = mdl.input_shape
             click.echo(f"(shapes at {h}x{w}: the model's height and width are symbolic, so each image runs at its own "
@@ -830,6 +832,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         runner = InProcess(Settings(None, max_memory))
     work = functools.partial(fm.report_file, report=report)
     failures, done, skipped = [], [], []
+    notes = _FitNotes(quiet)  # how images were converted or resized to meet the model's input, as predict says
 
     def consume():
         with ProgressBar(not quiet and sys.stderr.isatty(), len(items)) as advance:
@@ -842,10 +845,13 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
                     skipped.append(res)
                     continue
                 done.append(res)
+                if res.message:
+                    notes(res.source, res.message)
                 if not quiet:
                     click.echo(f"wrote {quoted(res.target / 'index.html')}", err=True)
 
     call(consume)
+    notes.finish()
     index = None
     if len(items) > 1 and done:  # a page linking every image's report (an earlier run's too), in the inputs' order
         order = {str(getattr(it, "target", "")): i for i, it in enumerate(items)}

@@ -223,15 +223,28 @@ class _Layer:
         if hasattr(self, "weight"):
             o, cg, kh, kw = self.weight.shape
             g = int(a.get("group", 1))
-            text += f" {kh}x{kw} {cg * g}->{o}"
-            strides = a.get("strides", [1, 1])
-            text += f" s{strides[0]}" if len(set(strides)) == 1 and strides[0] != 1 else ""
+            text += f" {kh}x{kw} {cg * g}->{o}" + _window_text(a)
             text += f" groups {g}" if g > 1 else ""
         elif "kernel_shape" in a:
-            text += " " + "x".join(map(str, a["kernel_shape"]))
+            text += " " + "x".join(map(str, a["kernel_shape"])) + _window_text(a)
         if self.node.name and self.node.name != self.node.outputs[0]:  # the ONNX node's own name
             text += f" [{self.node.name}]"
         return text
+
+
+def _window_text(a: dict) -> str:
+    """A Conv's or a pooling node's walk as a listing shows it: `` s2 d2 p1,1,0,0 SAME_UPPER ceil`` (strides,
+    dilations and pads when not all 1 or 0; one number when all are equal; pads in the file's order)."""
+    def part(key, tag, neutral):
+        values = [int(v) for v in a.get(key, [])]
+        if not values or all(v == neutral for v in values):
+            return ""
+        return f" {tag}{values[0]}" if len(set(values)) == 1 else f" {tag}{','.join(map(str, values))}"
+
+    auto = a.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    return (part("strides", "s", 1) + part("dilations", "d", 1) + part("pads", "p", 0)
+            + (f" {printable(auto)}" if auto != "NOTSET" else "") + (" ceil" if a.get("ceil_mode") else ""))
 
 
 def _fuse(nodes: list[Node], params: dict, output: str) -> list[Node]:
@@ -462,7 +475,10 @@ def _pool(node, args, opset):
                      f"node {node.name!r} ({node.op})")
         check_work(POOL_READ_COST * k[0] * k[1] * N * C * Ho * Wo, f"node {node.name!r} ({node.op})")
     if not window.fits(H, W):
-        msg = f"node {node.name!r}: the window {k[0]}x{k[1]} with pads {list(pads)} does not fit the input {H}x{W}"
+        onnx_pads = [pads[0], pads[2], pads[1], pads[3]]  # as the file gives them: begins, then ends
+        dilated = f", dilations {dilations}" if dilations != [1, 1] else ""
+        msg = (f"node {node.name!r}: the window {k[0]}x{k[1]}{dilated} with pads {onnx_pads} does not fit the input "
+               f"{H}x{W}")
         raise GraphError(msg)
     return [planes(np.ascontiguousarray(_f32(x)), window)]
 

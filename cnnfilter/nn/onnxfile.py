@@ -32,7 +32,11 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, classes: list[
     image's own size, :meth:`Model.for_size`, the network being listed at 224x224; a model with a fixed size
     must be given that size or nothing). ``classes`` name the outputs (default: the
     model's metadata ``classes``, else ``0``, ``1``, ...). ``mean``/``std`` (per channel, in 0..1 pixel units)
-    normalise the input (default: the metadata's, else none). Raises ModelError naming the problem."""
+    normalise the input (default: the metadata's, else none). Raises ModelError naming the problem.
+
+    For speed, call :func:`cnnfilter.runtime.tune` first thing in the program, before numpy and numba load: it
+    makes idle threads sleep (a ResNet-style forward pass took 148-180 ms without it, 21-22 ms with it, on a
+    2-vCPU VM)."""
     fail = loader_failure(path)
     try:
         import onnx

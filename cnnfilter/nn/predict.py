@@ -77,10 +77,11 @@ def probability_text(p: float, digits: int = 3) -> str:
     return f"<{floor:.{digits}f}" if p < floor else f"{p:.{digits}f}"
 
 
-def fit_note(model: Model, image) -> str | None:
+def fit_note(model: Model, image, resize: str = "stretch") -> str | None:
     """What :func:`prepare` does to ``image`` (a Pillow image or an array) to meet the model's input, in words
     (``"640x480 RGB, the model takes 8x8 greyscale: converted to greyscale, resized to 8x8 (bilinear)"``), or None
-    when it takes the image as it is."""
+    when it takes the image as it is. ``resize``: as ``featuremaps --resize`` meets a fixed size (``stretch``,
+    ``fit`` or ``pad``)."""
     C, H, W = model.input_shape
     if isinstance(image, Image.Image):
         h, w = image.height, image.width
@@ -99,7 +100,9 @@ def fit_note(model: Model, image) -> str | None:
     if grey != (C == 1):
         done.append("converted to " + ("greyscale" if C == 1 else "RGB"))
     if (h, w) != (H, W):
-        done.append(f"resized to {W}x{H} (bilinear)")
+        done.append({"fit": f"fitted into {W}x{H} (bilinear, aspect ratio kept, black borders)",
+                     "pad": f"centred on a {W}x{H} black canvas (not scaled, cropped where larger)"}.get(
+                         resize, f"resized to {W}x{H} (bilinear)"))
     if not done:
         return None
     takes = f"{W}x{H} " if not model.free_size else ""
