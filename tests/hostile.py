@@ -172,13 +172,56 @@ def _png_chunk(path: Path, kind: bytes, body: bytes) -> None:
     path.write_bytes(data[:33] + _chunk(kind, body) + data[33:])
 
 
-def _scan_bomb(path: Path) -> None:
-    """A small progressive JPEG whose last scan is repeated 5,000 times (each scan re-decodes the whole image)."""
+def _scan_bomb_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="JPEG", progressive=True)
     data = buf.getvalue()
     last, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
-    path.write_bytes(data[:end] + data[last:end] * 5000 + data[end:])
+    return data[:end] + data[last:end] * 5000 + data[end:]
+
+
+def _scan_bomb(path: Path) -> None:
+    """A small progressive JPEG whose last scan is repeated 5,000 times (each scan re-decodes the whole image)."""
+    path.write_bytes(_scan_bomb_bytes())
+
+
+def _segments(data: bytes) -> list[tuple[int, bytes]]:
+    """A JPEG's marker segments up to its first scan, as (marker, bytes); the scan and the rest last."""
+    i, out = 2, []
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xDA:
+            out.append((marker, data[i:]))
+            break
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        out.append((marker, data[i : i + 2 + length]))
+        i += 2 + length
+    return out
+
+
+def _baseline_scan_bomb(path: Path) -> None:
+    """A baseline (SOF0) colour JPEG whose first scan covers one component, repeated 5,000 times: libjpeg reads
+    every one, each a pass over that component (Pillow does not call it progressive)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, "JPEG", subsampling=0)
+    head = b"".join(d for m, d in _segments(buf.getvalue()) if m != 0xDA)
+
+    def scan(component: int, tables: int) -> bytes:  # one component, DC and AC tables, spectral 0..63
+        return b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([component, tables, 0, 63, 0])
+
+    path.write_bytes(b"\xff\xd8" + head + scan(1, 0x00) * 5000 + scan(2, 0x11) + scan(3, 0x11) + b"\xff\xd9")
+
+
+def _mpo_scan_bomb(path: Path) -> None:
+    """The progressive scan bomb with an APP2 'MPF' segment claiming two images: Pillow opens it as MPO."""
+    data = _scan_bomb_bytes()
+    entries = 8 + 2 + 3 * 12 + 4
+    ifd = (struct.pack(">H", 3) + struct.pack(">HHI4s", 0xB000, 7, 4, b"0100") + struct.pack(">HHII", 0xB001, 4, 1, 2)
+           + struct.pack(">HHII", 0xB002, 7, 32, entries) + struct.pack(">I", 0))
+    body = (b"MM\x00\x2a" + struct.pack(">I", 8) + ifd + struct.pack(">IIIHH", 0x20030000, len(data), 0, 0, 0)
+            + struct.pack(">IIIHH", 0, 16, 0, 0, 0))
+    app2 = b"\xff\xe2" + struct.pack(">H", 2 + 4 + len(body)) + b"MPF\x00" + body
+    path.write_bytes(data[:2] + app2 + data[2:])
 
 
 def _add_member(path: Path, name: str, data: bytes) -> None:
@@ -513,6 +556,12 @@ CASES: list[Case] = [
          ["predict", "digits", "b.png", str(DIGIT), "-q"], 0, lines=0, writes=()),
     Case("jpeg-scan-bomb", _write("s.jpg", _scan_bomb), ["convolve", "s.jpg", "-k", "edge", "-o", "out/x.png"], 1,
          "a JPEG of 5,00", max_s=10),
+    Case("jpeg-baseline-scan-bomb", _write("s.jpg", _baseline_scan_bomb),
+         ["convolve", "s.jpg", "-k", "edge", "-o", "out/x.png"], 1, "a JPEG of 5,00", max_s=10),
+    Case("jpeg-scan-bomb-as-mpo", _write("s.jpg", _mpo_scan_bomb),
+         ["convolve", "s.jpg", "-k", "edge", "-o", "out/x.png"], 1, "a JPEG of 5,00", max_s=10),
+    Case("jpeg-scan-bomb-on-stdin", _write("s.jpg", _mpo_scan_bomb), ["convolve", "-", "-k", "edge", "-o", "x.png"],
+         1, "a JPEG of 5,00", max_s=10, stdin="s.jpg"),
     Case("predict-2000-classes", lambda r: _model(r, header={"arch": "fc2000", "input_shape": [1, 1, 1],
                                                              "classes": [f"c{i}" for i in range(2000)],
                                                              "mean": [0.5], "std": [0.25]},
