@@ -422,9 +422,11 @@ def pool_generic(x, out, arg, C, kh, kw, sh, sw, dh, dw, top, left, hend, wend, 
 
 @njit(cache=True, inline="always")
 def _pick(a, b, mode):
+    """The winner of ``a`` (met first) and ``b``: the larger (max, ``mode`` 0) or smaller (min), the first on a
+    tie (+0.0 and -0.0 keep their order, as in :func:`pool_generic`), NaN whichever comes first."""
     if mode == 0:
-        return a if (a > b or a != a) else b
-    return a if (a < b or a != a) else b
+        return a if (a >= b or a != a) else b
+    return a if (a <= b or a != a) else b
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -511,53 +513,70 @@ def _first_taps(n_out, stride, k, d, before, n, end):
 
 
 @njit(parallel=True, cache=True)
-def pool_separable(x, out, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode):
+def pool_separable(x, out, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, bands):
     """:func:`pool_generic`'s max (``mode`` 0) or min (2) of one-lane planes ``x (P, H, W)`` into ``out (P, Ho,
-    Wo)``, without winners' indices: max and min are separable, so each plane's rows are first pooled along the
-    row, then the results across rows, each pass one vectorised sweep per tap (a network's 3x3 windows at
-    stride 2). The same values: NaN propagates either way. One task per plane."""
+    Wo)``, without winners' indices: max and min are separable, so the rows some window reads are first pooled
+    along the row, then the results across rows, each pass one vectorised sweep per tap (a network's 3x3 windows
+    at stride 2). The same values, to the bit: NaN propagates and ties keep the first in row-major order, as there.
+    One task per band of output rows of a plane (``bands`` per plane: more than one when there are fewer planes
+    than threads); the work is at most the windows' own taps, whatever the stride."""
     P, H, W = x.shape
     Ho, Wo = out.shape[1], out.shape[2]
     r0, rn = _first_taps(Ho, sh, kh, dh, top, H, hend)
     c0, cn = _first_taps(Wo, sw, kw, dw, left, W, wend)
+    used = np.zeros(H, np.bool_)  # rows that some window reads
+    for i in range(Ho):
+        for u in range(rn[i]):
+            used[r0[i] + u * dh] = True
     j0 = 0  # the columns [j0, j1) whose windows lie wholly on the image
     while j0 < Wo and cn[j0] < kw:
         j0 += 1
     j1 = Wo
     while j1 > j0 and cn[j1 - 1] < kw:
         j1 -= 1
-    for q in prange(P):
-        h = np.empty((H, Wo), x.dtype)
-        plane = x[q]
-        for r in range(H):
-            row = plane[r]
-            hr = h[r]
-            for j in range(j0):
-                m = row[c0[j]]
-                for v in range(1, cn[j]):
-                    m = _pick(m, row[c0[j] + v * dw], mode)
-                hr[j] = m
-            for j in range(j1, Wo):
-                m = row[c0[j]]
-                for v in range(1, cn[j]):
-                    m = _pick(m, row[c0[j] + v * dw], mode)
-                hr[j] = m
-            if j1 > j0:
-                s = c0[j0]
-                for j in range(j1 - j0):
-                    hr[j0 + j] = row[s + j * sw]
-                for v in range(1, kw):
-                    for j in range(j1 - j0):
-                        hr[j0 + j] = _pick(hr[j0 + j], row[s + j * sw + v * dw], mode)
-        for i in range(Ho):
-            o = out[q, i]
-            first = h[r0[i]]
-            for j in range(Wo):
-                o[j] = first[j]
-            for u in range(1, rn[i]):
-                hu = h[r0[i] + u * dh]
+    per = (Ho + bands - 1) // bands
+    for t in prange(P * bands):
+        q = t // bands
+        i0 = (t - q * bands) * per
+        i1 = min(Ho, i0 + per)
+        if i0 < i1:
+            lo = H  # the rows this band's windows read lie in [lo, hi) (with dilation a window's first row on
+            hi = 0  # the image may lie above the previous window's)
+            for i in range(i0, i1):
+                lo = min(lo, r0[i])
+                hi = max(hi, r0[i] + (rn[i] - 1) * dh + 1)
+            h = np.empty((hi - lo, Wo), x.dtype)
+            plane = x[q]
+            for r in range(lo, hi):
+                if used[r]:
+                    row = plane[r]
+                    hr = h[r - lo]
+                    for j in range(j0):
+                        m = row[c0[j]]
+                        for v in range(1, cn[j]):
+                            m = _pick(m, row[c0[j] + v * dw], mode)
+                        hr[j] = m
+                    for j in range(j1, Wo):
+                        m = row[c0[j]]
+                        for v in range(1, cn[j]):
+                            m = _pick(m, row[c0[j] + v * dw], mode)
+                        hr[j] = m
+                    if j1 > j0:
+                        s = c0[j0]
+                        for j in range(j1 - j0):
+                            hr[j0 + j] = row[s + j * sw]
+                        for v in range(1, kw):
+                            for j in range(j1 - j0):
+                                hr[j0 + j] = _pick(hr[j0 + j], row[s + j * sw + v * dw], mode)
+            for i in range(i0, i1):
+                o = out[q, i]
+                first = h[r0[i] - lo]
                 for j in range(Wo):
-                    o[j] = _pick(o[j], hu[j], mode)
+                    o[j] = first[j]
+                for u in range(1, rn[i]):
+                    hu = h[r0[i] + u * dh - lo]
+                    for j in range(Wo):
+                        o[j] = _pick(o[j], hu[j], mode)
 
 
 @njit(parallel=True, cache=True)

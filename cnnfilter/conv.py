@@ -133,8 +133,9 @@ def run(x, w, b, geometry: Geometry, *, out=None, xp=None, relu: bool = False) -
     network's Conv2d layers call it): ``x (N, C, H, W)`` and ``w (O, C/groups, kh, kw)`` of one float type, ``b
     (O,)``, a geometry whose output is at least 1x1. ``out`` and ``xp`` may be given as buffers (``xp`` zero in the
     padding: only its interior is written). The loop is :func:`_path`'s choice; im2col's columns are made a block
-    of images at a time, under ``config.CONV_COLUMNS_BYTES``. ``relu``: negative outputs become 0 (NaN stays),
-    in the same pass that adds the bias or stores the result (an imported Conv followed by its Relu)."""
+    of images at a time, under ``config.CONV_COLUMNS_BYTES``. ``relu``: negative outputs become 0 (NaN stays;
+    an imported Conv followed by its Relu), in the pass that stores the result (direct 3x3) or adds the bias
+    (1x1 and im2col), or in one more pass (the other direct loops)."""
     _check(x.shape, w, geometry)
     return _compute(pad(x, geometry, w.dtype, xp), w, b, geometry, out, relu)
 

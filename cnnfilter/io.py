@@ -74,10 +74,14 @@ def open_image(source) -> Image.Image | Picture:
                 head = fh.read(33)
                 if _png.sniff16(head):
                     return _read_png16(head + fh.read())
-                if head[:2] == b"\xff\xd8":
-                    _check_jpeg_scans(head + fh.read())
-                fh.seek(0)
-                img = Image.open(fh)
+                if head[:2] == b"\xff\xd8":  # read whole once: its scans counted, then decoded from memory
+                    fh.seek(0)
+                    data = fh.read()
+                    _check_jpeg_scans(data)
+                    img = Image.open(_io.BytesIO(data))
+                else:
+                    fh.seek(0)
+                    img = Image.open(fh)
             else:
                 img = Image.open(source)
             bands = 4 if img.mode in ("P", "PA") else len(img.getbands())  # palettes become RGB(A)
@@ -128,11 +132,23 @@ _ORIENT = {
 }
 
 
+def count_pairs(data: bytes, first: int, second: int, chunk: int = 1 << 20) -> int:
+    """How many times the byte ``first`` is directly followed by ``second`` in ``data``: ``bytes.count`` of the
+    two-byte string, in numpy a MiB at a time (16 against 110 us for a 130 KB photo; its temporaries stay small
+    whatever the file's size)."""
+    a = np.frombuffer(data, np.uint8)
+    found = 0
+    for start in range(0, max(len(a) - 1, 0), chunk):
+        part = a[start : start + chunk + 1]  # one byte more: a pair across the chunks' border counts once
+        found += int(np.count_nonzero((part[:-1] == first) & (part[1:] == second)))
+    return found
+
+
 def _check_jpeg_scans(data: bytes) -> None:
     """Refuse a JPEG with more scans than any encoder writes: each progressive scan re-decodes the whole image, so
     a 2.7 MB file of 20,000 scans takes minutes (libjpeg's djpeg has -maxscans for this)."""
     if data[:2] == b"\xff\xd8":
-        scans = data.count(b"\xff\xda")  # a start-of-scan marker; entropy-coded 0xFF bytes are stuffed (FF 00)
+        scans = count_pairs(data, 0xFF, 0xDA)  # start-of-scan markers; entropy-coded 0xFF bytes are stuffed (FF 00)
         if scans > MAX_JPEG_SCANS:
             raise LimitError(f"a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
 

@@ -404,6 +404,19 @@ def _pad_bomb(helper):
             helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
 
 
+def _sparse_rows_pool(m, helper) -> None:
+    """A MaxPool one row tall and 8192 wide every 512 rows of a 1024x16384 input: its windows read 2 rows, so the
+    work limit lets it through (a second and a half in all); a pooling that swept every row would take 40 s or
+    more."""
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = 1024, 16384
+    del m.graph.node[:]
+    m.graph.node.extend([
+        helper.make_node("MaxPool", ["input"], ["pool"], kernel_shape=[1, 8192], strides=[512, 1]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc1"], ["logits"], transB=1)])
+
+
 def _with_init(edit, name, value):
     def both(m, helper):
         from onnx import numpy_helper
@@ -699,6 +712,9 @@ CASES: list[Case] = [
          ["predict", "m.onnx", "d.png"], 1, "'Upsample' (node 'relu') is not supported", writes=()),
     Case("onnx-names-escape", _onnx("m.onnx", _escaping_names),
          ["featuremaps", "d.png", "-m", "m.onnx", "-o", "out", "-q"], 0, lines=0),
+    Case("onnx-pool-stride-past-rows", _onnx("m.onnx", _with_init(_sparse_rows_pool, "fc1",
+                                                                  np.ones((10, 1), np.float32))),
+         ["predict", "m.onnx", "d.png", "-q"], 0, "", lines=None, max_s=15, writes=()),
     Case("onnx-broadcast-bomb", _onnx("m.onnx", _with_init(_onnx_graph(_broadcast_bomb), "flat_shape",
                                                            np.array([-1, 1], np.int64))),
          ["predict", "m.onnx", "d.png"], 1, "over the memory limit", writes=()),

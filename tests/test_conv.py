@@ -110,8 +110,8 @@ def test_conv2d_paths_and_image_blocks_agree_with_the_definition(columns_bytes, 
 @pytest.mark.parametrize("min_plane", [1, 10**9])
 def test_relu_in_the_convolution_equals_relu_after_it(min_plane, rng, monkeypatch):
     """conv.run(relu=True) (an imported Conv and its Relu, fused) gives np.maximum(conv.run(), 0) to the bit on
-    every path (direct 3x3, direct strided and grouped, tap-shift, 1x1, im2col by bands and by whole images), and
-    keeps NaN where the convolution made it."""
+    every path (direct 3x3, direct strided and grouped, tap-shift, 1x1, im2col by bands, by blocks of images and
+    by one whole image written straight into the output), and keeps NaN where the convolution made it."""
     from cnnfilter import config
     from cnnfilter.conv import Geometry, run
 
@@ -119,7 +119,10 @@ def test_relu_in_the_convolution_equals_relu_after_it(min_plane, rng, monkeypatc
     for (N, C, H, W, O, kh, kw, stride, pads, groups, columns) in [
         (2, 3, 9, 11, 5, 3, 3, (1, 1), (1, 1, 1, 1), 1, 8 << 20), (2, 4, 9, 9, 4, 3, 3, (2, 2), (1, 1, 1, 1), 2, 1),
         (2, 3, 11, 10, 4, 2, 5, (1, 1), (1, 0, 2, 1), 1, 3000), (3, 4, 8, 8, 6, 1, 1, (1, 1), (0, 0, 0, 0), 1, 1),
-        (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 8 << 20), (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 4000)]:
+        (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 8 << 20), (2, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1,
+                                                                  4000),
+        (1, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 8 << 20),  # one whole image: its product is the output
+        (3, 3, 23, 20, 5, 7, 7, (2, 2), (3, 3, 3, 3), 1, 2 * 3 * 49 * 120 * 4)]:  # blocks of 2 images, then 1
         monkeypatch.setattr(config, "CONV_COLUMNS_BYTES", columns)
         x = rng.normal(size=(N, C, H, W)).astype(np.float32)
         x[0, 0, H // 2, W // 2] = np.nan

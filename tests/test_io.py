@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from cnnfilter.io import ImageFormatError, ImageReadError, ImageWriteError, Picture, load_image, read_picture, save_image, to_depth, \
@@ -136,3 +138,13 @@ def test_a_bigtiff_is_rewritten_as_tiff_with_its_descriptive_tags_only(tmp_path)
         assert np.array_equal(np.asarray(img), data)
         tags = img.getexif()
         assert tags.get(271) == "Canon" and 0x0144 not in tags and 0x0142 not in tags  # no stale TileOffsets/Width
+
+
+@given(st.lists(st.sampled_from([0xFF, 0xDA, 0x00, 0xD8]), max_size=300), st.integers(1, 40))
+def test_count_pairs_is_bytes_count_across_chunk_borders(values, chunk):
+    """The JPEG scan count (io.count_pairs, numpy a chunk at a time) equals bytes.count of the marker, wherever the
+    chunks' borders fall."""
+    from cnnfilter.io import count_pairs
+
+    data = bytes(values)
+    assert count_pairs(data, 0xFF, 0xDA, chunk) == data.count(b"\xff\xda")

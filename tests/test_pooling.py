@@ -172,7 +172,8 @@ def test_planes_engines_agree_to_the_bit_with_pool2d(mode, k, s, pads, d, ceil, 
 
 def test_separable_max_and_min_equal_the_window_walk_on_random_windows():
     """The separable loop (rows pooled along, then across) gives the compiled walk of each window's values, to the
-    bit and NaN where it is, on random sizes, strides, dilations, padding and ceil_mode."""
+    bit (+0.0 and -0.0 ties keep the first, NaN where it is), on random sizes, strides, dilations, padding and
+    ceil_mode, in one band of rows per plane or several."""
     from cnnfilter import _loops, pooling
 
     rng = np.random.default_rng(11)
@@ -185,14 +186,18 @@ def test_separable_max_and_min_equal_the_window_walk_on_random_windows():
         if not window.fits(H, W):
             continue
         x = rng.standard_normal((2, 3, H, W)).astype(np.float32)
+        x[rng.random(x.shape) < 0.3] = 0.0  # ties of +0.0 and -0.0, whose order decides the sign
+        x[rng.random(x.shape) < 0.3] = -0.0
         if trial % 4 == 0:
             x[rng.integers(0, 2), rng.integers(0, 3), rng.integers(0, H), rng.integers(0, W)] = np.nan
         Ho, Wo = window.output(H, W)
-        got = np.full((6, Ho, Wo), 7.0, np.float32)
         ref = np.full((6, Ho, Wo), -7.0, np.float32)
         args = (*k, *s, *d, pads[0], pads[2], H + pads[1], W + pads[3], pooling.MODES.index(window.mode))
-        _loops.pool_separable(x.reshape(6, H, W), got, *args)
         _loops.pool_generic(x.reshape(6, H, W), ref, np.empty((0, 0, 0), np.int64), 1, *args[:-1], args[-1], True)
-        np.testing.assert_array_equal(got, ref)
+        for bands in (1, 3):
+            got = np.full((6, Ho, Wo), 7.0, np.float32)
+            _loops.pool_separable(x.reshape(6, H, W), got, *args, bands)
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
         checked += 1
     assert checked > 150
+
