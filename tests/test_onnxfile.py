@@ -278,6 +278,8 @@ def test_symbolic_height_and_width_run_at_each_images_size_or_the_size_given(tmp
     np.testing.assert_allclose(predict(model, paths), expect, rtol=1e-4, atol=1e-6)
     got = np.stack([pr for _, pr, _ in predict_files(model, paths)])
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)
+    x0 = np.asarray(Image.open(paths[0]), np.float32).transpose(2, 0, 1)[None] / 255  # a batch at its own size
+    np.testing.assert_allclose(model.probabilities(np.concatenate([x0, x0])), expect[[0, 0]], rtol=1e-4, atol=1e-6)
     from cnnfilter.nn.predict import prepare
 
     chw = np.random.default_rng(0).integers(0, 256, (3, 9, 11), dtype=np.uint8)

@@ -877,8 +877,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
             click.echo("cnnfilter: 1 skipped (the report exists; --overwrite replaces it)", err=True)
         for name, why in failures:
             why = printable(why)
-            click.echo(f"cnnfilter: error: {why}" if quoted(name) in why else f"cnnfilter: error: {quoted(name)}: {why}",
-                       err=True)
+            named = why if quoted(name) in why else f"{quoted(name)}: {why}"
+            click.echo(f"cnnfilter: error: {named}", err=True)
     if failures:
         sys.exit(1)
     if index is False:

@@ -186,7 +186,11 @@ class Model:
 
     def probabilities(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
         """Class probabilities ``(N, classes)`` for images ``x (N, C, H, W)`` in 0..1, :meth:`batch_size` at a
-        time unless ``batch`` says."""
+        time unless ``batch`` says. A ``free_size`` model runs at ``x``'s own height and width
+        (:meth:`for_size`)."""
+        x = np.asarray(x)
+        if self.free_size and x.ndim == 4 and tuple(x.shape[2:]) != tuple(self.input_shape[1:]):
+            return self.for_size(*x.shape[2:]).probabilities(x, batch)
         batch = batch or self.batch_size()
         out = []
         for i in range(0, len(x), batch):
