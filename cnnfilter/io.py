@@ -74,14 +74,11 @@ def open_image(source) -> Image.Image | Picture:
                 head = fh.read(33)
                 if _png.sniff16(head):
                     return _read_png16(head + fh.read())
-                if head[:2] == b"\xff\xd8":  # read whole once: its scans counted, then decoded from memory
+                if head[:2] == b"\xff\xd8":  # its scans counted a MiB at a time, before Pillow reads it
                     fh.seek(0)
-                    data = fh.read()
-                    _check_jpeg_scans(data)
-                    img = Image.open(_io.BytesIO(data))
-                else:
-                    fh.seek(0)
-                    img = Image.open(fh)
+                    _check_jpeg_scans_in(fh)
+                fh.seek(0)
+                img = Image.open(fh)
             else:
                 img = Image.open(source)
             bands = 4 if img.mode in ("P", "PA") else len(img.getbands())  # palettes become RGB(A)
@@ -144,13 +141,27 @@ def count_pairs(data: bytes, first: int, second: int, chunk: int = 1 << 20) -> i
     return found
 
 
+def _check_jpeg_scans_in(fh, chunk: int = 1 << 20) -> None:
+    """:func:`_check_jpeg_scans` of the file ``fh`` from where it is, read a chunk at a time (memory stays at one
+    chunk whatever the file's size); stops reading once the scans are over the limit."""
+    scans, last = 0, b""
+    while True:
+        part = fh.read(chunk)
+        if not part:
+            return
+        scans += count_pairs(part, 0xFF, 0xDA) + (last == b"\xff" and part[:1] == b"\xda")  # and across the border
+        if scans > MAX_JPEG_SCANS:
+            raise LimitError(f"a JPEG of at least {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
+        last = part[-1:]
+
+
 def _check_jpeg_scans(data: bytes) -> None:
     """Refuse a JPEG with more scans than any encoder writes: each progressive scan re-decodes the whole image, so
     a 2.7 MB file of 20,000 scans takes minutes (libjpeg's djpeg has -maxscans for this)."""
     if data[:2] == b"\xff\xd8":
         scans = count_pairs(data, 0xFF, 0xDA)  # start-of-scan markers; entropy-coded 0xFF bytes are stuffed (FF 00)
         if scans > MAX_JPEG_SCANS:
-            raise LimitError(f"a JPEG of {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
+            raise LimitError(f"a JPEG of at least {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
 
 
 def _check_decode(width: int, height: int, bands: int, sample_bytes: int) -> None:

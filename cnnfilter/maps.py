@@ -39,10 +39,11 @@ SMALL_DISPLAY = 256  # ... and a small image's enlarged (whole times) to at leas
 PASS_THROUGH = frozenset({"Dropout", "Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"})  # the values of
 # their input, rearranged: a report names them instead of drawing the same values twice
 
-def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
+def prepare_input(model, image, resize: str = "stretch", *, loaded: bool = False) -> np.ndarray:
     """An image (path, Pillow image or array) as the model's input ``(C, H, W)`` in 0..1. ``stretch`` resizes to
     the input size; ``fit`` keeps the aspect ratio and pads with black; ``pad`` does not scale: the image is
-    centred on a black canvas (cropped when larger)."""
+    centred on a black canvas (cropped when larger). ``loaded``: ``image`` is what
+    :func:`cnnfilter.nn.predict.load_input` gave for a file, taken as that file would be."""
     from .nn.data import to_array
     from .nn.predict import prepare
 
@@ -52,10 +53,10 @@ def prepare_input(model, image, resize: str = "stretch") -> np.ndarray:
     if resize == "stretch" or model.free_size:  # a free_size model takes the image as it is
         return prepare(model, image)
     C, H, W = model.input_shape
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, Path)) or loaded:
         from .nn.predict import load_input
 
-        image = load_input(image)
+        image = load_input(image) if isinstance(image, (str, Path)) else image
         if isinstance(image, np.ndarray):  # a 16-bit PNG Pillow cannot hold: 8 bits are plenty for a model
             eight = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
             image = Image.fromarray(eight, "RGB" if eight.ndim == 3 else "L")
@@ -750,18 +751,6 @@ def same_values(net, names) -> dict[str, str]:
     return out
 
 
-def _fit_note(mdl, path: Path, resize: str) -> str | None:
-    """:func:`cnnfilter.nn.predict.fit_note` for the image file ``path`` (already read whole, so known to be an
-    image), from its header alone; None when it needs no conversion."""
-    from .nn.predict import fit_note
-
-    try:
-        with Image.open(path) as header:  # the size and mode, without decoding the pixels again
-            return fit_note(mdl, header, resize)
-    except Exception:  # noqa: BLE001 - a note is not worth a failure
-        return None
-
-
 def report_file(source, target, *, report: Report) -> str | None:
     """One image's report: ``target`` (a folder) gets what :func:`write_report` writes, for the model's layers or
     the kernel bank that ``report`` names. The unit of work of a ``featuremaps`` batch. Returns how the image was
@@ -772,10 +761,13 @@ def report_file(source, target, *, report: Report) -> str | None:
     if report.model is None:
         write_bank_report(target, path, list(report.bank), title=path.name, **options)
         return
+    from .nn.predict import fit_note, load_input
+
     mdl = report.opened()
     wanted = report.wanted()
-    x = prepare_input(mdl, path, report.resize)
-    note = _fit_note(mdl, path, report.resize)
+    image = load_input(path)  # read once: what it is told (the note) and what the model is fed
+    note = fit_note(mdl, image, report.resize)
+    x = prepare_input(mdl, image, report.resize, loaded=True)
     net = mdl.for_size(*x.shape[1:]).net  # a free-size model runs at the image's own size
     acts = net.activations(mdl.normalize(x[None]))
     pred = None

@@ -185,7 +185,7 @@ def planes(x: np.ndarray, window: Window, *, out=None, arg=None) -> np.ndarray:
         from . import _loops
 
         threads = numba.get_num_threads()
-        bands = 1 if N * C >= 2 * threads else min(Ho, -(-2 * threads // (N * C)))  # a task per band of rows
+        bands = 1 if N * C >= 2 * threads else max(1, min(Ho, -(-2 * threads // max(N * C, 1))))  # a task per band
         _loops.pool_separable(x.reshape(N * C, H, W), out.reshape(N * C, Ho, Wo), kh, kw, sh, sw, dh, dw, top,
                               left, H + bottom, W + right, MODES.index(window.mode), bands)
         return out

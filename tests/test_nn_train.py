@@ -604,3 +604,19 @@ def test_batchnorm_state_in_a_model_file_is_checked(tmp_path):
     _rewrite(good, bad, header={"graph": graph})
     with pytest.raises(nn.ModelError, match="node 'bn1' \\(BatchNormalization\\): epsilon -1 is not in \\(0, 1\\)"):
         nn.load_model(bad)
+
+
+def test_predict_says_the_files_that_failed_before_a_model_that_fails_part_way(tmp_path, monkeypatch):
+    """A model that fails after some files could not be read: those files' failures are still reported (a summary
+    and a line each) before the model's own line, exit 1."""
+    import cnnfilter.nn as nn_module
+
+    def broken(model, paths, batch=None, *, notes=None):
+        yield paths[0], None, f"{str(paths[0])!r}: not an image"
+        raise ValueError("node 'x' (Conv) failed: boom")
+
+    monkeypatch.setattr(nn_module, "predict_files", broken)
+    good = str(DIGITS / "7" / "0007.png")
+    res = run(["predict", "digits", good, good])
+    assert res.exit_code == 1
+    assert "cnnfilter: 1 failed\n  failed: " in res.stderr and "the model failed: node 'x'" in res.stderr

@@ -644,3 +644,28 @@ def test_numeric_tensor_names_are_names_before_indices(tmp_path):
 
     model = nn.load_onnx(path)
     assert select_layers(model, "6") == ["6"] and select_layers(model, "0") == ["5"]
+
+
+def test_an_image_turned_by_its_exif_orientation_keeps_its_upright_shape(tmp_path, rng):
+    """A photo stored 100 wide and 40 tall with EXIF orientation 6 (a quarter turn) is 40 wide and 100 tall
+    upright: a free-size model takes it at that size (it was squashed back to 100x40), and a fixed 100x40 (HxW)
+    model needs no resizing, so no note says so."""
+    from PIL import Image
+
+    from cnnfilter.nn.predict import fit_note, load_input, prepare
+
+    stored = Image.fromarray(rng.integers(0, 256, (40, 100, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    m = resnet(rng)
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    onnx.save(m, tmp_path / "r.onnx")
+    free = nn.load_onnx(tmp_path / "r.onnx")
+    image = load_input(tmp_path / "turned.jpg")
+    assert prepare(free, image).shape == (3, 100, 40)
+    fixed = nn.load_onnx(tmp_path / "r.onnx", input_size=(100, 40))
+    assert fit_note(fixed, image) is None
+    note = fit_note(nn.load_onnx(tmp_path / "r.onnx", input_size=(40, 100)), image)  # sizes as W x H
+    assert note == "40x100 RGB, the model takes 100x40 RGB: resized to 100x40 (bilinear)"

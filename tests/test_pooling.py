@@ -201,3 +201,12 @@ def test_separable_max_and_min_equal_the_window_walk_on_random_windows():
         checked += 1
     assert checked > 150
 
+
+
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
+def test_planes_of_an_empty_batch_are_an_empty_batch(mode):
+    """A batch of no images (an ONNX graph may slice one down to none) pools to no images, on every engine."""
+    from cnnfilter import pooling
+
+    out = pooling.planes(np.zeros((0, 3, 20, 20), np.float32), pooling.Window((3, 3), (2, 2), mode=mode))
+    assert out.shape == (0, 3, 9, 9)

@@ -472,22 +472,29 @@ def predict(model, images, top_k, as_json, quiet, errors, input_size, mean, std,
         raise click.UsageError("no images found")
     unread = len(failures)  # found but not opened (a dangling link, an unreadable folder)
     rows = []
-    for path, probs, error in _predictions(mdl, files, notes):
-        if error is not None:
-            failures.append((path, error))
+    try:
+        for path, probs, error in _predictions(mdl, files, notes):
+            if error is not None:
+                failures.append((path, error))
+                if as_json:
+                    click.echo(json.dumps({"image": str(path), "error": error}))
+                continue
+            top = _top(mdl, probs, k)
             if as_json:
-                click.echo(json.dumps({"image": str(path), "error": error}))
-            continue
-        top = _top(mdl, probs, k)
-        if as_json:
-            click.echo(json.dumps({"image": str(path), **_json_top(top)}))
-        elif quiet:
-            click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{probability_text(top[0][1], 4)}")
-        else:
-            rows.append((str(path), top))
-            if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
-                _table(rows, k)
-                rows = []
+                click.echo(json.dumps({"image": str(path), **_json_top(top)}))
+            elif quiet:
+                click.echo(f"{printable(str(path))}\t{printable(top[0][0])}\t{probability_text(top[0][1], 4)}")
+            else:
+                rows.append((str(path), top))
+                if len(rows) >= _TABLE_ROWS:  # memory stays bounded: the table is printed in pieces
+                    _table(rows, k)
+                    rows = []
+    except click.ClickException:  # the model failed part-way: what was found so far is said before its line
+        if rows:
+            _table(rows, k)
+        if failures:
+            summary({"failed": len(failures)}, failures)
+        raise
     if rows:
         _table(rows, k)
     notes.finish()
@@ -755,8 +762,8 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         if source is None:
             raise click.UsageError("--list-layers needs -m/--model")
         rows = mdl.net.summary()
-        width = max([8, *(len(name) for name, *_ in rows)])
-        what = max([10, *(len(rep) for _, rep, *_ in rows)])  # the output column stays aligned however long
+        width = min(60, max([8, *(len(name) for name, *_ in rows)]))
+        what = min(60, max([10, *(len(rep) for _, rep, *_ in rows)]))  # aligned, unless one is very long
         click.echo(f"{'':>3}  {'layer':{width}s} {'':{what}s} output")
         for i, (name, rep, shape, _) in enumerate(rows):
             click.echo(f"{i:>3}  {name:{width}s} {rep:{what}s} {'x'.join(map(str, shape))}")

@@ -51,6 +51,16 @@ def scan(folder) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, items
 
 
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """``(height, width)`` of ``img`` as :func:`to_array` gives it, its EXIF orientation applied (5 to 8 turn it
+    a quarter)."""
+    try:
+        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - EXIF Pillow cannot parse: the image as stored, as to_array takes it
+        turned = False
+    return (img.width, img.height) if turned else (img.height, img.width)
+
+
 def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """A Pillow image as ``(channels, H, W)`` float32 in 0..1: EXIF orientation applied, 16-bit greyscale
     scaled by 65535, everything else converted to L or RGB, resized (bilinear) to ``size = (H, W)``."""

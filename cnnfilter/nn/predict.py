@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import to_array
+from .data import to_array, upright_size
 from .model import Model
 
 
@@ -22,7 +22,7 @@ def prepare(model: Model, image) -> np.ndarray:
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[0] == C and image.shape[2] not in (3, 4):
             H, W = image.shape[1:]  # already (C, H, W): scaled below like any array
         else:
-            H, W = (image.height, image.width) if isinstance(image, Image.Image) else np.shape(image)[:2]
+            H, W = upright_size(image) if isinstance(image, Image.Image) else np.shape(image)[:2]
     if isinstance(image, Image.Image):
         return to_array(image, C, (H, W))
     arr = np.asarray(image)
@@ -84,7 +84,7 @@ def fit_note(model: Model, image, resize: str = "stretch") -> str | None:
     ``fit`` or ``pad``)."""
     C, H, W = model.input_shape
     if isinstance(image, Image.Image):
-        h, w = image.height, image.width
+        h, w = upright_size(image)
         grey = image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16")
         what = "greyscale" if grey else "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else image.mode
     else:
