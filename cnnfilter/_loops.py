@@ -551,16 +551,12 @@ def pool_separable(x, out, kh, kw, sh, sw, dh, dw, top, left, hend, wend, mode, 
                 if used[r]:
                     row = plane[r]
                     hr = h[r - lo]
-                    for j in range(j0):
-                        m = row[c0[j]]
-                        for v in range(1, cn[j]):
-                            m = _pick(m, row[c0[j] + v * dw], mode)
-                        hr[j] = m
-                    for j in range(j1, Wo):
-                        m = row[c0[j]]
-                        for v in range(1, cn[j]):
-                            m = _pick(m, row[c0[j] + v * dw], mode)
-                        hr[j] = m
+                    for j in range(Wo):  # windows cut by the edge: tap by tap
+                        if j < j0 or j >= j1:
+                            m = row[c0[j]]
+                            for v in range(1, cn[j]):
+                                m = _pick(m, row[c0[j] + v * dw], mode)
+                            hr[j] = m
                     if j1 > j0:
                         s = c0[j0]
                         for j in range(j1 - j0):
@@ -690,6 +686,12 @@ def _conv3x3_pair(acc0, acc1, xf, w, o0, o1, c, rows, cols, L):
             v20 * x20 + v21 * x21 + v22 * x22)
 
 
+@njit(cache=True, inline="always")
+def _relu(v):
+    """``v``, or 0 when negative; NaN stays NaN (as numpy.maximum(v, 0))."""
+    return v if (v > 0.0 or v != v) else 0.0
+
+
 @njit(parallel=True, cache=True, fastmath=_FM)
 def conv2d_3x3(xp, w, bias, out, dh, dw, groups, relu):
     """conv2d_forward for 3x3 kernels at stride 1, two filters per task sharing every load of the input; with
@@ -723,10 +725,8 @@ def conv2d_3x3(xp, w, bias, out, dh, dw, groups, relu):
         for i in range(Ho):
             if relu:
                 for j in range(Wo):
-                    v0 = acc0[i * Wp + j]
-                    v1 = acc1[i * Wp + j]
-                    out[n, o0, i, j] = v0 if (v0 > 0.0 or v0 != v0) else 0.0
-                    out[n, o1, i, j] = v1 if (v1 > 0.0 or v1 != v1) else 0.0
+                    out[n, o0, i, j] = _relu(acc0[i * Wp + j])
+                    out[n, o1, i, j] = _relu(acc1[i * Wp + j])
             else:
                 out[n, o0, i, :] = acc0[i * Wp : i * Wp + Wo]
                 out[n, o1, i, :] = acc1[i * Wp : i * Wp + Wo]
@@ -744,8 +744,7 @@ def bias_relu(o3, bias, relu):
         b = bias[o]
         if relu:
             for j in range(L):
-                v = row[j] + b
-                row[j] = v if (v > 0.0 or v != v) else 0.0
+                row[j] = _relu(row[j] + b)
         else:
             for j in range(L):
                 row[j] += b

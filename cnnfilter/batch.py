@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 from PIL import Image
 
-from .outputs import OutputError, Resolver, clean, inside, quoted, remove_stale, resolve, safe_part
+from .outputs import OutputError, Resolver, about, clean, inside, quoted, remove_stale, resolve, safe_part
 
 GLOB_CHARS = set("*?[")
 
@@ -500,8 +500,7 @@ def prepare(req: Request) -> Plan:
             raise OutputError(f"no images found in {', '.join(map(repr, images))}")
         if all(isinstance(i, Result) and i.usage for i in items):  # the command line contradicts itself: exit 2
             first = items[0]
-            msg = first.message if quoted(first.source) in first.message else f"{quoted(first.source)}: {first.message}"
-            raise OutputError(msg + (f" (and {len(items) - 1} more like it)" if len(items) > 1 else ""), usage=True)
+            raise OutputError(about(first.source, first.message) + (f" (and {len(items) - 1} more like it)" if len(items) > 1 else ""), usage=True)
         return Plan(True, items)
     if output == "-":
         claim(req.raw, images[0], None, req.overwrite, req.other_inputs)

@@ -67,7 +67,8 @@ def open_image(source) -> Image.Image | Picture:
                     raise ImageReadError("cannot read '-': standard input is empty")
                 if _png.sniff16(data[:33]):
                     return _read_png16(data)
-                _check_jpeg_scans(data)
+                if data[:2] == b"\xff\xd8":
+                    _check_jpeg_scans(_io.BytesIO(data))
                 img = Image.open(_io.BytesIO(data))
             elif isinstance(source, (str, os.PathLike)):
                 fh = open_regular(source, "image")
@@ -76,7 +77,7 @@ def open_image(source) -> Image.Image | Picture:
                     return _read_png16(head + fh.read())
                 if head[:2] == b"\xff\xd8":  # its scans counted a MiB at a time, before Pillow reads it
                     fh.seek(0)
-                    _check_jpeg_scans_in(fh)
+                    _check_jpeg_scans(fh)
                 fh.seek(0)
                 img = Image.open(fh)
             else:
@@ -141,9 +142,11 @@ def count_pairs(data: bytes, first: int, second: int, chunk: int = 1 << 20) -> i
     return found
 
 
-def _check_jpeg_scans_in(fh, chunk: int = 1 << 20) -> None:
-    """:func:`_check_jpeg_scans` of the file ``fh`` from where it is, read a chunk at a time (memory stays at one
-    chunk whatever the file's size); stops reading once the scans are over the limit."""
+def _check_jpeg_scans(fh, chunk: int = 1 << 20) -> None:
+    """Refuse a JPEG with more scans than any encoder writes: each progressive scan re-decodes the whole image, so
+    a 2.7 MB file of 20,000 scans takes minutes (libjpeg's djpeg has -maxscans for this). ``fh``, a binary file at
+    the JPEG's start, is read a chunk at a time (memory stays at one chunk whatever its size), until the scans are
+    over the limit or it ends; start-of-scan markers are counted (entropy-coded 0xFF bytes are stuffed: FF 00)."""
     scans, last = 0, b""
     while True:
         part = fh.read(chunk)
@@ -153,15 +156,6 @@ def _check_jpeg_scans_in(fh, chunk: int = 1 << 20) -> None:
         if scans > MAX_JPEG_SCANS:
             raise LimitError(f"a JPEG of at least {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
         last = part[-1:]
-
-
-def _check_jpeg_scans(data: bytes) -> None:
-    """Refuse a JPEG with more scans than any encoder writes: each progressive scan re-decodes the whole image, so
-    a 2.7 MB file of 20,000 scans takes minutes (libjpeg's djpeg has -maxscans for this)."""
-    if data[:2] == b"\xff\xd8":
-        scans = count_pairs(data, 0xFF, 0xDA)  # start-of-scan markers; entropy-coded 0xFF bytes are stuffed (FF 00)
-        if scans > MAX_JPEG_SCANS:
-            raise LimitError(f"a JPEG of at least {scans:,} scans; at most {MAX_JPEG_SCANS:,} are decoded")
 
 
 def _check_decode(width: int, height: int, bands: int, sample_bytes: int) -> None:

@@ -40,6 +40,11 @@ def quoted(path) -> str:
     return repr(str(path))
 
 
+def about(path, message: str) -> str:
+    """``message`` as it is when it already names ``path`` (quoted), else ``'path': message``."""
+    return message if quoted(path) in message else f"{quoted(path)}: {message}"
+
+
 def resolve(path) -> Path:
     """``path`` made absolute with symlinks followed as far as they exist; a loop or an impossible name raises
     OutputError naming it."""

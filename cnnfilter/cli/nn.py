@@ -750,7 +750,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
     from .. import maps as fm
     from ..batch import InProcess, Job, Result, Settings, iter_sources, many
     from ..limits import printable
-    from ..outputs import OutputPolicy, quoted, resolve, safe_part
+    from ..outputs import OutputPolicy, about, quoted, resolve, safe_part
 
     source = None
     if model is not None:
@@ -883,9 +883,7 @@ def featuremaps_command(images, model, output, layers, list_layers, bank, resize
         if skipped and not quiet:
             click.echo("cnnfilter: 1 skipped (the report exists; --overwrite replaces it)", err=True)
         for name, why in failures:
-            why = printable(why)
-            named = why if quoted(name) in why else f"{quoted(name)}: {why}"
-            click.echo(f"cnnfilter: error: {named}", err=True)
+            click.echo(f"cnnfilter: error: {about(name, printable(why))}", err=True)
     if failures:
         sys.exit(1)
     if index is False:
